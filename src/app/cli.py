@@ -1,0 +1,142 @@
+"""`llm-service serve | migrate | create-admin`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+
+from pydantic import ValidationError
+
+from modules.config import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        sys.exit(f"llm-service: invalid configuration: {errors}")
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from app import create_app
+    from app.migrations import upgrade_to_head
+
+    settings = _settings()
+    if args.host:
+        settings.host = args.host
+    if args.port:
+        settings.port = args.port
+    try:
+        settings.resolve_model_path()
+    except FileNotFoundError as exc:
+        sys.exit(f"llm-service: {exc}")
+    if settings.uses_embedded_database:
+        # The embedded default needs no operator: bring its schema up to date on start.
+        upgrade_to_head(settings.effective_database_url)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+
+
+def migrate(_: argparse.Namespace) -> None:
+    from app.migrations import upgrade_to_head
+
+    settings = _settings()
+    upgrade_to_head(settings.effective_database_url)
+    print(f"database at head: {_redact(settings.effective_database_url)}")
+
+
+def create_admin(args: argparse.Namespace) -> None:
+    settings = _settings()
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            sys.exit("llm-service: passwords differ")
+    try:
+        message = asyncio.run(_create_admin(settings, args.email, password))
+    except ValueError as exc:
+        sys.exit(f"llm-service: {exc}")
+    print(message)
+
+
+async def _create_admin(settings: Settings, email: str, password: str) -> str:
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    from app.database import metadata  # noqa: F401  (registers every table)
+    from app.migrations import upgrade_to_head
+    from modules.auth import PasswordHasher
+    from modules.auth.policy import password_problems
+    from modules.users import ROLE_ADMIN, UserService, normalize_email
+    from modules.users.models import User
+
+    if settings.uses_embedded_database:
+        await asyncio.to_thread(upgrade_to_head, settings.effective_database_url)
+    email = normalize_email(email)
+    problems = password_problems(password, min_length=settings.password_min_length, email=email)
+    if problems:
+        raise ValueError("password " + "; ".join(problems))
+    engine = create_async_engine(settings.effective_database_url)
+    try:
+        async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+            users = UserService(session=session)
+            password_hash = await PasswordHasher().hash(password)
+            existing = await users.get_by_email(email)
+            if existing is not None:
+                existing.role, existing.is_active, existing.password_hash = (
+                    ROLE_ADMIN,
+                    True,
+                    password_hash,
+                )
+                await users.update(existing, auto_commit=True)
+                return f"{email} is now an admin (password reset)"
+            await users.create(
+                User(email=email, password_hash=password_hash, role=ROLE_ADMIN, is_active=True),
+                auto_commit=True,
+            )
+            return f"admin {email} created"
+    finally:
+        await engine.dispose()
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="llm-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="serve the API (migrates the embedded DB)")
+    serve_parser.add_argument("--host", help="bind address (default HOST or 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port (default PORT or 8000)")
+    serve_parser.set_defaults(handler=serve)
+
+    migrate_parser = commands.add_parser("migrate", help="upgrade DATABASE_URL to the latest schema")
+    migrate_parser.set_defaults(handler=migrate)
+
+    admin_parser = commands.add_parser("create-admin", help="create (or promote) an admin user")
+    admin_parser.add_argument("--email", required=True)
+    admin_parser.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    admin_parser.set_defaults(handler=create_admin)
+
+    args = parser.parse_args(argv)
+    args.handler(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Every error as RFC 9457 problem details, through Litestar's problem-details plugin."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
+
+from modules.auth.service import AuthError, EmailTakenError, PasswordPolicyError
+from modules.llm.engine import EngineUnavailableError, QueueFullError, QueueTimeoutError
+from modules.llm.service import InvalidGenerationRequest, PromptTooLongError
+
+logger = logging.getLogger("app.errors")
+
+
+def _problem(
+    status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=status,
+        title=HTTPStatus(status).phrase,
+        detail=detail,
+        headers=headers,
+        extra=extra or None,
+    )
+
+
+def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
+    extra: dict[str, Any] = {}
+    detail = exc.detail
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        # Name the offending fields in `detail`; keep the structured list in `errors`.
+        errors = [e for e in exc.extra if isinstance(e, dict)]
+        named = [f"{e.get('key') or 'body'}: {e.get('message')}" for e in errors]
+        if named:
+            detail = "invalid request: " + "; ".join(named)
+        extra["errors"] = errors
+    elif isinstance(exc.extra, dict):
+        extra.update(exc.extra)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return _problem(exc.status_code, detail, headers=headers or None, **extra)
+
+
+def _from_auth_error(exc: AuthError) -> ProblemDetailsException:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return _problem(exc.status_code, exc.detail, headers=headers)
+
+
+def _from_password_policy(exc: PasswordPolicyError) -> ProblemDetailsException:
+    return _problem(422, str(exc), errors=[{"key": "password", "message": p} for p in exc.problems])
+
+
+def _from_invalid_generation(exc: InvalidGenerationRequest) -> ProblemDetailsException:
+    extra = {"errors": [{"key": exc.field, "message": exc.detail}]} if exc.field else {}
+    return _problem(exc.status_code, exc.detail, **extra)
+
+
+def _from_prompt_too_long(exc: PromptTooLongError) -> ProblemDetailsException:
+    return _problem(
+        422, str(exc), prompt_tokens=exc.prompt_tokens, context_size=exc.context_size
+    )
+
+
+def _from_queue_full(exc: QueueFullError) -> ProblemDetailsException:
+    return _problem(
+        503,
+        f"{exc}; retry after {exc.retry_after} s",
+        headers={"Retry-After": str(exc.retry_after)},
+        retry_after=exc.retry_after,
+    )
+
+
+def _unavailable(exc: Exception) -> ProblemDetailsException:
+    return _problem(503, str(exc), headers={"Retry-After": "5"})
+
+
+def _internal(exc: Exception) -> ProblemDetailsException:
+    logger.exception("unhandled error", exc_info=exc)
+    return _problem(500, "internal server error")
+
+
+def problem_details_config() -> ProblemDetailsConfig:
+    return ProblemDetailsConfig(
+        enable_for_all_http_exceptions=False,
+        exception_to_problem_detail_map={
+            HTTPException: _from_http_exception,
+            AuthError: _from_auth_error,
+            PasswordPolicyError: _from_password_policy,
+            EmailTakenError: lambda exc: _problem(409, str(exc)),
+            NotFoundError: lambda exc: _problem(404, "not found"),
+            DuplicateKeyError: lambda exc: _problem(409, "a record with these values exists"),
+            InvalidGenerationRequest: _from_invalid_generation,
+            PromptTooLongError: _from_prompt_too_long,
+            QueueFullError: _from_queue_full,
+            QueueTimeoutError: _unavailable,
+            EngineUnavailableError: _unavailable,
+            Exception: _internal,
+        },
+    )

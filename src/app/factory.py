@@ -1,0 +1,122 @@
+"""`create_app(settings)`: the one place that knows every module and wires them together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar import Litestar
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.logging import LoggingConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.problem_details import ProblemDetailsPlugin
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.database import database_config
+from app.errors import problem_details_config
+from app.health import HealthController
+from modules import auth, llm, users
+from modules.auth import PasswordHasher, TokenCodec, build_jwt_auth
+from modules.config import Settings
+from modules.llm import GenerationService
+from modules.llm.engine import EngineUnavailableError
+from modules.llm.runtime import start_generation_service
+
+logger = logging.getLogger("app")
+
+PUBLIC_PATHS = ("/health", "/schema", "/auth/register", "/auth/login", "/auth/refresh")
+
+
+def _package_version() -> str:
+    try:
+        return version("llm-service")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the app. Nothing heavy happens here: the model loads in the lifespan."""
+    settings = settings or Settings()
+    db_config = database_config(settings.effective_database_url, echo=settings.database_echo)
+    codec = TokenCodec(
+        settings.resolve_jwt_secret(),
+        issuer=settings.jwt_issuer,
+        access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+    )
+    hasher = PasswordHasher()
+
+    def session_for(connection: ASGIConnection[Any, Any, Any, Any]) -> AsyncSession:
+        return db_config.provide_session(connection.app.state, connection.scope)
+
+    jwt_auth = build_jwt_auth(codec, session_for, exclude=PUBLIC_PATHS)
+
+    @asynccontextmanager
+    async def model_lifespan(app: Litestar) -> AsyncIterator[None]:
+        logger.info("loading model ...")
+        service = await asyncio.to_thread(start_generation_service, settings)
+        app.state.generation_service = service
+        logger.info(
+            "model %s loaded (context %d tokens)", service.model_name, service.engine.model.n_ctx
+        )
+        try:
+            yield
+        finally:
+            app.state.generation_service = None
+            await asyncio.to_thread(service.engine.stop)
+
+    def provide_generation_service(state: State) -> GenerationService:
+        service: GenerationService | None = state.get("generation_service")
+        if service is None:
+            raise EngineUnavailableError("the model is not loaded")
+        return service
+
+    def provide_settings() -> Settings:
+        return settings
+
+    def provide_hasher() -> PasswordHasher:
+        return hasher
+
+    def provide_codec() -> TokenCodec:
+        return codec
+
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            auth.create_router(),
+            users.create_router(),
+            llm.create_router(),
+        ],
+        dependencies={
+            "settings": Provide(provide_settings, sync_to_thread=False, use_cache=True),
+            "password_hasher": Provide(provide_hasher, sync_to_thread=False, use_cache=True),
+            "token_codec": Provide(provide_codec, sync_to_thread=False, use_cache=True),
+            "generation_service": Provide(provide_generation_service, sync_to_thread=False),
+        },
+        plugins=[
+            SQLAlchemyPlugin(config=db_config),
+            ProblemDetailsPlugin(problem_details_config()),
+        ],
+        on_app_init=[jwt_auth.on_app_init],
+        lifespan=[model_lifespan],
+        state=State(
+            {"started_at": time.monotonic(), "version": _package_version(), "settings": settings}
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="llm-service", version=_package_version()),
+        logging_config=LoggingConfig(
+            root={"level": settings.log_level.upper(), "handlers": ["queue_listener"]},
+            log_exceptions="debug",
+        ),
+        debug=False,
+    )
+

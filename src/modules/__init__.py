@@ -1,0 +1,1 @@
+"""Feature modules: each owns its models, services, schemas and controller."""

@@ -1,0 +1,92 @@
+"""/auth routes: register, login (JSON or OAuth2 password form), refresh, logout."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, post
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.security.jwt import Token
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from modules.auth.schemas import LoginRequest, RefreshRequest, RegisterRequest, TokenResponse
+from modules.auth.service import AuthService, TokenPair
+from modules.config import Settings
+from modules.users.models import User
+from modules.users.schemas import UserRead
+
+
+def _token_response(pair: TokenPair) -> TokenResponse:
+    return TokenResponse(
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_in=pair.expires_in,
+        refresh_expires_in=pair.refresh_expires_in,
+    )
+
+
+def _decode_login(body: bytes) -> LoginRequest:
+    try:
+        return msgspec.json.decode(body, type=LoginRequest)
+    except msgspec.ValidationError as exc:
+        raise ValidationException(f"invalid login body: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise ClientException("malformed JSON body") from exc
+
+
+class AuthController(Controller):
+    path = "/auth"
+    tags = ["auth"]
+
+    @post("/register", status_code=HTTP_201_CREATED, exclude_from_auth=True)
+    async def register(
+        self,
+        data: RegisterRequest,
+        auth_service: NamedDependency[AuthService],
+        settings: NamedDependency[Settings],
+    ) -> UserRead:
+        """Create an account with the `user` role."""
+        if not settings.allow_registration:
+            raise HTTPException(status_code=403, detail="registration is disabled on this server")
+        user = await auth_service.register(data.email, data.password)
+        return UserRead.from_model(user)
+
+    @post("/login", status_code=200, exclude_from_auth=True)
+    async def login(
+        self, request: Request[Any, Any, Any], auth_service: NamedDependency[AuthService]
+    ) -> TokenResponse:
+        """Log in with `{"email", "password"}` as JSON, or `username`/`password` as an
+        OAuth2 password-grant form (`application/x-www-form-urlencoded`)."""
+        if request.content_type[0] == RequestEncodingType.URL_ENCODED:
+            form = await request.form()
+            grant_type = form.get("grant_type")
+            if grant_type not in (None, "", "password"):
+                raise ClientException("grant_type must be 'password'")
+            username, password = form.get("username"), form.get("password")
+            if not isinstance(username, str) or not isinstance(password, str):
+                raise ValidationException("form fields 'username' and 'password' are required")
+            credentials = LoginRequest(email=username, password=password)
+        else:
+            credentials = _decode_login(await request.body())
+        pair = await auth_service.login(credentials.email, credentials.password)
+        return _token_response(pair)
+
+    @post("/refresh", status_code=200, exclude_from_auth=True)
+    async def refresh(
+        self, data: RefreshRequest, auth_service: NamedDependency[AuthService]
+    ) -> TokenResponse:
+        """Trade a refresh token for a new pair; each refresh token works once."""
+        return _token_response(await auth_service.refresh(data.refresh_token))
+
+    @post("/logout", status_code=HTTP_204_NO_CONTENT)
+    async def logout(
+        self,
+        request: Request[User, Token, Any],
+        auth_service: NamedDependency[AuthService],
+    ) -> None:
+        """End this login: its refresh tokens and access tokens stop working at once."""
+        await auth_service.logout(uuid.UUID(str(request.auth.extras["fam"])))

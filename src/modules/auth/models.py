@@ -1,0 +1,26 @@
+"""Refresh tokens: one row per issued token, grouped in families (one family per login)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from advanced_alchemy.base import UUIDAuditBase
+from advanced_alchemy.types import DateTimeUTC
+from advanced_alchemy.types import GUID
+from sqlalchemy import ForeignKey
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+class RefreshToken(UUIDAuditBase):
+    """`id` is the token's `jti`. A used token has `used_at`; a revoked family has `revoked_at`."""
+
+    __tablename__ = "refresh_tokens"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        GUID, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    family_id: Mapped[uuid.UUID] = mapped_column(GUID, index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

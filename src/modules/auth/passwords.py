@@ -1,0 +1,50 @@
+"""Password hashing with argon2id through passlib, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import warnings
+
+with warnings.catch_warnings():
+    # passlib 1.7.4 imports the stdlib `crypt` module, deprecated since Python 3.11.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from passlib.context import CryptContext
+
+# OWASP's minimum for argon2id: m=19 MiB, t=2, p=1.
+ARGON2_MEMORY_KIB = 19 * 1024
+ARGON2_ROUNDS = 2
+ARGON2_PARALLELISM = 1
+
+
+class PasswordHasher:
+    """Hashes and verifies passwords in a worker thread; argon2 is CPU and memory bound."""
+
+    def __init__(
+        self,
+        memory_kib: int = ARGON2_MEMORY_KIB,
+        rounds: int = ARGON2_ROUNDS,
+        parallelism: int = ARGON2_PARALLELISM,
+    ) -> None:
+        self._context = CryptContext(
+            schemes=["argon2"],
+            argon2__type="ID",
+            argon2__memory_cost=memory_kib,
+            argon2__rounds=rounds,
+            argon2__parallelism=parallelism,
+        )
+        # A login for an unknown email verifies against this, so it costs what a real one does.
+        self._dummy_hash = self._context.hash(secrets.token_urlsafe(16))
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._context.hash, password)
+
+    async def verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
+        """(matches, new hash if the stored one uses outdated parameters)."""
+        result: tuple[bool, str | None] = await asyncio.to_thread(
+            self._context.verify_and_update, password, password_hash
+        )
+        return result
+
+    async def verify_dummy(self, password: str) -> None:
+        await asyncio.to_thread(self._context.verify, password, self._dummy_hash)

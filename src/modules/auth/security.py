@@ -1,0 +1,81 @@
+"""Request authentication (Litestar's OAuth2 bearer JWT backend) and role guards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
+from sqlalchemy import exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from modules.auth.models import RefreshToken
+from modules.auth.tokens import ALGORITHM, REQUIRED_CLAIMS, TokenCodec
+from modules.users.models import ROLE_ADMIN, User
+
+SessionProvider = Callable[[ASGIConnection[Any, Any, Any, Any]], AsyncSession]
+
+
+async def load_active_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    user = await session.scalar(select(User).where(User.id == user_id))
+    return user if user is not None and user.is_active else None
+
+
+def build_jwt_auth(
+    codec: TokenCodec,
+    session_provider: SessionProvider,
+    *,
+    exclude: Sequence[str],
+) -> OAuth2PasswordBearerAuth[User, Token]:
+    """Bearer-token auth for every route but `exclude`.
+
+    The user is re-read on every request, so a deactivated or deleted user (and a logged-out
+    login) stops working at once, not when the access token expires.
+    """
+
+    async def retrieve_user(
+        token: Token, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> User | None:
+        if token.extras.get("type") != "access":
+            return None
+        try:
+            user_id = uuid.UUID(token.sub)
+            family_id = uuid.UUID(str(token.extras.get("fam")))
+        except ValueError:
+            return None
+        session = session_provider(connection)
+        user = await load_active_user(session, user_id)
+        if user is None:
+            return None
+        revoked = await session.scalar(
+            select(
+                exists().where(
+                    RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_not(None)
+                )
+            )
+        )
+        return None if revoked else user
+
+    return OAuth2PasswordBearerAuth[User, Token](
+        token_secret=codec.secret,
+        token_url="/auth/login",  # noqa: S106 (a URL, not a password)
+        retrieve_user_handler=retrieve_user,
+        algorithm=ALGORITHM,
+        require_claims=list(REQUIRED_CLAIMS),
+        accepted_issuers=[codec.issuer],
+        exclude=list(exclude),
+        description="Access token from /auth/login.",
+    )
+
+
+def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: the authenticated user has the admin role."""
+    user = connection.user
+    if not isinstance(user, User):
+        raise NotAuthorizedException("authentication required")
+    if user.role != ROLE_ADMIN:
+        raise PermissionDeniedException("this route requires the admin role")

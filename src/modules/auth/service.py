@@ -1,0 +1,180 @@
+"""Registration, login, rotating refresh tokens with reuse detection, logout."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from modules.auth.models import RefreshToken
+from modules.auth.passwords import PasswordHasher
+from modules.auth.policy import password_problems
+from modules.auth.tokens import InvalidTokenError, TokenCodec
+from modules.users.models import ROLE_USER, User
+from modules.users.service import UserService, normalize_email
+
+
+class AuthError(Exception):
+    """A failed authentication step; `status_code` says how the API reports it."""
+
+    def __init__(self, detail: str, status_code: int = 401) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status_code = status_code
+
+
+class PasswordPolicyError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("password " + "; ".join(problems))
+        self.problems = problems
+
+
+class EmailTakenError(ValueError):
+    pass
+
+
+INVALID_CREDENTIALS = "invalid email or password"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_expires_in: int
+
+
+class AuthService:
+    """Holds the auth logic; one instance per request, on that request's DB session."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        users: UserService,
+        hasher: PasswordHasher,
+        codec: TokenCodec,
+        *,
+        password_min_length: int,
+    ) -> None:
+        self.session = session
+        self.users = users
+        self.hasher = hasher
+        self.codec = codec
+        self.password_min_length = password_min_length
+
+    def check_password_policy(self, password: str, email: str = "") -> None:
+        problems = password_problems(password, min_length=self.password_min_length, email=email)
+        if problems:
+            raise PasswordPolicyError(problems)
+
+    async def register(self, email: str, password: str, role: str = ROLE_USER) -> User:
+        email = normalize_email(email)
+        self.check_password_policy(password, email)
+        if await self.users.get_by_email(email) is not None:
+            raise EmailTakenError(f"an account with email {email} already exists")
+        password_hash = await self.hasher.hash(password)
+        return await self.users.create(
+            User(email=email, password_hash=password_hash, role=role, is_active=True),
+            auto_commit=True,
+        )
+
+    async def authenticate(self, email: str, password: str) -> User:
+        """The user with these credentials; an unknown email costs the same as a wrong password."""
+        user = await self.users.get_by_email(email)
+        if user is None:
+            await self.hasher.verify_dummy(password)
+            raise AuthError(INVALID_CREDENTIALS)
+        matches, new_hash = await self.hasher.verify(password, user.password_hash)
+        if not matches:
+            raise AuthError(INVALID_CREDENTIALS)
+        if not user.is_active:
+            # Only said to someone who knows the password, so it leaks nothing.
+            raise AuthError("this account is deactivated", status_code=403)
+        if new_hash is not None:
+            user.password_hash = new_hash
+            await self.users.update(user, auto_commit=True)
+        return user
+
+    async def login(self, email: str, password: str) -> TokenPair:
+        user = await self.authenticate(email, password)
+        return await self._issue_pair(user, family_id=uuid.uuid4())
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        try:
+            claims = self.codec.decode(refresh_token, "refresh")
+        except InvalidTokenError as exc:
+            raise AuthError("invalid refresh token") from exc
+        now = datetime.now(UTC)
+        # Atomic: of two concurrent uses of one token, exactly one wins.
+        result = await self.session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.id == claims["jti"],
+                RefreshToken.used_at.is_(None),
+                RefreshToken.revoked_at.is_(None),
+            )
+            .values(used_at=now)
+            .returning(RefreshToken.user_id, RefreshToken.family_id)
+        )
+        row = result.one_or_none()
+        if row is None:
+            # Used before, revoked, or never issued: treat as theft and end the whole family.
+            await self.revoke_family(claims["fam"])
+            await self.session.commit()
+            raise AuthError("refresh token was already used or revoked; this login was ended")
+        user = await self.users.get_one_or_none(User.id == row.user_id)
+        if user is None or not user.is_active:
+            await self.session.rollback()
+            raise AuthError("invalid refresh token")
+        return await self._issue_pair(user, family_id=row.family_id)
+
+    async def revoke_family(self, family_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+
+    async def logout(self, family_id: uuid.UUID) -> None:
+        await self.revoke_family(family_id)
+        await self.session.commit()
+
+    async def revoke_user(self, user_id: uuid.UUID) -> None:
+        await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+
+    async def family_is_live(self, family_id: uuid.UUID) -> bool:
+        """An access token works while its login (refresh-token family) has not been revoked."""
+        revoked = await self.session.scalar(
+            select(
+                exists().where(
+                    RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_not(None)
+                )
+            )
+        )
+        return not revoked
+
+    async def _issue_pair(self, user: User, family_id: uuid.UUID) -> TokenPair:
+        refresh = self.codec.issue_refresh(user.id, family_id)
+        self.session.add(
+            RefreshToken(
+                id=refresh.jti,
+                user_id=user.id,
+                family_id=family_id,
+                expires_at=refresh.expires_at,
+            )
+        )
+        await self.session.commit()
+        access = self.codec.issue_access(user.id, user.role, family_id)
+        return TokenPair(
+            access_token=access.token,
+            refresh_token=refresh.token,
+            expires_in=int(self.codec.access_ttl.total_seconds()),
+            refresh_expires_in=int(self.codec.refresh_ttl.total_seconds()),
+        )

@@ -1,0 +1,98 @@
+"""Chat prompts built with the model's own template, safe against forged roles.
+
+The template is rendered with a placeholder in place of each message's content; the pieces
+the template wrote are tokenized with special tokens parsed, the contents without. So text a
+client sends can never become `<|im_start|>` or any other control token, whatever it spells.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+# Control characters that the sanitizer removes from every message, so no content holds them.
+_OPEN, _CLOSE = "\x01", "\x02"
+_PLACEHOLDER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+class ChatTemplateError(ValueError):
+    pass
+
+
+Tokenizer = Callable[[str, bool], list[int]]
+
+
+class ChatPromptBuilder:
+    """Renders messages with a Jinja chat template into prompt tokens."""
+
+    def __init__(
+        self,
+        template: str | None,
+        *,
+        bos_token: str,
+        eos_token: str,
+        tokenize: Tokenizer,
+        bos_id: int | None,
+    ) -> None:
+        def raise_exception(message: str) -> None:
+            raise ChatTemplateError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.now(UTC).strftime(fmt)
+        self._template = env.from_string(template or CHATML_TEMPLATE)
+        self._bos_token = bos_token
+        self._eos_token = eos_token
+        self._tokenize = tokenize
+        self._bos_id = bos_id
+
+    def render_with_placeholders(self, messages: Sequence[ChatMessage]) -> str:
+        slots: list[dict[str, Any]] = [
+            {"role": m.role, "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(messages)
+        ]
+        try:
+            return self._template.render(
+                messages=slots,
+                add_generation_prompt=True,
+                bos_token=self._bos_token,
+                eos_token=self._eos_token,
+            )
+        except TemplateError as exc:
+            raise ChatTemplateError(f"chat template failed: {exc}") from exc
+
+    def render_text(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt as text (for logs and tests); not what the model is fed."""
+        rendered = self.render_with_placeholders(messages)
+        return _PLACEHOLDER.sub(lambda m: messages[int(m.group(1))].content, rendered)
+
+    def build(self, messages: Sequence[ChatMessage]) -> list[int]:
+        rendered = self.render_with_placeholders(messages)
+        tokens: list[int] = []
+        position = 0
+        for match in _PLACEHOLDER.finditer(rendered):
+            tokens += self._tokenize(rendered[position : match.start()], True)
+            tokens += self._tokenize(messages[int(match.group(1))].content, False)
+            position = match.end()
+        tokens += self._tokenize(rendered[position:], True)
+        if self._bos_id is not None and (not tokens or tokens[0] != self._bos_id):
+            tokens.insert(0, self._bos_id)
+        return tokens

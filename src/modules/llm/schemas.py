@@ -1,0 +1,75 @@
+"""Request and response bodies of the /llm routes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+# Generous static bounds; the configured limits (characters, tokens) are checked later.
+Content = Annotated[str, Meta(max_length=1_000_000)]
+StopString = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class GenerationSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Sampling settings; absent ones take the server's defaults, all are capped by it."""
+
+    temperature: Annotated[float, Meta(ge=0.0, le=5.0)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | None = None
+    top_k: Annotated[int, Meta(ge=0, le=1000)] | None = None
+    repeat_penalty: Annotated[float, Meta(ge=0.5, le=2.0)] | None = None
+    stop: Annotated[list[StopString], Meta(max_length=8)] | None = None
+    seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] | None = None
+
+
+class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
+    role: Literal["system", "user", "assistant"]
+    content: Content
+
+
+class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Either `prompt` (one user message) or `messages` (a chat), not both."""
+
+    prompt: Content | None = None
+    messages: Annotated[list[MessageIn], Meta(min_length=1, max_length=1000)] | None = None
+    system: Content | None = None
+    settings: GenerationSettings = msgspec.field(default_factory=GenerationSettings)
+    stream: bool = False
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class MessageSanitization(msgspec.Struct):
+    index: int
+    role: str
+    actions: list[str]
+
+
+class SanitizationReport(msgspec.Struct):
+    changed: bool
+    actions: list[str]
+    messages: list[MessageSanitization]
+
+
+class Timings(msgspec.Struct):
+    queue_seconds: float
+    prompt_seconds: float
+    generation_seconds: float
+    time_to_first_token: float
+    tokens_per_second: float
+
+
+class GenerateResponse(msgspec.Struct):
+    response: str
+    model: str
+    finish_reason: str
+    generation_time: float
+    usage: Usage
+    timings: Timings
+    sanitization: SanitizationReport

@@ -1,0 +1,217 @@
+"""From a validated request to model events: sanitize, build the prompt, queue, collect."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from modules.config import Settings
+from modules.llm.chat import ChatMessage, ChatPromptBuilder
+from modules.llm.engine import (
+    Failed,
+    Finished,
+    GenerationHandle,
+    LLMEngine,
+    SamplingParams,
+    TokenDelta,
+)
+from modules.llm.schemas import (
+    GenerateRequest,
+    GenerationSettings,
+    MessageSanitization,
+    SanitizationReport,
+    Timings,
+    Usage,
+)
+from modules.sanitizer import SanitizationError, Sanitizer
+
+
+class InvalidGenerationRequest(ValueError):
+    """A request that is well-formed but cannot be served; `field` names the culprit."""
+
+    def __init__(self, detail: str, field: str | None = None, status_code: int = 422) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.status_code = status_code
+
+
+class PromptTooLongError(ValueError):
+    def __init__(self, prompt_tokens: int, context_size: int) -> None:
+        super().__init__(
+            f"the prompt is {prompt_tokens} tokens long; the model's context holds "
+            f"{context_size} and needs room for at least one generated token"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context_size = context_size
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedGeneration:
+    messages: list[ChatMessage]
+    prompt_tokens: list[int]
+    params: SamplingParams
+    sanitization: SanitizationReport
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    text: str
+    finished: Finished
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.finished.prompt_tokens,
+            completion_tokens=self.finished.completion_tokens,
+            total_tokens=self.finished.prompt_tokens + self.finished.completion_tokens,
+        )
+
+
+def timings_of(finished: Finished) -> Timings:
+    rate = (
+        finished.completion_tokens / finished.generation_seconds
+        if finished.generation_seconds > 0
+        else 0.0
+    )
+    return Timings(
+        queue_seconds=round(finished.queue_seconds, 4),
+        prompt_seconds=round(finished.prompt_seconds, 4),
+        generation_seconds=round(finished.generation_seconds, 4),
+        time_to_first_token=round(finished.time_to_first_token, 4),
+        tokens_per_second=round(rate, 2),
+    )
+
+
+class GenerationService:
+    """Shared by all requests; holds no per-request state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: LLMEngine,
+        sanitizer: Sanitizer,
+        prompt_builder: ChatPromptBuilder,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sanitizer = sanitizer
+        self.prompt_builder = prompt_builder
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.model.alias
+
+    def sampling_params(self, requested: GenerationSettings) -> SamplingParams:
+        s = self.settings
+        if requested.max_tokens is not None and requested.max_tokens > s.llm_max_tokens:
+            raise InvalidGenerationRequest(
+                f"settings.max_tokens is {requested.max_tokens}; this server allows at most "
+                f"{s.llm_max_tokens} (LLM_MAX_TOKENS)",
+                field="settings.max_tokens",
+                status_code=400,
+            )
+        if requested.temperature is not None and requested.temperature > s.llm_max_temperature:
+            raise InvalidGenerationRequest(
+                f"settings.temperature is {requested.temperature}; this server allows at most "
+                f"{s.llm_max_temperature} (LLM_MAX_TEMPERATURE)",
+                field="settings.temperature",
+                status_code=400,
+            )
+        return SamplingParams(
+            temperature=(
+                s.llm_default_temperature if requested.temperature is None else requested.temperature
+            ),
+            max_tokens=requested.max_tokens or s.llm_default_max_tokens,
+            top_p=0.95 if requested.top_p is None else requested.top_p,
+            top_k=40 if requested.top_k is None else requested.top_k,
+            repeat_penalty=1.0 if requested.repeat_penalty is None else requested.repeat_penalty,
+            stop=tuple(requested.stop or ()),
+            seed=requested.seed,
+        )
+
+    def sanitize(
+        self, raw: list[tuple[str, str, str]]
+    ) -> tuple[list[ChatMessage], SanitizationReport]:
+        """`raw` holds (role, content, field name) triples; returns clean messages + report."""
+        if len(raw) > self.settings.sanitizer_max_messages:
+            raise InvalidGenerationRequest(
+                f"{len(raw)} messages; the limit is {self.settings.sanitizer_max_messages}",
+                field="messages",
+            )
+        messages: list[ChatMessage] = []
+        per_message: list[MessageSanitization] = []
+        all_actions: list[str] = []
+        for index, (role, content, field_name) in enumerate(raw):
+            try:
+                clean = self.sanitizer.clean(content, field_name=field_name)
+            except SanitizationError as exc:
+                raise InvalidGenerationRequest(str(exc), field=field_name) from exc
+            messages.append(ChatMessage(role=role, content=clean.text))
+            if clean.changed:
+                per_message.append(
+                    MessageSanitization(index=index, role=role, actions=list(clean.actions))
+                )
+                all_actions += [a for a in clean.actions if a not in all_actions]
+        report = SanitizationReport(
+            changed=bool(per_message), actions=all_actions, messages=per_message
+        )
+        return messages, report
+
+    async def prepare(self, request: GenerateRequest) -> PreparedGeneration:
+        if (request.prompt is None) == (request.messages is None):
+            raise InvalidGenerationRequest(
+                "exactly one of 'prompt' or 'messages' is required",
+                field="prompt",
+                status_code=400,
+            )
+        params = self.sampling_params(request.settings)
+        raw: list[tuple[str, str, str]] = []
+        system = request.system or self.settings.llm_default_system_prompt
+        if system:
+            raw.append(("system", system, "system"))
+        if request.prompt is not None:
+            raw.append(("user", request.prompt, "prompt"))
+        else:
+            assert request.messages is not None
+            raw += [
+                (m.role, m.content, f"messages[{i}].content")
+                for i, m in enumerate(request.messages)
+            ]
+        messages, report = self.sanitize(raw)
+        tokens = await asyncio.to_thread(self.prompt_builder.build, messages)
+        if len(tokens) >= self.engine.model.n_ctx:
+            raise PromptTooLongError(len(tokens), self.engine.model.n_ctx)
+        return PreparedGeneration(messages, tokens, params, report)
+
+    def start(self, prepared: PreparedGeneration, owner: str) -> GenerationHandle:
+        return self.engine.submit(
+            prepared.prompt_tokens,
+            prepared.params,
+            owner=owner,
+            timeout=self.settings.llm_request_timeout_seconds,
+        )
+
+    async def collect(self, handle: GenerationHandle) -> GenerationResult:
+        """Join a whole generation; re-raises the engine's error if it failed."""
+        parts: list[str] = []
+        # A margin over the engine's own deadline, in case a prompt evaluation overruns it.
+        async with asyncio.timeout(self.settings.llm_request_timeout_seconds + 30):
+            async for event in handle.events():
+                if isinstance(event, TokenDelta):
+                    parts.append(event.text)
+                elif isinstance(event, Finished):
+                    return GenerationResult("".join(parts), event)
+                elif isinstance(event, Failed):
+                    raise event.error
+        raise RuntimeError("generation ended without a result")
+
+    async def stream(self, handle: GenerationHandle) -> AsyncIterator[TokenDelta | Finished | Failed]:
+        async for event in handle.events():
+            yield event
+
+
+def elapsed_since(start: float) -> float:
+    return round(time.monotonic() - start, 4)

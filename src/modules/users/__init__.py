@@ -1,0 +1,30 @@
+"""Users: the account table, its service and the /users routes."""
+
+from advanced_alchemy.extensions.litestar.providers import create_service_provider
+from litestar import Router
+from litestar.di import Provide
+
+from modules.users.controller import UserController
+from modules.users.models import ROLE_ADMIN, ROLE_USER, User
+from modules.users.service import UserService, normalize_email
+
+provide_users_service = create_service_provider(UserService)
+
+
+def create_router() -> Router:
+    return Router(
+        path="/",
+        route_handlers=[UserController],
+        dependencies={"users_service": Provide(provide_users_service)},
+    )
+
+
+__all__ = [
+    "ROLE_ADMIN",
+    "ROLE_USER",
+    "User",
+    "UserService",
+    "create_router",
+    "normalize_email",
+    "provide_users_service",
+]
