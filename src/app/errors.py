@@ -6,6 +6,8 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
+
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
@@ -29,12 +31,38 @@ def _problem(
     )
 
 
+def _body_field(key: object) -> str:
+    # Litestar names the request body `data`; clients know it as the body.
+    text = str(key or "")
+    if text == "data":
+        return "body"
+    return text.removeprefix("data.")
+
+
+def _from_body_validation(error: msgspec.ValidationError) -> ProblemDetailsException:
+    message, _, where = str(error).partition(" - at `$.")
+    key = _body_field(where.rstrip("`")) or "body"
+    return _problem(
+        400,
+        f"invalid request: {key}: {message}",
+        errors=[{"key": key, "message": message, "source": "body"}],
+    )
+
+
 def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
     extra: dict[str, Any] = {}
     detail = exc.detail
+    if exc.status_code == 500 and isinstance(exc.__cause__, msgspec.ValidationError):
+        # Litestar 2.25 loses the location of some nested body errors and answers 500;
+        # the msgspec error it chains still says where the client went wrong.
+        return _from_body_validation(exc.__cause__)
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
         # Name the offending fields in `detail`; keep the structured list in `errors`.
-        errors = [e for e in exc.extra if isinstance(e, dict)]
+        errors = [
+            {**e, "key": _body_field(e.get("key"))} if "key" in e else e
+            for e in exc.extra
+            if isinstance(e, dict)
+        ]
         named = [f"{e.get('key') or 'body'}: {e.get('message')}" for e in errors]
         if named:
             detail = "invalid request: " + "; ".join(named)

@@ -109,7 +109,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_app_init=[jwt_auth.on_app_init],
         lifespan=[model_lifespan],
         state=State(
-            {"started_at": time.monotonic(), "version": _package_version(), "settings": settings}
+            {
+                "started_at": time.monotonic(),
+                "version": _package_version(),
+                "settings": settings,
+                "db_config": db_config,
+            }
         ),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="llm-service", version=_package_version()),

@@ -21,7 +21,7 @@ class HealthController(Controller):
 
     @get("/", exclude_from_auth=True, cache=False)
     async def health(self, state: State) -> Response[dict[str, Any]]:
-        database = await _database_health(state.db_engine)
+        database = await _database_health(state.db_config.get_engine())
         model = _model_health(state.get("generation_service"))
         healthy = database["status"] == "ok" and model["status"] == "ok"
         body = {

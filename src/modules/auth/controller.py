@@ -10,6 +10,7 @@ from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.params import JSONBody
 from litestar.security.jwt import Token
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
@@ -45,7 +46,7 @@ class AuthController(Controller):
     @post("/register", status_code=HTTP_201_CREATED, exclude_from_auth=True)
     async def register(
         self,
-        data: RegisterRequest,
+        data: JSONBody[RegisterRequest],
         auth_service: NamedDependency[AuthService],
         settings: NamedDependency[Settings],
     ) -> UserRead:
@@ -77,7 +78,7 @@ class AuthController(Controller):
 
     @post("/refresh", status_code=200, exclude_from_auth=True)
     async def refresh(
-        self, data: RefreshRequest, auth_service: NamedDependency[AuthService]
+        self, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]
     ) -> TokenResponse:
         """Trade a refresh token for a new pair; each refresh token works once."""
         return _token_response(await auth_service.refresh(data.refresh_token))

@@ -33,8 +33,11 @@ class PasswordHasher:
             argon2__rounds=rounds,
             argon2__parallelism=parallelism,
         )
-        # A login for an unknown email verifies against this, so it costs what a real one does.
-        self._dummy_hash = self._context.hash(secrets.token_urlsafe(16))
+        with warnings.catch_warnings():
+            # passlib reads argon2.__version__ when it loads the backend, on first use.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # A login for an unknown email verifies against this, so it costs what a real one does.
+            self._dummy_hash = self._context.hash(secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self._context.hash, password)

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.security.jwt import Token
 
@@ -29,6 +30,16 @@ async def _cancel_on_disconnect(request: Request[Any, Any, Any], handle: Generat
             return
 
 
+class EventStream(ServerSentEvent):
+    """SSE that keeps `text/event-stream` even from a handler that may also answer JSON.
+
+    Litestar 2.25 lets the handler's media type override the response's own here."""
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["media_type"] = None
+        return super().to_asgi_response(*args, **kwargs)
+
+
 def _sse(event: str, payload: Any) -> ServerSentEventMessage:
     return ServerSentEventMessage(event=event, data=msgspec.json.encode(payload).decode())
 
@@ -41,9 +52,9 @@ class LLMController(Controller):
     async def generate(
         self,
         request: Request[User, Token, Any],
-        data: GenerateRequest,
+        data: JSONBody[GenerateRequest],
         generation_service: NamedDependency[GenerationService],
-    ) -> GenerateResponse | ServerSentEvent:
+    ) -> GenerateResponse | EventStream:
         """Sanitize the messages, then generate with the loaded model.
 
         With `"stream": true` the answer is Server-Sent Events: `token` events with text
@@ -54,7 +65,7 @@ class LLMController(Controller):
         model = generation_service.model_name
 
         if data.stream:
-            return ServerSentEvent(self._stream(handle, generation_service, prepared, model))
+            return EventStream(self._stream(handle, generation_service, prepared, model))
 
         watcher = asyncio.create_task(_cancel_on_disconnect(request, handle))
         try:

@@ -9,7 +9,7 @@ from advanced_alchemy.filters import LimitOffset, OrderBy
 from litestar import Controller, Request, delete, get, patch
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.security.jwt import Token
 from litestar.status_codes import HTTP_204_NO_CONTENT, HTTP_409_CONFLICT
 
@@ -38,7 +38,7 @@ class UserController(Controller):
     async def update_me(
         self,
         request: Request[User, Token, Any],
-        data: UserSelfUpdate,
+        data: JSONBody[UserSelfUpdate],
         users_service: NamedDependency[UserService],
         password_hasher: NamedDependency[PasswordHasher],
         settings: NamedDependency[Settings],
@@ -70,11 +70,11 @@ class UserController(Controller):
     async def list_users(
         self,
         users_service: NamedDependency[UserService],
-        limit: Annotated[int, Parameter(query="limit", ge=1, le=500)] = 50,
-        offset: Annotated[int, Parameter(query="offset", ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> UserPage:
         """Every user, oldest first (admin)."""
-        users, total = await users_service.list_and_count(
+        users, total = await users_service.get_many_and_count(
             OrderBy("created_at", "asc"), LimitOffset(limit=limit, offset=offset)
         )
         return UserPage(
@@ -83,7 +83,7 @@ class UserController(Controller):
 
     @get("/{user_id:uuid}", guards=[requires_admin])
     async def get_user(
-        self, user_id: uuid.UUID, users_service: NamedDependency[UserService]
+        self, user_id: FromPath[uuid.UUID], users_service: NamedDependency[UserService]
     ) -> UserRead:
         return UserRead.from_model(await _get_or_404(users_service, user_id))
 
@@ -91,8 +91,8 @@ class UserController(Controller):
     async def update_user(
         self,
         request: Request[User, Token, Any],
-        user_id: uuid.UUID,
-        data: UserAdminUpdate,
+        user_id: FromPath[uuid.UUID],
+        data: JSONBody[UserAdminUpdate],
         users_service: NamedDependency[UserService],
     ) -> UserRead:
         """Change a user's role or deactivate them; their tokens follow at once."""
@@ -115,7 +115,7 @@ class UserController(Controller):
     async def delete_user(
         self,
         request: Request[User, Token, Any],
-        user_id: uuid.UUID,
+        user_id: FromPath[uuid.UUID],
         users_service: NamedDependency[UserService],
     ) -> None:
         """Delete a user and everything they own."""

