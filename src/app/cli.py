@@ -16,7 +16,9 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        errors = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
         sys.exit(f"llm-service: invalid configuration: {errors}")
 
 
@@ -124,7 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.add_argument("--port", type=int, help="port (default PORT or 8000)")
     serve_parser.set_defaults(handler=serve)
 
-    migrate_parser = commands.add_parser("migrate", help="upgrade DATABASE_URL to the latest schema")
+    migrate_parser = commands.add_parser(
+        "migrate", help="upgrade DATABASE_URL to the latest schema"
+    )
     migrate_parser.set_defaults(handler=migrate)
 
     admin_parser = commands.add_parser("create-admin", help="create (or promote) an admin user")

@@ -7,10 +7,10 @@ from http import HTTPStatus
 from typing import Any
 
 import msgspec
-
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from modules.auth.service import AuthError, EmailTakenError, PasswordPolicyError
 from modules.llm.engine import EngineUnavailableError, QueueFullError, QueueTimeoutError
@@ -20,7 +20,11 @@ logger = logging.getLogger("app.errors")
 
 
 def _problem(
-    status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+    status: int,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> ProblemDetailsException:
     return ProblemDetailsException(
         status_code=status,
@@ -45,7 +49,7 @@ def _from_body_validation(error: msgspec.ValidationError) -> ProblemDetailsExcep
     return _problem(
         400,
         f"invalid request: {key}: {message}",
-        errors=[{"key": key, "message": message, "source": "body"}],
+        extra={"errors": [{"key": key, "message": message, "source": "body"}]},
     )
 
 
@@ -72,7 +76,7 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
     headers = dict(exc.headers or {})
     if exc.status_code == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
-    return _problem(exc.status_code, detail, headers=headers or None, **extra)
+    return _problem(exc.status_code, detail, headers=headers or None, extra=extra)
 
 
 def _from_auth_error(exc: AuthError) -> ProblemDetailsException:
@@ -81,18 +85,18 @@ def _from_auth_error(exc: AuthError) -> ProblemDetailsException:
 
 
 def _from_password_policy(exc: PasswordPolicyError) -> ProblemDetailsException:
-    return _problem(422, str(exc), errors=[{"key": "password", "message": p} for p in exc.problems])
+    errors = [{"key": "password", "message": p} for p in exc.problems]
+    return _problem(422, str(exc), extra={"errors": errors})
 
 
 def _from_invalid_generation(exc: InvalidGenerationRequest) -> ProblemDetailsException:
     extra = {"errors": [{"key": exc.field, "message": exc.detail}]} if exc.field else {}
-    return _problem(exc.status_code, exc.detail, **extra)
+    return _problem(exc.status_code, exc.detail, extra=extra)
 
 
 def _from_prompt_too_long(exc: PromptTooLongError) -> ProblemDetailsException:
-    return _problem(
-        422, str(exc), prompt_tokens=exc.prompt_tokens, context_size=exc.context_size
-    )
+    counts = {"prompt_tokens": exc.prompt_tokens, "context_size": exc.context_size}
+    return _problem(422, str(exc), extra=counts)
 
 
 def _from_queue_full(exc: QueueFullError) -> ProblemDetailsException:
@@ -100,12 +104,17 @@ def _from_queue_full(exc: QueueFullError) -> ProblemDetailsException:
         503,
         f"{exc}; retry after {exc.retry_after} s",
         headers={"Retry-After": str(exc.retry_after)},
-        retry_after=exc.retry_after,
+        extra={"retry_after": exc.retry_after},
     )
 
 
 def _unavailable(exc: Exception) -> ProblemDetailsException:
     return _problem(503, str(exc), headers={"Retry-After": "5"})
+
+
+def _database_down(exc: Exception) -> ProblemDetailsException:
+    logger.error("database unavailable: %s", exc)
+    return _problem(503, "the database is unavailable", headers={"Retry-After": "5"})
 
 
 def _internal(exc: Exception) -> ProblemDetailsException:
@@ -128,6 +137,9 @@ def problem_details_config() -> ProblemDetailsConfig:
             QueueFullError: _from_queue_full,
             QueueTimeoutError: _unavailable,
             EngineUnavailableError: _unavailable,
+            OperationalError: _database_down,
+            InterfaceError: _database_down,
+            OSError: _database_down,  # connection refused before the driver wraps it
             Exception: _internal,
         },
     )

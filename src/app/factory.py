@@ -124,4 +124,3 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
-

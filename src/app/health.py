@@ -17,7 +17,7 @@ from modules.llm import GenerationService
 
 class HealthController(Controller):
     path = "/health"
-    tags = ["health"]
+    tags = ("health",)
 
     @get("/", exclude_from_auth=True, cache=False)
     async def health(self, state: State) -> Response[dict[str, Any]]:
@@ -44,7 +44,11 @@ async def _database_health(engine: AsyncEngine) -> dict[str, Any]:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except Exception as exc:
-        return {"status": "unavailable", "dialect": engine.dialect.name, "error": type(exc).__name__}
+        return {
+            "status": "unavailable",
+            "dialect": engine.dialect.name,
+            "error": type(exc).__name__,
+        }
     return {
         "status": "ok",
         "dialect": engine.dialect.name,

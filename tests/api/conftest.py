@@ -35,7 +35,7 @@ def free_port() -> int:
         return port
 
 
-def test_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "data_dir": tmp_path,
@@ -148,7 +148,7 @@ def api(
         else f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
     )
     upgrade_to_head(database_url)
-    app = create_app(test_settings(database_url, tmp_path))
+    app = create_app(make_settings(database_url, tmp_path))
     with RunningServer(app) as server:
         yield Api(base_url=server.base_url, app=app, database_url=database_url)
 

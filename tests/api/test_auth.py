@@ -120,9 +120,7 @@ def test_refresh_rotates_and_reuse_revokes_the_family(api: Api) -> None:
         assert "already used" in reuse.json()["detail"]
         after = client.post("/auth/refresh", json={"refresh_token": rotated["refresh_token"]})
         assert after.status_code == 401
-        me = client.get(
-            "/users/me", headers={"Authorization": f"Bearer {rotated['access_token']}"}
-        )
+        me = client.get("/users/me", headers={"Authorization": f"Bearer {rotated['access_token']}"})
         assert me.status_code == 401
         # Another login of the same user is unaffected.
         other = api.login(user["email"])

@@ -14,7 +14,9 @@ PROBLEM = "application/problem+json"
 def test_malformed_json_is_400(api: Api, user_token: str) -> None:
     with api.client(user_token) as client:
         response = client.post(
-            "/llm/generate", content=b'{"prompt": "hi",', headers={"content-type": "application/json"}
+            "/llm/generate",
+            content=b'{"prompt": "hi",',
+            headers={"content-type": "application/json"},
         )
     assert response.status_code == 400
     assert response.headers["content-type"].startswith(PROBLEM)
@@ -82,7 +84,9 @@ def test_prompt_empty_after_sanitizing_is_422(api: Api, user_token: str, prompt:
 
 
 def test_nul_and_lone_surrogates_are_cleaned_not_500(api: Api, user_token: str) -> None:
-    raw = b'{"prompt": "Say hi\\u0000 now \\ud800", "settings": {"max_tokens": 4, "temperature": 0}}'
+    raw = (
+        b'{"prompt": "Say hi\\u0000 now \\ud800", "settings": {"max_tokens": 4, "temperature": 0}}'
+    )
     with api.client(user_token) as client:
         response = client.post(
             "/llm/generate", content=raw, headers={"content-type": "application/json"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -35,7 +36,10 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> bool:
 
 def test_generate_answers_with_usage_and_sanitization(api: Api, user_token: str) -> None:
     response = generate(
-        api, user_token, prompt="What is the capital of France?", settings={**GREEDY, "max_tokens": 24}
+        api,
+        user_token,
+        prompt="What is the capital of France?",
+        settings={**GREEDY, "max_tokens": 24},
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -58,9 +62,13 @@ def test_greedy_with_a_seed_is_deterministic(api: Api, user_token: str) -> None:
 
 
 def test_seeded_sampling_is_reproducible(api: Api, user_token: str) -> None:
-    body = {"prompt": "Tell me a word.", "settings": {"temperature": 1.0, "seed": 1234, "max_tokens": 12}}
-    assert generate(api, user_token, **body).json()["response"] == (
+    body = {
+        "prompt": "Tell me a word.",
+        "settings": {"temperature": 1.0, "seed": 1234, "max_tokens": 12},
+    }
+    assert (
         generate(api, user_token, **body).json()["response"]
+        == (generate(api, user_token, **body).json()["response"])
     )
 
 
@@ -81,7 +89,10 @@ def test_messages_with_a_system_prompt(api: Api, user_token: str) -> None:
 
 def test_max_tokens_and_stop_are_honoured(api: Api, user_token: str) -> None:
     body = generate(
-        api, user_token, prompt="Count from 1 to 50, comma separated.", settings={**GREEDY, "max_tokens": 5}
+        api,
+        user_token,
+        prompt="Count from 1 to 50, comma separated.",
+        settings={**GREEDY, "max_tokens": 5},
     ).json()
     assert body["usage"]["completion_tokens"] == 5
     assert body["finish_reason"] == "length"
@@ -118,11 +129,14 @@ def test_honest_text_is_not_reported_as_changed(api: Api, user_token: str) -> No
 
 def test_streaming_sends_token_events_then_done(api: Api, user_token: str) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
-    with api.client(user_token) as client, client.stream(
-        "POST",
-        "/llm/generate",
-        json={"prompt": "Say hello.", "stream": True, "settings": {**GREEDY, "max_tokens": 16}},
-    ) as response:
+    with (
+        api.client(user_token) as client,
+        client.stream(
+            "POST",
+            "/llm/generate",
+            json={"prompt": "Say hello.", "stream": True, "settings": {**GREEDY, "max_tokens": 16}},
+        ) as response,
+    ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         event = ""
@@ -182,11 +196,8 @@ def test_client_disconnect_stops_generation(api: Api, user_token: str) -> None:
     engine = api.generation.engine
     assert wait_for(lambda: not engine.busy and engine.queue_depth == 0, 60)
     before = _engine_cancelled(api)
-    with api.client(user_token, ) as client:
-        try:
-            client.post("/llm/generate", json=LONG, timeout=1.0)
-        except httpx.ReadTimeout:
-            pass
+    with api.client(user_token) as client, contextlib.suppress(httpx.ReadTimeout):
+        client.post("/llm/generate", json=LONG, timeout=1.0)
     assert wait_for(lambda: _engine_cancelled(api) > before, 10)
     assert wait_for(lambda: not engine.busy, 5)
 
@@ -195,9 +206,10 @@ def test_stream_disconnect_stops_generation(api: Api, user_token: str) -> None:
     engine = api.generation.engine
     assert wait_for(lambda: not engine.busy and engine.queue_depth == 0, 60)
     before = _engine_cancelled(api)
-    with api.client(user_token) as client, client.stream(
-        "POST", "/llm/generate", json={**LONG, "stream": True}
-    ) as response:
+    with (
+        api.client(user_token) as client,
+        client.stream("POST", "/llm/generate", json={**LONG, "stream": True}) as response,
+    ):
         tokens = 0
         for line in response.iter_lines():
             if line.startswith("event: token"):

@@ -60,9 +60,7 @@ def test_deactivated_user_is_locked_out_at_once(api: Api, admin_token: str) -> N
         assert user.get("/users/me").status_code == 401
         refresh = user.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
         assert refresh.status_code == 401
-        login = user.post(
-            "/auth/login", json={"email": target["email"], "password": PASSWORD}
-        )
+        login = user.post("/auth/login", json={"email": target["email"], "password": PASSWORD})
         assert login.status_code == 403
         assert admin.patch(f"/users/{target['id']}", json={"is_active": True}).status_code == 200
     api.login(target["email"])

@@ -11,7 +11,7 @@ from modules.auth.security import build_jwt_auth, requires_admin
 from modules.auth.service import AuthService
 from modules.auth.tokens import TokenCodec
 from modules.config import Settings
-from modules.users import UserService, provide_users_service
+from modules.users.service import UserService, provide_users_service
 
 
 def provide_auth_service(

@@ -41,7 +41,7 @@ def _decode_login(body: bytes) -> LoginRequest:
 
 class AuthController(Controller):
     path = "/auth"
-    tags = ["auth"]
+    tags = ("auth",)
 
     @post("/register", status_code=HTTP_201_CREATED, exclude_from_auth=True)
     async def register(

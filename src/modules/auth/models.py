@@ -6,8 +6,7 @@ import uuid
 from datetime import datetime
 
 from advanced_alchemy.base import UUIDAuditBase
-from advanced_alchemy.types import DateTimeUTC
-from advanced_alchemy.types import GUID
+from advanced_alchemy.types import GUID, DateTimeUTC
 from sqlalchemy import ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 

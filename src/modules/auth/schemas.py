@@ -32,4 +32,4 @@ class TokenResponse(msgspec.Struct):
     refresh_token: str
     expires_in: int
     refresh_expires_in: int
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 (the OAuth2 token type, not a secret)

@@ -50,9 +50,7 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
 
     # Empty means the embedded SQLite file `<DATA_DIR>/llm_service.db`.
-    database_url: str = Field(
-        "", validation_alias=AliasChoices("DATABASE_URL", "database_url")
-    )
+    database_url: str = Field("", validation_alias=AliasChoices("DATABASE_URL", "database_url"))
     database_echo: bool = Field(
         False, validation_alias=AliasChoices("DATABASE_ECHO", "database_echo")
     )
@@ -65,7 +63,9 @@ class Settings(BaseSettings):
         "llm-service", validation_alias=AliasChoices("JWT_ISSUER", "jwt_issuer")
     )
     access_token_ttl_seconds: int = Field(
-        900, ge=30, validation_alias=AliasChoices("ACCESS_TOKEN_TTL_SECONDS", "access_token_ttl_seconds")
+        900,
+        ge=30,
+        validation_alias=AliasChoices("ACCESS_TOKEN_TTL_SECONDS", "access_token_ttl_seconds"),
     )
     refresh_token_ttl_seconds: int = Field(
         7 * 24 * 3600,
@@ -90,7 +90,10 @@ class Settings(BaseSettings):
         "", validation_alias=AliasChoices("LLM_MODEL_ALIAS", "llm_model_alias")
     )
     llm_context_size: int = Field(
-        4096, ge=256, le=131072, validation_alias=AliasChoices("LLM_CONTEXT_SIZE", "llm_context_size")
+        4096,
+        ge=256,
+        le=131072,
+        validation_alias=AliasChoices("LLM_CONTEXT_SIZE", "llm_context_size"),
     )
     llm_threads: int = Field(
         0, ge=0, le=256, validation_alias=AliasChoices("LLM_THREADS", "llm_threads")
@@ -116,7 +119,10 @@ class Settings(BaseSettings):
         256, ge=1, validation_alias=AliasChoices("LLM_DEFAULT_MAX_TOKENS", "llm_default_max_tokens")
     )
     llm_default_temperature: float = Field(
-        0.7, ge=0, le=2, validation_alias=AliasChoices("LLM_DEFAULT_TEMPERATURE", "llm_default_temperature")
+        0.7,
+        ge=0,
+        le=2,
+        validation_alias=AliasChoices("LLM_DEFAULT_TEMPERATURE", "llm_default_temperature"),
     )
     llm_max_temperature: float = Field(
         2.0, ge=0, le=5, validation_alias=AliasChoices("LLM_MAX_TEMPERATURE", "llm_max_temperature")

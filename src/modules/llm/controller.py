@@ -46,7 +46,7 @@ def _sse(event: str, payload: Any) -> ServerSentEventMessage:
 
 class LLMController(Controller):
     path = "/llm"
-    tags = ["llm"]
+    tags = ("llm",)
 
     @post("/generate", status_code=200)
     async def generate(

@@ -253,7 +253,7 @@ class LLMEngine:
         queue_seconds = time.monotonic() - job.submitted_at
         if self._last_owner != job.owner:
             # The KV cache holds someone else's prompt: never let it speed this one up.
-            llama.reset()
+            llama.reset()  # type: ignore[no-untyped-call]
         self._last_owner = job.owner
         if params.seed is not None:
             llama.set_seed(params.seed)

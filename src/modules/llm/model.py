@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
 from llama_cpp import Llama
+
+
+class ModelClosedError(RuntimeError):
+    """The model was unloaded (shutdown or failure)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,8 @@ class LoadedModel:
                 verbose=False,
             )
         self._pieces: dict[int, bytes] = {}
+        self._lifecycle = threading.Lock()
+        self.closed = False
         self.alias = options.alias or options.path.stem
         self.size_bytes = options.path.stat().st_size
         self.n_ctx = self.llama.n_ctx()
@@ -52,7 +58,7 @@ class LoadedModel:
     def _piece(self, token: int) -> str:
         if token < 0:
             return ""
-        return self.llama._model.token_get_text(token)  # type: ignore[no-any-return]
+        return str(self.llama._model.token_get_text(token))
 
     def _control_token_texts(self) -> tuple[str, ...]:
         model = self.llama._model
@@ -74,7 +80,10 @@ class LoadedModel:
         """`special=False` for anything a user wrote: control-token text stays plain text."""
         if not text:
             return []
-        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+        with self._lifecycle:  # never tokenize with a model that close() is freeing
+            if self.closed:
+                raise ModelClosedError("the model is not loaded")
+            return list(self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 
     @property
     def add_bos(self) -> bool:
@@ -103,5 +112,9 @@ class LoadedModel:
             size = -length
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.llama.close()
+        with self._lifecycle:
+            if self.closed:
+                return
+            self.closed = True
+            with contextlib.suppress(Exception):
+                self.llama.close()

@@ -40,5 +40,7 @@ def start_generation_service(settings: Settings) -> GenerationService:
     model = load_model(settings)
     engine = LLMEngine(model, queue_size=settings.llm_queue_size)
     engine.start()
-    sanitizer = Sanitizer(max_chars=settings.sanitizer_max_chars, control_tokens=model.control_tokens)
+    sanitizer = Sanitizer(
+        max_chars=settings.sanitizer_max_chars, control_tokens=model.control_tokens
+    )
     return GenerationService(settings, engine, sanitizer, prompt_builder_for(model))

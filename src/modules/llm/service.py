@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from modules.config import Settings
 from modules.llm.chat import ChatMessage, ChatPromptBuilder
 from modules.llm.engine import (
+    EngineUnavailableError,
     Failed,
     Finished,
     GenerationHandle,
@@ -17,6 +18,7 @@ from modules.llm.engine import (
     SamplingParams,
     TokenDelta,
 )
+from modules.llm.model import ModelClosedError
 from modules.llm.schemas import (
     GenerateRequest,
     GenerationSettings,
@@ -122,7 +124,9 @@ class GenerationService:
             )
         return SamplingParams(
             temperature=(
-                s.llm_default_temperature if requested.temperature is None else requested.temperature
+                s.llm_default_temperature
+                if requested.temperature is None
+                else requested.temperature
             ),
             max_tokens=requested.max_tokens or s.llm_default_max_tokens,
             top_p=0.95 if requested.top_p is None else requested.top_p,
@@ -181,7 +185,12 @@ class GenerationService:
                 for i, m in enumerate(request.messages)
             ]
         messages, report = self.sanitize(raw)
-        tokens = await asyncio.to_thread(self.prompt_builder.build, messages)
+        if not self.engine.is_running:
+            raise EngineUnavailableError("the model is not loaded")
+        try:
+            tokens = await asyncio.to_thread(self.prompt_builder.build, messages)
+        except ModelClosedError as exc:
+            raise EngineUnavailableError(str(exc)) from exc
         if len(tokens) >= self.engine.model.n_ctx:
             raise PromptTooLongError(len(tokens), self.engine.model.n_ctx)
         return PreparedGeneration(messages, tokens, params, report)
@@ -208,7 +217,9 @@ class GenerationService:
                     raise event.error
         raise RuntimeError("generation ended without a result")
 
-    async def stream(self, handle: GenerationHandle) -> AsyncIterator[TokenDelta | Finished | Failed]:
+    async def stream(
+        self, handle: GenerationHandle
+    ) -> AsyncIterator[TokenDelta | Finished | Failed]:
         async for event in handle.events():
             yield event
 

@@ -49,21 +49,36 @@ DEFAULT_CONTROL_TOKENS: tuple[str, ...] = (
 
 _CODE_SEGMENT = re.compile(r"(```.*?(?:```|\Z)|`[^`\n]+`)", re.DOTALL)
 _SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b[^>]*>.*?(</\1\s*>|\Z)", re.IGNORECASE | re.DOTALL)
-# Something that looks like a tag, an end tag or a comment: only then is bleach asked to act,
-# so prose such as `a<b` or `x <y>` without markup meaning stays exactly as written.
-_MARKUP_HINT = re.compile(r"<(?:[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>|/[A-Za-z][A-Za-z0-9-]*\s*>|!--)")
+# Only real HTML elements count as markup: `git checkout <branch>` or `Vec<T>` are honest text.
+HTML_ELEMENTS = frozenset(
+    "a abbr address area article aside audio b base bdi bdo blockquote body br button canvas "
+    "caption cite code col colgroup data datalist dd del details dfn dialog div dl dt em embed "
+    "fieldset figcaption figure font footer form frame frameset h1 h2 h3 h4 h5 h6 head header hr "
+    "html i iframe img input ins kbd label legend li link main map mark marquee math menu meta "
+    "meter nav noscript object ol optgroup option output p param picture pre progress q rp rt "
+    "ruby s samp script section select slot small source span strong style sub summary sup svg "
+    "table tbody td template textarea tfoot th thead time title tr track u ul var video wbr".split()
+)
+_TAG_OPEN = re.compile(r"<(?:!--|/?([A-Za-z][A-Za-z0-9-]*)(?=[\s/>]))")
 _BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*){3,}")
 _LONG_SPACES = re.compile(r"[ \t]{33,}")
 
 _INVISIBLE = frozenset(
-    [0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0]
-    + list(range(0x200B, 0x2010))  # zero-width space/joiners, LRM/RLM
-    + list(range(0x202A, 0x202F))  # bidi embeddings and overrides
-    + list(range(0x2060, 0x2070))  # word joiner, invisible operators, bidi isolates
-    + list(range(0xE0000, 0xE0080))  # tag characters (invisible "ASCII smuggling")
-    + list(range(0xFFF9, 0xFFFC))  # interlinear annotations
+    [
+        *(0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0),
+        *range(0x200B, 0x2010),  # zero-width space/joiners, LRM/RLM
+        *range(0x202A, 0x202F),  # bidi embeddings and overrides
+        *range(0x2060, 0x2070),  # word joiner, invisible operators, bidi isolates
+        *range(0xE0000, 0xE0080),  # tag characters (invisible "ASCII smuggling")
+        *range(0xFFF9, 0xFFFC),  # interlinear annotations
+    ]
 )
 _ZWJ = 0x200D
+
+
+def _is_markup(match: re.Match[str]) -> bool:
+    name = match.group(1)
+    return name is None or name.lower() in HTML_ELEMENTS
 
 
 class SanitizationError(ValueError):
@@ -158,8 +173,11 @@ class Sanitizer:
                 # Keep the joiner only where it glues an emoji sequence together.
                 before = text[index - 1] if index > 0 else ""
                 after = text[index + 1] if index + 1 < len(text) else ""
-                if before and after and _is_pictographic(after) and (
-                    _is_pictographic(before) or unicodedata.category(before) == "Mn"
+                if (
+                    before
+                    and after
+                    and _is_pictographic(after)
+                    and (_is_pictographic(before) or unicodedata.category(before) == "Mn")
                 ):
                     kept.append(char)
                 continue
@@ -178,12 +196,18 @@ class Sanitizer:
     @staticmethod
     def _strip_markup(text: str) -> str:
         text = _SCRIPT_OR_STYLE.sub("", text)
-        if not _MARKUP_HINT.search(text):
+        if not any(_is_markup(m) for m in _TAG_OPEN.finditer(text)):
             return text
-        # Escape `&` first so that only what bleach itself escapes is unescaped afterwards:
-        # a literal "&lt;script&gt;" stays literal instead of turning into a tag.
+        # Escape `&` first so that only what is escaped here is unescaped afterwards: a literal
+        # "&lt;script&gt;" stays literal instead of turning into a tag. A `<` that opens no
+        # real element is escaped too, so bleach leaves `<branch>` alone.
+        protected = _TAG_OPEN.sub(
+            lambda m: m.group(0) if _is_markup(m) else "&lt;" + m.group(0)[1:],
+            text.replace("&", "&amp;"),
+        )
+        protected = re.sub(r"<(?![!/A-Za-z])", "&lt;", protected)
         cleaned = bleach.clean(
-            text.replace("&", "&amp;"), tags=set(), attributes={}, strip=True, strip_comments=True
+            protected, tags=set(), attributes={}, strip=True, strip_comments=True
         )
         return html.unescape(cleaned)
 

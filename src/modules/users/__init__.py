@@ -1,14 +1,11 @@
 """Users: the account table, its service and the /users routes."""
 
-from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Router
 from litestar.di import Provide
 
 from modules.users.controller import UserController
 from modules.users.models import ROLE_ADMIN, ROLE_USER, User
-from modules.users.service import UserService, normalize_email
-
-provide_users_service = create_service_provider(UserService)
+from modules.users.service import UserService, normalize_email, provide_users_service
 
 
 def create_router() -> Router:

