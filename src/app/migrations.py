@@ -7,12 +7,22 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# A checkout keeps alembic/ two levels above this file; an installed copy (the Docker image)
+# runs from a directory that holds alembic.ini and alembic/.
+_CANDIDATES = (Path(__file__).resolve().parents[2], Path.cwd())
+
+
+def project_root() -> Path:
+    for candidate in _CANDIDATES:
+        if (candidate / "alembic.ini").is_file():
+            return candidate
+    raise FileNotFoundError("alembic.ini not found: run from the project directory")
 
 
 def alembic_config(database_url: str) -> Config:
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    root = project_root()
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "alembic"))
     # `%` is ConfigParser's interpolation character; passwords may contain it.
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     config.attributes["configure_logger"] = False
