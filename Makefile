@@ -26,8 +26,8 @@ run serve: $(STAMP)
 	$(BIN)/llm-service serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench alembic
-	$(BIN)/ruff format --check src tests bench alembic
+	$(BIN)/ruff check src tests alembic $(wildcard bench/*.py)
+	$(BIN)/ruff format --check src tests alembic $(wildcard bench/*.py)
 	$(BIN)/mypy
 
 test: $(STAMP)
