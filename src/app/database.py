@@ -11,10 +11,11 @@ from advanced_alchemy.extensions.litestar import (
 from sqlalchemy import MetaData
 
 # Importing the models registers their tables on advanced-alchemy's shared metadata.
-from modules.auth.models import RefreshToken
+from modules.auth.models import ApiKey, RefreshToken
+from modules.conversations.models import Conversation, Message
 from modules.users.models import User
 
-MODELS = (User, RefreshToken)
+MODELS = (User, RefreshToken, ApiKey, Conversation, Message)
 
 
 def metadata() -> MetaData:

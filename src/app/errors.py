@@ -13,6 +13,7 @@ from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetail
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from modules.auth.service import AuthError, EmailTakenError, PasswordPolicyError
+from modules.conversations import ConversationNotFoundError
 from modules.llm.engine import EngineUnavailableError, QueueFullError, QueueTimeoutError
 from modules.llm.service import InvalidGenerationRequest, PromptTooLongError
 
@@ -130,6 +131,7 @@ def problem_details_config() -> ProblemDetailsConfig:
             AuthError: _from_auth_error,
             PasswordPolicyError: _from_password_policy,
             EmailTakenError: lambda exc: _problem(409, str(exc)),
+            ConversationNotFoundError: lambda exc: _problem(404, str(exc)),
             NotFoundError: lambda exc: _problem(404, "not found"),
             DuplicateKeyError: lambda exc: _problem(409, "a record with these values exists"),
             InvalidGenerationRequest: _from_invalid_generation,

@@ -12,10 +12,10 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.problem_details import ProblemDetailsPlugin
@@ -24,12 +24,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.database import database_config
 from app.errors import problem_details_config
 from app.health import HealthController
-from modules import auth, llm, users
+from modules import auth, conversations, llm, users
 from modules.auth import PasswordHasher, TokenCodec, build_jwt_auth
 from modules.config import Settings
+from modules.conversations import ConversationService, provide_conversation_service
 from modules.llm import GenerationService
 from modules.llm.engine import EngineUnavailableError
 from modules.llm.runtime import start_generation_service
+from modules.llm.turns import ConversationTurns
+from modules.users.models import User
 
 logger = logging.getLogger("app")
 
@@ -80,6 +83,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             raise EngineUnavailableError("the model is not loaded")
         return service
 
+    def provide_conversation_turns(
+        request: Request[User, Any, Any],
+        generation_service: NamedDependency[GenerationService],
+        conversation_service: NamedDependency[ConversationService],
+    ) -> ConversationTurns:
+        return ConversationTurns(
+            generation_service, conversation_service, db_config.get_session, request.user.id
+        )
+
     def provide_settings() -> Settings:
         return settings
 
@@ -95,12 +107,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             auth.create_router(),
             users.create_router(),
             llm.create_router(),
+            conversations.create_router(),
         ],
         dependencies={
             "settings": Provide(provide_settings, sync_to_thread=False, use_cache=True),
             "password_hasher": Provide(provide_hasher, sync_to_thread=False, use_cache=True),
             "token_codec": Provide(provide_codec, sync_to_thread=False, use_cache=True),
             "generation_service": Provide(provide_generation_service, sync_to_thread=False),
+            "conversation_service": Provide(provide_conversation_service, sync_to_thread=False),
+            "conversation_turns": Provide(provide_conversation_turns, sync_to_thread=False),
         },
         plugins=[
             SQLAlchemyPlugin(config=db_config),

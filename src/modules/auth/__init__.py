@@ -4,7 +4,8 @@ from litestar import Router
 from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from modules.auth.controller import AuthController
+from modules.auth.api_keys import ApiKeyAuth, ApiKeyService
+from modules.auth.controller import ApiKeyController, AuthController
 from modules.auth.models import RefreshToken
 from modules.auth.passwords import PasswordHasher
 from modules.auth.security import build_jwt_auth, requires_admin
@@ -30,11 +31,16 @@ def provide_auth_service(
     )
 
 
+def provide_api_key_service(db_session: NamedDependency[AsyncSession]) -> ApiKeyService:
+    return ApiKeyService(db_session)
+
+
 def create_router() -> Router:
     return Router(
         path="/",
-        route_handlers=[AuthController],
+        route_handlers=[AuthController, ApiKeyController],
         dependencies={
+            "api_key_service": Provide(provide_api_key_service, sync_to_thread=False),
             "users_service": Provide(provide_users_service),
             "auth_service": Provide(provide_auth_service, sync_to_thread=False),
         },
@@ -42,6 +48,7 @@ def create_router() -> Router:
 
 
 __all__ = [
+    "ApiKeyAuth",
     "AuthService",
     "PasswordHasher",
     "RefreshToken",

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, post
+from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import ClientException, HTTPException, ValidationException
-from litestar.params import JSONBody
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.params import FromPath, JSONBody
 from litestar.security.jwt import Token
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from modules.auth.schemas import LoginRequest, RefreshRequest, RegisterRequest, TokenResponse
+from modules.auth.api_keys import ApiKeyService
+from modules.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    LoginRequest,
+    RefreshRequest,
+    RegisterRequest,
+    TokenResponse,
+)
 from modules.auth.service import AuthService, TokenPair
 from modules.config import Settings
 from modules.users.models import User
@@ -86,8 +101,58 @@ class AuthController(Controller):
     @post("/logout", status_code=HTTP_204_NO_CONTENT)
     async def logout(
         self,
-        request: Request[User, Token, Any],
+        request: Request[User, Any, Any],
         auth_service: NamedDependency[AuthService],
     ) -> None:
         """End this login: its refresh tokens and access tokens stop working at once."""
+        if not isinstance(request.auth, Token):
+            raise ClientException(
+                "logout ends a login session; revoke an API key with DELETE /auth/api-keys/{id}"
+            )
         await auth_service.logout(uuid.UUID(str(request.auth.extras["fam"])))
+
+
+class ApiKeyController(Controller):
+    path = "/auth/api-keys"
+    tags = ("auth",)
+
+    @post("/", status_code=HTTP_201_CREATED)
+    async def create_key(
+        self,
+        request: Request[User, Any, Any],
+        data: JSONBody[ApiKeyCreate],
+        api_key_service: NamedDependency[ApiKeyService],
+    ) -> ApiKeyCreated:
+        """Create a key for programs; the secret is in this answer only."""
+        expires_at = (
+            datetime.now(UTC) + timedelta(days=data.expires_in_days)
+            if data.expires_in_days
+            else None
+        )
+        key, secret = await api_key_service.create(request.user.id, data.name, expires_at)
+        return ApiKeyCreated(
+            id=key.id,
+            name=key.name,
+            prefix=key.prefix,
+            key=secret,
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+        )
+
+    @get("/")
+    async def list_keys(
+        self, request: Request[User, Any, Any], api_key_service: NamedDependency[ApiKeyService]
+    ) -> list[ApiKeyRead]:
+        """One's own keys, newest first, without their secrets."""
+        return [ApiKeyRead.from_model(k) for k in await api_key_service.list_for(request.user.id)]
+
+    @delete("/{key_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    async def revoke_key(
+        self,
+        request: Request[User, Any, Any],
+        key_id: FromPath[uuid.UUID],
+        api_key_service: NamedDependency[ApiKeyService],
+    ) -> None:
+        """Revoke a key: it stops working at once."""
+        if not await api_key_service.revoke(request.user.id, key_id):
+            raise NotFoundException(f"no API key with id {key_id}")

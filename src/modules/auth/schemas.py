@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Annotated
 
 import msgspec
 
+from modules.auth.models import ApiKey
 from modules.users.schemas import Email, Password
 
 JwtString = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
@@ -33,3 +36,42 @@ class TokenResponse(msgspec.Struct):
     expires_in: int
     refresh_expires_in: int
     token_type: str = "bearer"  # noqa: S105 (the OAuth2 token type, not a secret)
+
+
+class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+    # Days until the key stops working; absent means it does not expire.
+    expires_in_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = None
+
+
+class ApiKeyRead(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def from_model(cls, key: ApiKey) -> ApiKeyRead:
+        return cls(
+            id=key.id,
+            name=key.name,
+            prefix=key.prefix,
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
+            last_used_at=key.last_used_at,
+        )
+
+
+class ApiKeyCreated(msgspec.Struct):
+    """The only answer that holds the secret: store it now, it cannot be shown again."""
+
+    id: uuid.UUID
+    name: str
+    prefix: str
+    key: str
+    created_at: datetime
+    expires_at: datetime | None

@@ -9,10 +9,16 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.security.jwt import OAuth2PasswordBearerAuth, Token
+from litestar.middleware import AuthenticationResult
+from litestar.security.jwt import (
+    JWTCookieAuthenticationMiddleware,
+    OAuth2PasswordBearerAuth,
+    Token,
+)
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from modules.auth.api_keys import looks_like_api_key, resolve_api_key
 from modules.auth.models import RefreshToken
 from modules.auth.tokens import ALGORITHM, REQUIRED_CLAIMS, TokenCodec
 from modules.users.models import ROLE_ADMIN, User
@@ -60,7 +66,22 @@ def build_jwt_auth(
         )
         return None if revoked else user
 
+    class BearerAuthenticationMiddleware(JWTCookieAuthenticationMiddleware):
+        """A bearer credential is either one of our JWTs or an API key (`llms_...`)."""
+
+        async def authenticate_token(
+            self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
+        ) -> AuthenticationResult:
+            if not looks_like_api_key(encoded_token):
+                return await super().authenticate_token(encoded_token, connection)
+            resolved = await resolve_api_key(session_provider(connection), encoded_token)
+            if resolved is None:
+                raise NotAuthorizedException("invalid, expired or revoked API key")
+            user, key = resolved
+            return AuthenticationResult(user=user, auth=key)
+
     return OAuth2PasswordBearerAuth[User, Token](
+        authentication_middleware_class=BearerAuthenticationMiddleware,
         token_secret=codec.secret,
         token_url="/auth/login",  # noqa: S106 (a URL, not a password)
         retrieve_user_handler=retrieve_user,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Literal
 
 import msgspec
@@ -37,6 +38,8 @@ class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
     system: Content | None = None
     settings: GenerationSettings = msgspec.field(default_factory=GenerationSettings)
     stream: bool = False
+    # Continue a stored conversation; absent: a new one is made and its id returned.
+    conversation_id: uuid.UUID | None = None
 
 
 class Usage(msgspec.Struct):
@@ -68,6 +71,8 @@ class Timings(msgspec.Struct):
 class GenerateResponse(msgspec.Struct):
     response: str
     model: str
+    conversation_id: uuid.UUID
+    history_turns_dropped: int
     finish_reason: str
     generation_time: float
     usage: Usage

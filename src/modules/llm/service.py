@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from modules.config import Settings
@@ -52,10 +51,13 @@ class PromptTooLongError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PreparedGeneration:
-    messages: list[ChatMessage]
+    messages: list[ChatMessage]  # everything the model reads, in order
+    new_messages: list[ChatMessage]  # this request's own messages, sanitized
+    system: str | None
     prompt_tokens: list[int]
     params: SamplingParams
     sanitization: SanitizationReport
+    history_turns_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,36 +166,85 @@ class GenerationService:
         )
         return messages, report
 
-    async def prepare(self, request: GenerateRequest) -> PreparedGeneration:
+    async def prepare(
+        self,
+        request: GenerateRequest,
+        *,
+        history: Sequence[ChatMessage] = (),
+        stored_system: str | None = None,
+    ) -> PreparedGeneration:
+        """Validate, sanitize and tokenize a /llm/generate request (plus stored history)."""
         if (request.prompt is None) == (request.messages is None):
             raise InvalidGenerationRequest(
                 "exactly one of 'prompt' or 'messages' is required",
                 field="prompt",
                 status_code=400,
             )
-        params = self.sampling_params(request.settings)
-        raw: list[tuple[str, str, str]] = []
-        system = request.system or self.settings.llm_default_system_prompt
-        if system:
-            raw.append(("system", system, "system"))
         if request.prompt is not None:
-            raw.append(("user", request.prompt, "prompt"))
+            new = [("user", request.prompt, "prompt")]
         else:
             assert request.messages is not None
-            raw += [
+            new = [
                 (m.role, m.content, f"messages[{i}].content")
                 for i, m in enumerate(request.messages)
             ]
-        messages, report = self.sanitize(raw)
+        system = request.system or stored_system or self.settings.llm_default_system_prompt
+        return await self.prepare_chat(
+            new, system=system, history=history, settings=request.settings
+        )
+
+    async def prepare_chat(
+        self,
+        new: list[tuple[str, str, str]],
+        *,
+        system: str | None,
+        history: Sequence[ChatMessage],
+        settings: GenerationSettings,
+    ) -> PreparedGeneration:
+        """`new` holds (role, content, field name) of this request's messages."""
+        params = self.sampling_params(settings)
+        raw = ([("system", system, "system")] if system else []) + new
+        cleaned, report = self.sanitize(raw)
+        system_message = cleaned[0] if system else None
+        new_messages = cleaned[1:] if system else cleaned
+        # Stored history was sanitized when stored; cleaning it again costs little and keeps
+        # the promise that everything the model reads went through the sanitizer.
+        past = [m for m in (self._clean_quietly(m) for m in history) if m is not None]
         if not self.engine.is_running:
             raise EngineUnavailableError("the model is not loaded")
+        n_ctx = self.engine.model.n_ctx
+        # A conversation keeps room to answer; a lone prompt only has to fit.
+        reserve = min(params.max_tokens, n_ctx // 4) if past else 0
+        dropped = 0
+        while True:
+            messages = ([system_message] if system_message else []) + past + new_messages
+            try:
+                tokens = await asyncio.to_thread(self.prompt_builder.build, messages)
+            except ModelClosedError as exc:
+                raise EngineUnavailableError(str(exc)) from exc
+            if len(tokens) + reserve <= n_ctx or not past:
+                break
+            # Drop the oldest turn: through its assistant answer (or everything left).
+            cut = next((i + 1 for i, m in enumerate(past) if m.role == "assistant"), len(past))
+            past = past[cut:]
+            dropped += 1
+        if len(tokens) >= n_ctx:
+            raise PromptTooLongError(len(tokens), n_ctx)
+        return PreparedGeneration(
+            messages=messages,
+            new_messages=new_messages,
+            system=system_message.content if system_message else None,
+            prompt_tokens=tokens,
+            params=params,
+            sanitization=report,
+            history_turns_dropped=dropped,
+        )
+
+    def _clean_quietly(self, message: ChatMessage) -> ChatMessage | None:
         try:
-            tokens = await asyncio.to_thread(self.prompt_builder.build, messages)
-        except ModelClosedError as exc:
-            raise EngineUnavailableError(str(exc)) from exc
-        if len(tokens) >= self.engine.model.n_ctx:
-            raise PromptTooLongError(len(tokens), self.engine.model.n_ctx)
-        return PreparedGeneration(messages, tokens, params, report)
+            return ChatMessage(message.role, self.sanitizer.clean(message.content).text)
+        except SanitizationError:
+            return None
 
     def start(self, prepared: PreparedGeneration, owner: str) -> GenerationHandle:
         return self.engine.submit(
@@ -222,7 +273,3 @@ class GenerationService:
     ) -> AsyncIterator[TokenDelta | Finished | Failed]:
         async for event in handle.events():
             yield event
-
-
-def elapsed_since(start: float) -> float:
-    return round(time.monotonic() - start, 4)

@@ -1,0 +1,46 @@
+"""Conversations and their messages."""
+
+from __future__ import annotations
+
+import uuid
+
+from advanced_alchemy.base import UUIDAuditBase
+from advanced_alchemy.types import GUID
+from sqlalchemy import Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+
+class Conversation(UUIDAuditBase):
+    __tablename__ = "conversations"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(
+        GUID, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    title: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(200))
+    system_prompt: Mapped[str | None] = mapped_column(Text, default=None)
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="conversation",
+        order_by="Message.position",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="noload",
+    )
+
+
+class Message(UUIDAuditBase):
+    """One turn's message; `content` is what the model saw (sanitized) or said."""
+
+    __tablename__ = "messages"
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        GUID, ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
+    generation_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    time_to_first_token: Mapped[float | None] = mapped_column(Float, default=None)
+    conversation: Mapped[Conversation] = relationship(back_populates="messages", lazy="noload")

@@ -1,0 +1,71 @@
+"""Bodies of the /conversations routes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from modules.conversations.models import Conversation, Message
+
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class ConversationRead(msgspec.Struct):
+    id: uuid.UUID
+    title: str
+    model: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_model(cls, conversation: Conversation) -> ConversationRead:
+        return cls(
+            id=conversation.id,
+            title=conversation.title,
+            model=conversation.model,
+            created_at=conversation.created_at,
+            updated_at=conversation.updated_at,
+        )
+
+
+class MessageRead(msgspec.Struct):
+    id: uuid.UUID
+    role: str
+    content: str
+    created_at: datetime
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    generation_seconds: float | None
+    time_to_first_token: float | None
+
+    @classmethod
+    def from_model(cls, message: Message) -> MessageRead:
+        return cls(
+            id=message.id,
+            role=message.role,
+            content=message.content,
+            created_at=message.created_at,
+            prompt_tokens=message.prompt_tokens,
+            completion_tokens=message.completion_tokens,
+            generation_seconds=message.generation_seconds,
+            time_to_first_token=message.time_to_first_token,
+        )
+
+
+class ConversationDetail(ConversationRead):
+    system_prompt: str | None = None
+    messages: list[MessageRead] = msgspec.field(default_factory=list)
+
+
+class ConversationPage(msgspec.Struct):
+    items: list[ConversationRead]
+    total: int
+    limit: int
+    offset: int
+
+
+class ConversationUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    title: Title
