@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return db_config.provide_session(connection.app.state, connection.scope)
 
     jwt_auth = build_jwt_auth(codec, session_for, exclude=PUBLIC_PATHS)
+    errors = problem_details_config()
 
     @asynccontextmanager
     async def model_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             auth.create_router(),
             users.create_router(),
             llm.create_router(),
+            llm.create_openai_router(errors.exception_to_problem_detail_map),
             conversations.create_router(),
         ],
         dependencies={
@@ -119,7 +121,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         plugins=[
             SQLAlchemyPlugin(config=db_config),
-            ProblemDetailsPlugin(problem_details_config()),
+            ProblemDetailsPlugin(errors),
         ],
         on_app_init=[jwt_auth.on_app_init],
         lifespan=[model_lifespan],

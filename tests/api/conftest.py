@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvicorn
 from litestar import Litestar
-from sqlalchemy import text
+from sqlalchemy import Executable, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import create_app
@@ -122,14 +122,16 @@ class Api:
         token: str = self.login(user["email"])["access_token"]
         return token
 
-    def sql(self, statement: str, **params: Any) -> list[Any]:
-        """Run SQL on the test database from the test's thread (its own event loop)."""
+    def sql(self, statement: str | Executable, **params: Any) -> list[Any]:
+        """Run SQL (text, or a SQLAlchemy statement whose column types convert values for
+        either dialect) on the test database, from the test's thread and event loop."""
+        executable = text(statement) if isinstance(statement, str) else statement
 
         async def run() -> list[Any]:
             engine = create_async_engine(self.database_url)
             try:
                 async with engine.begin() as connection:
-                    result = await connection.execute(text(statement), params)
+                    result = await connection.execute(executable, params)
                     return list(result.fetchall()) if result.returns_rows else []
             finally:
                 await engine.dispose()

@@ -21,6 +21,8 @@ class GenerationSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaul
     top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | None = None
     top_k: Annotated[int, Meta(ge=0, le=1000)] | None = None
     repeat_penalty: Annotated[float, Meta(ge=0.5, le=2.0)] | None = None
+    presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
+    frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
     stop: Annotated[list[StopString], Meta(max_length=8)] | None = None
     seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] | None = None
 

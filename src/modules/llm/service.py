@@ -134,6 +134,8 @@ class GenerationService:
             top_p=0.95 if requested.top_p is None else requested.top_p,
             top_k=40 if requested.top_k is None else requested.top_k,
             repeat_penalty=1.0 if requested.repeat_penalty is None else requested.repeat_penalty,
+            presence_penalty=requested.presence_penalty or 0.0,
+            frequency_penalty=requested.frequency_penalty or 0.0,
             stop=tuple(requested.stop or ()),
             seed=requested.seed,
         )
@@ -238,6 +240,30 @@ class GenerationService:
             params=params,
             sanitization=report,
             history_turns_dropped=dropped,
+        )
+
+    async def prepare_raw(self, prompt: str, settings: GenerationSettings) -> PreparedGeneration:
+        """A plain completion: the sanitized text, no chat template (/v1/completions)."""
+        params = self.sampling_params(settings)
+        cleaned, report = self.sanitize([("user", prompt, "prompt")])
+        if not self.engine.is_running:
+            raise EngineUnavailableError("the model is not loaded")
+        model = self.engine.model
+        try:
+            tokens = await asyncio.to_thread(
+                model.tokenize, cleaned[0].content, special=False, add_bos=model.add_bos
+            )
+        except ModelClosedError as exc:
+            raise EngineUnavailableError(str(exc)) from exc
+        if len(tokens) >= model.n_ctx:
+            raise PromptTooLongError(len(tokens), model.n_ctx)
+        return PreparedGeneration(
+            messages=cleaned,
+            new_messages=cleaned,
+            system=None,
+            prompt_tokens=tokens,
+            params=params,
+            sanitization=report,
         )
 
     def _clean_quietly(self, message: ChatMessage) -> ChatMessage | None:
