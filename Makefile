@@ -35,7 +35,14 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
-bench: $(STAMP)
+# The benchmark also needs llama-cpp-python's server extras (the `bench` extra).
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/generation.py
 
 clean:

@@ -104,6 +104,15 @@ class Settings(BaseSettings):
     llm_gpu_layers: int = Field(
         0, ge=-1, validation_alias=AliasChoices("LLM_GPU_LAYERS", "llm_gpu_layers")
     )
+    llm_parallel: int = Field(
+        4, ge=1, le=64, validation_alias=AliasChoices("LLM_PARALLEL", "llm_parallel")
+    )
+    llm_prefill_chunk: int = Field(
+        256, ge=16, validation_alias=AliasChoices("LLM_PREFILL_CHUNK", "llm_prefill_chunk")
+    )
+    llm_state_cache_mb: int = Field(
+        256, ge=0, validation_alias=AliasChoices("LLM_STATE_CACHE_MB", "llm_state_cache_mb")
+    )
     llm_queue_size: int = Field(
         16, ge=1, le=10000, validation_alias=AliasChoices("LLM_QUEUE_SIZE", "llm_queue_size")
     )

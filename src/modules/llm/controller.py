@@ -63,6 +63,7 @@ def _usage(finished: Finished) -> dict[str, int]:
         "prompt_tokens": finished.prompt_tokens,
         "completion_tokens": finished.completion_tokens,
         "total_tokens": finished.prompt_tokens + finished.completion_tokens,
+        "cached_tokens": finished.cached_tokens,
     }
 
 

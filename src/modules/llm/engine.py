@@ -1,8 +1,16 @@
-"""The inference engine: one model, one worker thread, an ordered bounded queue.
+"""The inference engine: continuous batching over one llama.cpp context.
 
-Requests are submitted from the event loop and run one after another on a dedicated thread
-(inference never runs on the loop). Each job streams events back to its caller's loop; a job
-whose caller went away, or whose deadline passed, stops at the next token.
+One worker thread owns the model. The context holds `parallel` sequence slots; every step
+decodes ONE batch holding the next token of each generating slot plus a chunk of at most
+`prefill_chunk` prompt tokens of slots still reading their prompt, so a new request joins
+the running batch at the next step without stalling the streams already running. A request
+that finishes, fails or is cancelled leaves its slot at once. Requests beyond the slots wait
+in an ordered, bounded queue.
+
+A finished slot keeps its KV cache with the exact tokens it holds. A later request of the
+same owner whose prompt starts with those tokens reuses them and evaluates only the rest;
+when a slot is needed for someone else, its sequence state is saved to an in-memory LRU
+store (bounded in bytes) and can be restored into any slot. Reuse never crosses owners.
 """
 
 from __future__ import annotations
@@ -10,15 +18,21 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import ctypes
 import logging
+import math
 import queue
+import random
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+import llama_cpp
+from llama_cpp import _internals as internals
 
 from modules.llm.model import LoadedModel
 
@@ -41,6 +55,10 @@ class EngineUnavailableError(Exception):
 
 class QueueTimeoutError(Exception):
     """The request's deadline passed before the model could start on it."""
+
+
+class DecodeError(RuntimeError):
+    """llama.cpp could not decode a batch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +89,7 @@ class Finished:
     prompt_seconds: float
     generation_seconds: float
     time_to_first_token: float
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,23 +153,118 @@ class EngineStats:
     failed: int = 0
     rejected: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     completion_tokens: int = 0
+    state_saves: int = 0
+    state_restores: int = 0
 
 
-_STOP = object()
+@dataclass
+class _Active:
+    """A job being served in a slot."""
+
+    job: GenerationJob
+    sampler: internals.LlamaSampler
+    max_tokens: int
+    pending: list[int]  # prompt tokens not yet decoded
+    started_at: float
+    cached_tokens: int
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
+    )
+    text: str = ""
+    emitted: int = 0
+    completion_tokens: int = 0
+    first_token_at: float | None = None
+    last_token: int | None = None  # sampled, not yet decoded
+    batch_index: int = -1  # where this slot's logits are in the current batch
+
+
+@dataclass
+class _Slot:
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # exactly what the KV cache holds
+    owner: str | None = None
+    active: _Active | None = None
+    last_used: float = 0.0
+
+
+class _SavedStates:
+    """Sequence states of idle slots, by owner and exact tokens, LRU within a byte budget."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.used = 0
+        self._entries: OrderedDict[tuple[str, tuple[int, ...]], bytes] = OrderedDict()
+
+    def put(self, owner: str, tokens: Sequence[int], state: bytes) -> None:
+        if len(state) > self.budget:
+            return
+        key = (owner, tuple(tokens))
+        if key in self._entries:
+            self.used -= len(self._entries.pop(key))
+        self._entries[key] = state
+        self.used += len(state)
+        while self.used > self.budget:
+            _, evicted = self._entries.popitem(last=False)
+            self.used -= len(evicted)
+
+    def best(self, owner: str, prompt: Sequence[int]) -> tuple[tuple[int, ...], bytes, int] | None:
+        """The saved state of this owner sharing the longest prefix with `prompt`."""
+        best: tuple[tuple[int, ...], bytes, int] | None = None
+        for (entry_owner, tokens), state in self._entries.items():
+            if entry_owner != owner:
+                continue
+            shared = _common_prefix(tokens, prompt)
+            if shared and (best is None or shared > best[2]):
+                best = (tokens, state, shared)
+        if best is not None:
+            self._entries.move_to_end((owner, best[0]))
+        return best
+
+    def discard(self, owner: str, tokens: Sequence[int]) -> None:
+        state = self._entries.pop((owner, tuple(tokens)), None)
+        if state is not None:
+            self.used -= len(state)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+_WAKE = object()
 
 
 class LLMEngine:
-    """Runs generation jobs on one loaded model, in order, on a worker thread."""
+    """Serves generation jobs on one model with `parallel` slots in one context."""
 
-    def __init__(self, model: LoadedModel, *, queue_size: int) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        queue_size: int,
+        prefill_chunk: int = 256,
+        state_cache_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         self.model = model
         self.queue_size = queue_size
-        self._queue: queue.Queue[GenerationJob | object] = queue.Queue(maxsize=queue_size)
+        self.parallel = model.n_seq
+        self.prefill_chunk = max(1, min(prefill_chunk, model.options.n_batch - self.parallel))
+        self._queue: queue.Queue[GenerationJob | object] = queue.Queue()
+        self._waiting: deque[GenerationJob] = deque()
+        self._waiting_lock = threading.Lock()
+        self._slots = [_Slot(seq_id=i) for i in range(self.parallel)]
+        self._saved = _SavedStates(state_cache_bytes)
+        self._batch = llama_cpp.llama_batch_init(model.options.n_batch, 0, 1)
         self._thread: threading.Thread | None = None
         self._running = False
-        self._busy = False
-        self._last_owner: str | None = None
         self._recent_durations: deque[float] = deque(maxlen=20)
         self.stats = EngineStats()
 
@@ -162,20 +276,18 @@ class LLMEngine:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Cancel what is queued or running, then stop the thread."""
+        """Cancel what is queued or running, stop the thread, free the model."""
         self._running = False
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, GenerationJob):
-                item.cancelled.set()
-                item.emit(Failed(EngineUnavailableError("the service is shutting down")))
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(_STOP)
+        self._queue.put(_WAKE)
         if self._thread is not None:
             self._thread.join(timeout)
+        with self._waiting_lock:
+            leftovers = list(self._waiting)
+            self._waiting.clear()
+        for job in leftovers:
+            job.emit(Failed(EngineUnavailableError("the service is shutting down")))
+        with contextlib.suppress(Exception):
+            llama_cpp.llama_batch_free(self._batch)
         self.model.close()
 
     @property
@@ -184,11 +296,20 @@ class LLMEngine:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        with self._waiting_lock:
+            return len(self._waiting)
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(1 for slot in self._slots if slot.active is not None)
 
     @property
     def busy(self) -> bool:
-        return self._busy
+        return self.busy_slots > 0
+
+    @property
+    def saved_states(self) -> int:
+        return len(self._saved)
 
     def retry_after_seconds(self) -> int:
         average = (
@@ -196,9 +317,9 @@ class LLMEngine:
             if self._recent_durations
             else 2.0
         )
-        return max(1, round(average * (self.queue_depth + 1)))
+        return max(1, math.ceil(average * (self.queue_depth / self.parallel + 1)))
 
-    # Submission ---------------------------------------------------------------------------
+    # Submission (event loop) ---------------------------------------------------------------
 
     def submit(
         self, prompt_tokens: list[int], params: SamplingParams, *, owner: str, timeout: float
@@ -213,22 +334,40 @@ class LLMEngine:
             deadline=time.monotonic() + timeout,
             loop=asyncio.get_running_loop(),
         )
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            self.stats.rejected += 1
-            raise QueueFullError(self.retry_after_seconds()) from None
+        with self._waiting_lock:
+            free_slots = self.parallel - self.busy_slots
+            if len(self._waiting) >= self.queue_size + max(0, free_slots):
+                self.stats.rejected += 1
+                raise QueueFullError(self.retry_after_seconds())
+            self._waiting.append(job)
+        self._queue.put(_WAKE)
         return GenerationHandle(job)
 
     # Worker thread ------------------------------------------------------------------------
 
     def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP or not self._running:
+        while self._running:
+            try:
+                self._admit()
+                if not any(slot.active for slot in self._slots):
+                    self._queue.get()  # sleep until something is submitted
+                    continue
+                self._step()
+            except Exception:  # the engine thread must survive any one request's failure
+                logger.exception("engine step failed")
+                self._fail_active(DecodeError("the model failed on this batch"))
+        self._cancel_all()
+
+    def _next_waiting(self) -> GenerationJob | None:
+        with self._waiting_lock:
+            return self._waiting.popleft() if self._waiting else None
+
+    def _admit(self) -> None:
+        """Move waiting jobs, in order, into free slots."""
+        while any(slot.active is None for slot in self._slots):
+            job = self._next_waiting()
+            if job is None:
                 return
-            assert isinstance(item, GenerationJob)
-            job = item
             if job.cancelled.is_set():
                 self.stats.cancelled += 1
                 continue
@@ -236,105 +375,264 @@ class LLMEngine:
                 self.stats.timed_out += 1
                 job.emit(Failed(QueueTimeoutError("timed out waiting for the model")))
                 continue
-            self._busy = True
-            started = time.monotonic()
             try:
-                self._generate(job)
-            except Exception as exc:  # one request's failure must not kill the engine
-                logger.exception("generation %s failed", job.id)
+                self._place(job)
+            except Exception as exc:
+                logger.exception("could not start generation %s", job.id)
                 self.stats.failed += 1
                 job.emit(Failed(exc))
-                self._last_owner = None  # the KV cache state is unknown now
-            finally:
-                self._busy = False
-                self._recent_durations.append(time.monotonic() - started)
 
-    def _generate(self, job: GenerationJob) -> None:
-        llama = self.model.llama
-        params = job.params
-        queue_seconds = time.monotonic() - job.submitted_at
-        if self._last_owner != job.owner:
-            # The KV cache holds someone else's prompt: never let it speed this one up.
-            llama.reset()  # type: ignore[no-untyped-call]
-        self._last_owner = job.owner
-        if params.seed is not None:
-            llama.set_seed(params.seed)
-
-        max_tokens = min(params.max_tokens, self.model.n_ctx - len(job.prompt_tokens))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text = ""
-        emitted = 0
-        completion_tokens = 0
-        finish_reason: FinishReason = "length"
-        started = time.monotonic()
-        first_token_at: float | None = None
-        longest_stop = max((len(s) for s in params.stop), default=0)
-
-        generator = llama.generate(
-            job.prompt_tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
+    def _place(self, job: GenerationJob) -> None:
+        prompt = job.prompt_tokens
+        if not prompt or not all(0 <= token < self.model.n_vocab for token in prompt):
+            # Checked here so that a bad job fails alone, not the batch it would join.
+            raise ValueError("the prompt holds tokens outside the model's vocabulary")
+        if len(prompt) >= self.model.n_ctx:
+            raise ValueError(
+                f"the prompt needs {len(prompt)} tokens; a sequence holds {self.model.n_ctx}"
+            )
+        idle = [slot for slot in self._slots if slot.active is None]
+        # Prefer this owner's slot whose cache shares the longest prefix; else the least
+        # recently used one.
+        scored = [
+            (_common_prefix(slot.tokens, prompt) if slot.owner == job.owner else 0, slot)
+            for slot in idle
+        ]
+        shared, slot = max(scored, key=lambda pair: (pair[0], -pair[1].last_used))
+        if shared == 0:
+            slot = min(idle, key=lambda s: s.last_used)
+            saved = self._saved.best(job.owner, prompt)
+            self._evict(slot)
+            if saved is not None:
+                tokens, state, saved_shared = saved
+                if self._restore(slot, tokens, state):
+                    self._saved.discard(job.owner, tokens)  # the slot holds it now
+                    shared = saved_shared
+        # At least the last prompt token is decoded again, for fresh logits.
+        shared = min(shared, len(prompt) - 1)
+        if not llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, shared, -1):
+            llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
+            shared = 0
+        slot.tokens = list(prompt[:shared])
+        slot.owner = job.owner
+        slot.last_used = time.monotonic()
+        room = self.model.n_ctx - len(prompt)
+        slot.active = _Active(
+            job=job,
+            sampler=self._sampler(job.params),
+            max_tokens=max(0, min(job.params.max_tokens, room)),
+            pending=list(prompt[shared:]),
+            started_at=time.monotonic(),
+            cached_tokens=shared,
         )
-        try:
-            for token in generator:
-                if first_token_at is None:
-                    first_token_at = time.monotonic()
-                if job.cancelled.is_set():
-                    finish_reason = "cancelled"
-                    break
-                if time.monotonic() > job.deadline:
-                    finish_reason = "timeout"
-                    break
-                if self.model.is_end_of_generation(token):
-                    finish_reason = "stop"
-                    break
-                completion_tokens += 1
-                text += decoder.decode(self.model.token_bytes(token))
-                stop_at = _find_stop(text, params.stop, emitted, longest_stop)
-                if stop_at is not None:
-                    text = text[:stop_at]
-                    finish_reason = "stop"
-                    break
-                # Hold back a tail that could still grow into a stop string.
-                safe_end = len(text) - _partial_stop_suffix(text, params.stop)
-                if safe_end > emitted:
-                    job.emit(TokenDelta(text[emitted:safe_end]))
-                    emitted = safe_end
-                if completion_tokens >= max_tokens:
-                    finish_reason = "length"
-                    break
-        finally:
-            generator.close()
 
-        text += decoder.decode(b"", final=True)
-        if len(text) > emitted:
-            job.emit(TokenDelta(text[emitted:]))
+    def _evict(self, slot: _Slot) -> None:
+        """Free a slot for someone else, keeping its cache in the saved-state store."""
+        if slot.tokens and slot.owner is not None:
+            size = llama_cpp.llama_state_seq_get_size(self.model.context.ctx, slot.seq_id)
+            if 0 < size <= self._saved.budget:
+                buffer = (ctypes.c_uint8 * size)()
+                written = llama_cpp.llama_state_seq_get_data(
+                    self.model.context.ctx, buffer, size, slot.seq_id
+                )
+                if written:
+                    self._saved.put(slot.owner, slot.tokens, bytes(buffer)[:written])
+                    self.stats.state_saves += 1
+        llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
+        slot.tokens = []
+        slot.owner = None
+
+    def _restore(self, slot: _Slot, tokens: tuple[int, ...], state: bytes) -> bool:
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        read = llama_cpp.llama_state_seq_set_data(
+            self.model.context.ctx, buffer, len(state), slot.seq_id
+        )
+        if not read:
+            llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
+            return False
+        slot.tokens = list(tokens)
+        self.stats.state_restores += 1
+        return True
+
+    def _sampler(self, params: SamplingParams) -> internals.LlamaSampler:
+        sampler = internals.LlamaSampler()
+        if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
+            sampler.add_penalties(
+                n_vocab=self.model.n_vocab,
+                penalty_last_n=64,
+                penalty_repeat=params.repeat_penalty,
+                penalty_freq=params.frequency_penalty,
+                penalty_present=params.presence_penalty,
+            )
+        if params.temperature == 0:
+            sampler.add_greedy()
+            return sampler
+        seed = params.seed if params.seed is not None else random.getrandbits(32)
+        if params.top_k > 0:
+            sampler.add_top_k(params.top_k)
+        sampler.add_top_p(params.top_p, 1)
+        sampler.add_min_p(params.min_p, 1)
+        sampler.add_temp(params.temperature)
+        sampler.add_dist(seed)
+        return sampler
+
+    def _step(self) -> None:
+        """Build one batch (a token per generating slot, then prompt chunks) and decode it."""
+        batch = self._batch
+        count = 0
         now = time.monotonic()
-        if finish_reason == "cancelled":
+
+        def add(token: int, position: int, seq_id: int, wants_logits: bool) -> None:
+            nonlocal count
+            batch.token[count] = token
+            batch.pos[count] = position
+            batch.n_seq_id[count] = 1
+            batch.seq_id[count][0] = seq_id
+            batch.logits[count] = wants_logits
+            count += 1
+
+        for slot in self._slots:
+            active = slot.active
+            if active is None:
+                continue
+            active.batch_index = -1
+            if self._should_stop(slot, now):
+                continue
+            if active.last_token is not None:
+                add(active.last_token, len(slot.tokens), slot.seq_id, True)
+                slot.tokens.append(active.last_token)
+                active.last_token = None
+                active.batch_index = count - 1
+        budget = self.prefill_chunk
+        for slot in self._slots:
+            active = slot.active
+            if active is None or not active.pending or budget <= 0:
+                continue
+            chunk = active.pending[:budget]
+            del active.pending[: len(chunk)]
+            budget -= len(chunk)
+            for offset, token in enumerate(chunk):
+                last = offset == len(chunk) - 1 and not active.pending
+                add(token, len(slot.tokens), slot.seq_id, last)
+                slot.tokens.append(token)
+            if not active.pending:
+                active.batch_index = count - 1
+        if count == 0:
+            return
+        batch.n_tokens = count
+        status = llama_cpp.llama_decode(self.model.context.ctx, batch)
+        if status != 0:
+            raise DecodeError(f"llama_decode returned {status}")
+        for slot in self._slots:
+            active = slot.active
+            if active is None or active.batch_index < 0:
+                continue
+            try:
+                self._sample(slot, active)
+            except Exception as exc:
+                logger.exception("sampling failed for %s", active.job.id)
+                self._finish(slot, failure=exc)
+
+    def _sample(self, slot: _Slot, active: _Active) -> None:
+        token = llama_cpp.llama_sampler_sample(
+            active.sampler.sampler, self.model.context.ctx, active.batch_index
+        )
+        now = time.monotonic()
+        if active.first_token_at is None:
+            active.first_token_at = now
+        if self.model.is_end_of_generation(token):
+            self._finish(slot, "stop")
+            return
+        active.completion_tokens += 1
+        active.text += active.decoder.decode(self.model.token_bytes(token))
+        stops = active.job.params.stop
+        stop_at = _find_stop(active.text, stops, active.emitted, max(map(len, stops), default=0))
+        if stop_at is not None:
+            active.text = active.text[:stop_at]
+            self._finish(slot, "stop")
+            return
+        safe_end = len(active.text) - _partial_stop_suffix(active.text, stops)
+        if safe_end > active.emitted:
+            active.job.emit(TokenDelta(active.text[active.emitted : safe_end]))
+            active.emitted = safe_end
+        active.last_token = token
+        if active.completion_tokens >= active.max_tokens:
+            self._finish(slot, "length")
+
+    def _should_stop(self, slot: _Slot, now: float) -> bool:
+        active = slot.active
+        assert active is not None
+        if active.job.cancelled.is_set():
+            self._finish(slot, "cancelled")
+            return True
+        if now > active.job.deadline:
+            self._finish(slot, "timeout")
+            return True
+        if active.max_tokens == 0 and not active.pending:
+            self._finish(slot, "length")
+            return True
+        return False
+
+    def _finish(
+        self,
+        slot: _Slot,
+        reason: FinishReason = "stop",
+        failure: Exception | None = None,
+    ) -> None:
+        active = slot.active
+        assert active is not None
+        slot.active = None
+        slot.last_used = time.monotonic()
+        job = active.job
+        if active.pending or failure is not None:
+            # A prompt never fully read, or a failure: the cache no longer matches `tokens`.
+            llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
+            slot.tokens = []
+            slot.owner = None
+        # Otherwise the cache holds exactly `slot.tokens` (a sampled token is never in it
+        # before it is decoded) and stays for the owner's next turn.
+        now = time.monotonic()
+        self._recent_durations.append(now - job.submitted_at)
+        if failure is not None:
+            self.stats.failed += 1
+            job.emit(Failed(failure))
+            return
+        active.text += active.decoder.decode(b"", final=True)
+        if len(active.text) > active.emitted:
+            job.emit(TokenDelta(active.text[active.emitted :]))
+        if reason == "cancelled":
             self.stats.cancelled += 1
-        elif finish_reason == "timeout":
+        elif reason == "timeout":
             self.stats.timed_out += 1
         else:
             self.stats.completed += 1
-        self.stats.prompt_tokens += len(job.prompt_tokens)
-        self.stats.completion_tokens += completion_tokens
-        first = first_token_at or now
+        prompt_tokens = len(job.prompt_tokens)
+        self.stats.prompt_tokens += prompt_tokens
+        self.stats.cached_prompt_tokens += active.cached_tokens
+        self.stats.completion_tokens += active.completion_tokens
+        first = active.first_token_at or now
         job.emit(
             Finished(
-                finish_reason=finish_reason,
-                prompt_tokens=len(job.prompt_tokens),
-                completion_tokens=completion_tokens,
-                queue_seconds=queue_seconds,
-                prompt_seconds=first - started,
+                finish_reason=reason,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=active.completion_tokens,
+                queue_seconds=active.started_at - job.submitted_at,
+                prompt_seconds=first - active.started_at,
                 generation_seconds=now - first,
                 time_to_first_token=first - job.submitted_at,
+                cached_tokens=active.cached_tokens,
             )
         )
+
+    def _fail_active(self, error: Exception) -> None:
+        for slot in self._slots:
+            if slot.active is not None:
+                self._finish(slot, failure=error)
+
+    def _cancel_all(self) -> None:
+        for slot in self._slots:
+            if slot.active is not None:
+                self._finish(slot, failure=EngineUnavailableError("the service is shutting down"))
 
 
 def _find_stop(text: str, stops: tuple[str, ...], emitted: int, longest: int) -> int | None:

@@ -1,16 +1,20 @@
-"""The loaded llama.cpp model: one `Llama` (model + context) and what we read from its GGUF."""
+"""The loaded model: one llama.cpp model and ONE context holding `parallel` sequences.
+
+The context is created with `n_seq_max = parallel` and a per-sequence window of `n_ctx`
+tokens (so its total size is `n_ctx * parallel`); sequences do not share cells.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
-from llama_cpp import Llama
+from llama_cpp import _internals as internals
+from llama_cpp import _logger as llama_log
 
 
 class ModelClosedError(RuntimeError):
@@ -21,60 +25,69 @@ class ModelClosedError(RuntimeError):
 class ModelOptions:
     path: Path
     alias: str
-    n_ctx: int
+    n_ctx: int  # tokens per sequence
     n_threads: int
     n_batch: int
     n_gpu_layers: int
+    parallel: int = 1
 
 
 class LoadedModel:
-    """Owns the Llama instance. Only the engine thread decodes with it; tokenizing is
+    """Owns the model and its context. Only the engine thread decodes; tokenizing is
     read-only on the vocabulary and safe from any thread."""
 
     def __init__(self, options: ModelOptions) -> None:
         self.options = options
-        # llama.cpp prints its load log on stderr even with verbose=False on some builds.
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
-            self.llama = Llama(
-                model_path=str(options.path),
-                n_ctx=options.n_ctx,
-                n_threads=options.n_threads,
-                n_threads_batch=options.n_threads,
-                n_batch=options.n_batch,
-                n_gpu_layers=options.n_gpu_layers,
-                verbose=False,
-            )
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers < 0 else options.n_gpu_layers
+        context_params = llama_cpp.llama_context_default_params()
+        context_params.n_ctx = options.n_ctx * options.parallel
+        context_params.n_seq_max = options.parallel
+        context_params.kv_unified = False  # each sequence its own window: no shared prefix
+        context_params.n_batch = options.n_batch
+        context_params.n_ubatch = options.n_batch
+        context_params.n_threads = options.n_threads
+        context_params.n_threads_batch = options.n_threads
+        # llama.cpp logs through llama-cpp-python's logger: errors only.
+        llama_log.set_verbose(False)
+        self.model = internals.LlamaModel(
+            path_model=str(options.path), params=model_params, verbose=False
+        )
+        self.context = internals.LlamaContext(
+            model=self.model, params=context_params, verbose=False
+        )
+        self.vocab = self.model.vocab
+        self.n_vocab = int(self.model.n_vocab())
+        self.n_seq = int(llama_cpp.llama_n_seq_max(self.context.ctx))
+        self.n_ctx = int(llama_cpp.llama_n_ctx_seq(self.context.ctx))
+        self.memory = self.context.memory
         self._pieces: dict[int, bytes] = {}
         self._lifecycle = threading.Lock()
         self.closed = False
         self.alias = options.alias or options.path.stem
         self.size_bytes = options.path.stat().st_size
-        self.n_ctx = self.llama.n_ctx()
-        self.chat_template: str | None = self.llama.metadata.get("tokenizer.chat_template")
-        self.control_tokens = self._control_token_texts()
-        self.bos_text = self._piece(self.llama.token_bos())
-        self.eos_text = self._piece(self.llama.token_eos())
+        metadata = self.model.metadata()
+        self.chat_template: str | None = metadata.get("tokenizer.chat_template")
+        self.bos_id = self.model.token_bos()
+        self.eos_id = self.model.token_eos()
+        self.bos_text = self._text(self.bos_id)
+        self.eos_text = self._text(self.eos_id)
+        ids = self.control_token_ids()
+        self.control_tokens = tuple(self._text(t) for t in sorted(ids))
 
-    def _piece(self, token: int) -> str:
-        if token < 0:
-            return ""
-        return str(self.llama._model.token_get_text(token))
-
-    def _control_token_texts(self) -> tuple[str, ...]:
-        model = self.llama._model
-        return tuple(
-            model.token_get_text(token)
-            for token in range(model.n_vocab())
-            if model.token_get_attr(token) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
-        )
+    def _text(self, token: int) -> str:
+        return "" if token < 0 else str(self.model.token_get_text(token))
 
     def control_token_ids(self) -> frozenset[int]:
-        model = self.llama._model
         return frozenset(
             token
-            for token in range(model.n_vocab())
-            if model.token_get_attr(token) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+            for token in range(self.n_vocab)
+            if self.model.token_get_attr(token) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
         )
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(self.model.add_bos_token())
 
     def tokenize(self, text: str, *, special: bool, add_bos: bool = False) -> list[int]:
         """`special=False` for anything a user wrote: control-token text stays plain text."""
@@ -83,14 +96,10 @@ class LoadedModel:
         with self._lifecycle:  # never tokenize with a model that close() is freeing
             if self.closed:
                 raise ModelClosedError("the model is not loaded")
-            return list(self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
-
-    @property
-    def add_bos(self) -> bool:
-        return bool(self.llama._model.add_bos_token())
+            return list(self.model.tokenize(text.encode("utf-8"), add_bos, special))
 
     def is_end_of_generation(self, token: int) -> bool:
-        return bool(llama_cpp.llama_vocab_is_eog(self.llama._model.vocab, token))
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
 
     def token_bytes(self, token: int) -> bytes:
         """The token's text as UTF-8 bytes (possibly part of a character); cached."""
@@ -104,9 +113,7 @@ class LoadedModel:
         size = 64
         while True:
             buffer = ctypes.create_string_buffer(size)
-            length = llama_cpp.llama_token_to_piece(
-                self.llama._model.vocab, token, buffer, size, 0, False
-            )
+            length = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, size, 0, False)
             if length >= 0:
                 return buffer.raw[:length]
             size = -length
@@ -117,4 +124,6 @@ class LoadedModel:
                 return
             self.closed = True
             with contextlib.suppress(Exception):
-                self.llama.close()
+                self.context.close()
+            with contextlib.suppress(Exception):
+                self.model.close()

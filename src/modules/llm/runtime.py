@@ -21,6 +21,7 @@ def load_model(settings: Settings) -> LoadedModel:
             n_threads=settings.effective_threads,
             n_batch=settings.llm_batch_size,
             n_gpu_layers=settings.llm_gpu_layers,
+            parallel=settings.llm_parallel,
         )
     )
 
@@ -31,14 +32,19 @@ def prompt_builder_for(model: LoadedModel) -> ChatPromptBuilder:
         bos_token=model.bos_text,
         eos_token=model.eos_text,
         tokenize=lambda text, special: model.tokenize(text, special=special),
-        bos_id=model.llama.token_bos() if model.add_bos else None,
+        bos_id=model.bos_id if model.add_bos else None,
     )
 
 
 def start_generation_service(settings: Settings) -> GenerationService:
     """Blocking: loads the model and starts the engine thread."""
     model = load_model(settings)
-    engine = LLMEngine(model, queue_size=settings.llm_queue_size)
+    engine = LLMEngine(
+        model,
+        queue_size=settings.llm_queue_size,
+        prefill_chunk=settings.llm_prefill_chunk,
+        state_cache_bytes=settings.llm_state_cache_mb * 1024 * 1024,
+    )
     engine.start()
     sanitizer = Sanitizer(
         max_chars=settings.sanitizer_max_chars, control_tokens=model.control_tokens

@@ -48,6 +48,8 @@ class Usage(msgspec.Struct):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    # Prompt tokens whose KV cache was reused (a conversation's earlier turns).
+    cached_tokens: int = 0
 
 
 class MessageSanitization(msgspec.Struct):

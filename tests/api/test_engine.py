@@ -1,0 +1,185 @@
+"""Continuous batching: several requests decoded together, conversations resumed from the
+KV cache, and an engine that survives bad jobs. Through HTTP unless the engine itself is
+the subject."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app import create_app
+from app.migrations import upgrade_to_head
+from modules.llm.engine import Failed, Finished, SamplingParams
+from tests.api.conftest import Api, RunningServer, make_settings
+
+GREEDY = {"temperature": 0, "max_tokens": 48}
+
+
+def generate(api: Api, token: str, **body: Any) -> dict[str, Any]:
+    with api.client(token) as client:
+        response = client.post("/llm/generate", json=body)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def test_greedy_output_is_the_same_alone_and_beside_seven_others(api: Api, user_token: str) -> None:
+    prompt = "Write a short story about a lighthouse keeper."
+    alone = generate(api, user_token, prompt=prompt, settings=GREEDY)["response"]
+    others = [f"Explain topic number {i} in a few sentences." for i in range(7)]
+    tokens = [api.user_token() for _ in others]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        target = pool.submit(generate, api, user_token, prompt=prompt, settings=GREEDY)
+        crowd = [
+            pool.submit(generate, api, t, prompt=p, settings=GREEDY)
+            for t, p in zip(tokens, others, strict=True)
+        ]
+        batched = target.result()["response"]
+        for future in crowd:
+            assert future.result()["usage"]["completion_tokens"] > 0
+    assert batched == alone
+
+
+def test_requests_run_concurrently_in_slots(api: Api, user_token: str) -> None:
+    engine = api.generation.engine
+    assert engine.parallel == 8
+    seen: list[int] = []
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while not stop.is_set():
+            seen.append(engine.busy_slots)
+            await asyncio.sleep(0.01)
+
+    async def run() -> None:
+        watcher = asyncio.create_task(watch())
+        async with httpx.AsyncClient(
+            base_url=api.base_url, headers={"Authorization": f"Bearer {user_token}"}, timeout=120
+        ) as client:
+            responses = await asyncio.gather(
+                *[
+                    client.post(
+                        "/llm/generate",
+                        json={"prompt": f"Count to {20 + i}.", "settings": {"max_tokens": 40}},
+                    )
+                    for i in range(4)
+                ]
+            )
+        stop.set()
+        await watcher
+        assert all(r.status_code == 200 for r in responses)
+
+    asyncio.run(run())
+    assert max(seen) >= 2  # decoded side by side, not one after another
+
+
+def test_seed_reproduces_sampled_output(api: Api, user_token: str) -> None:
+    body = {"prompt": "Invent a name for a cat.", "settings": {"temperature": 1.2, "seed": 99}}
+    assert (
+        generate(api, user_token, **body)["response"]
+        == (generate(api, user_token, **body)["response"])
+    )
+
+
+def test_follow_up_turn_reuses_the_cache(api: Api, user_token: str) -> None:
+    first = generate(api, user_token, prompt="Name a planet.", settings=GREEDY)
+    assert first["usage"]["cached_tokens"] == 0
+    second = generate(
+        api,
+        user_token,
+        prompt="Name another one.",
+        conversation_id=first["conversation_id"],
+        settings=GREEDY,
+    )
+    # Everything the first turn left in the cache (its prompt, most of its answer) is reused.
+    assert second["usage"]["cached_tokens"] >= first["usage"]["prompt_tokens"]
+    assert second["usage"]["prompt_tokens"] > second["usage"]["cached_tokens"]
+
+
+def test_cache_never_crosses_owners(api: Api) -> None:
+    prompt = f"A question nobody asked before: {uuid.uuid4()}"
+    alice, bob = api.user_token(), api.user_token()
+    generate(api, alice, prompt=prompt, settings=GREEDY)
+    again = generate(api, alice, prompt=prompt, settings=GREEDY)
+    assert again["usage"]["cached_tokens"] > 0
+    other = generate(api, bob, prompt=prompt, settings=GREEDY)
+    assert other["usage"]["cached_tokens"] == 0
+
+
+def test_evicted_conversation_resumes_from_saved_state(api: Api, user_token: str) -> None:
+    engine = api.generation.engine
+    first = generate(api, user_token, prompt="Tell me about owls.", settings=GREEDY)
+    saves_before = engine.stats.state_saves
+    restores_before = engine.stats.state_restores
+    # Nine other users take every slot, so this user's cache must leave its slot.
+    crowd = [api.user_token() for _ in range(9)]
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        list(pool.map(lambda t: generate(api, t, prompt="Say one word.", settings=GREEDY), crowd))
+    assert engine.stats.state_saves > saves_before
+    follow_up = generate(
+        api,
+        user_token,
+        prompt="And about eagles?",
+        conversation_id=first["conversation_id"],
+        settings=GREEDY,
+    )
+    assert engine.stats.state_restores > restores_before
+    assert follow_up["usage"]["cached_tokens"] >= first["usage"]["prompt_tokens"]
+
+
+def test_a_bad_job_fails_alone_and_the_engine_lives_on(api: Api, user_token: str) -> None:
+    engine = api.generation.engine
+
+    async def bad() -> Failed | Finished | None:
+        handle = engine.submit(
+            [engine.model.n_vocab + 5],
+            SamplingParams(temperature=0, max_tokens=4),
+            owner="test",
+            timeout=30,
+        )
+        async for event in handle.events():
+            if isinstance(event, Failed | Finished):
+                return event
+        return None
+
+    outcome = asyncio.run(bad())
+    assert isinstance(outcome, Failed)
+    assert engine.is_running
+    assert generate(api, user_token, prompt="Still there?", settings=GREEDY)["response"]
+
+
+def test_shutdown_ends_running_generations_cleanly(tmp_path: Path) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_to_head(database_url)
+    app = create_app(make_settings(database_url, tmp_path))
+    with RunningServer(app) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
+        client.post("/auth/register", json={"email": "s@example.com", "password": "shut-down-1"})
+        token = client.post(
+            "/auth/login", json={"email": "s@example.com", "password": "shut-down-1"}
+        ).json()["access_token"]
+        engine = app.state.generation_service.engine
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            futures = [
+                pool.submit(
+                    client.post,
+                    "/llm/generate",
+                    json={"prompt": "Write a long essay.", "settings": {"max_tokens": 500}},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                for _ in range(3)
+            ]
+            while engine.busy_slots < 1:
+                time.sleep(0.01)
+            engine.stop()
+            statuses = [f.result().status_code for f in futures]
+    assert set(statuses) <= {200, 503}
+    assert 503 in statuses
+    assert not engine.is_running
