@@ -63,6 +63,7 @@ BIN = Path(sys.executable).parent  # the venv this script runs in
 HOST = "127.0.0.1"
 N_CTX = 4096
 TEMPERATURE = 0.8
+NOISE_THRESHOLD = 0.10  # other processes' CPU share above which a phase is flagged
 SYSTEM_PROMPT = "You are a storyteller who writes long, detailed stories."
 TOPICS = (
     "a lighthouse keeper who finds a map in a bottle",
@@ -203,9 +204,10 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running(
-    cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path
+    cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path, cpu_used: list[float]
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `cmd` in its own process group, logging to `log_path`; always stopped on exit."""
+    """Run `cmd` in its own process group, logging to `log_path`; always stopped on exit.
+    The CPU time it used is appended to `cpu_used`."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             cmd,
@@ -219,6 +221,7 @@ def running(
         try:
             yield proc
         finally:
+            cpu_used.append(process_cpu_seconds(proc.pid))
             stop_process(proc)
 
 
@@ -443,7 +446,7 @@ async def conversation(
 
 
 async def bench_ours(
-    args: argparse.Namespace, workdir: Path
+    args: argparse.Namespace, workdir: Path, cpu_used: list[float]
 ) -> tuple[dict[int, ScenarioResult], list[float]]:
     port = free_port()
     env = clean_env(
@@ -452,12 +455,17 @@ async def bench_ours(
             "JWT_SECRET": secrets.token_urlsafe(36),  # 48 characters
             "LLM_QUEUE_SIZE": "64",
             "LLM_MAX_TOKENS": "512",
+            # One slot per concurrent client of the largest level measured.
+            "LLM_PARALLEL": str(args.parallel or max(args.concurrency)),
+            # The operator's configured system prompt: the one prefix the service shares
+            # between users' caches (request-specific system prompts are never shared).
+            "LLM_DEFAULT_SYSTEM_PROMPT": SYSTEM_PROMPT,
         }
     )
     cmd = [str(BIN / "llm-service"), "serve", "--host", HOST, "--port", str(port)]
     log_path = workdir / "ours.log"
     async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=args.timeout) as client:
-        with running(cmd, env, workdir, log_path) as proc:
+        with running(cmd, env, workdir, log_path, cpu_used) as proc:
             await wait_ready(client, "/health", proc, log_path, args.startup_timeout)
             headers = await login(client)
             target = OpenAITarget(client, await first_model(client, headers), headers, True)
@@ -472,7 +480,7 @@ async def bench_ours(
 
 
 async def bench_server(
-    args: argparse.Namespace, workdir: Path, model_path: Path
+    args: argparse.Namespace, workdir: Path, model_path: Path, cpu_used: list[float]
 ) -> dict[int, ScenarioResult]:
     port = free_port()
     threads = str(os.cpu_count() or 1)
@@ -489,7 +497,7 @@ async def bench_server(
     ]  # fmt: skip
     log_path = workdir / "llama_cpp_server.log"
     async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=args.timeout) as client:
-        with running(cmd, clean_env({}), workdir, log_path) as proc:
+        with running(cmd, clean_env({}), workdir, log_path, cpu_used) as proc:
             await wait_ready(client, "/v1/models", proc, log_path, args.startup_timeout)
             target = OpenAITarget(client, await first_model(client, {}), {}, False)
             return await http_scenarios(target, args)
@@ -583,15 +591,34 @@ def cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def background_cpu(seconds: float = 1.0) -> float:
-    """Share of all cores busy over `seconds` while this benchmark is idle (other load)."""
-    try:
-        busy0, total0 = cpu_times()
-        time.sleep(seconds)
-        busy1, total1 = cpu_times()
-    except (OSError, ValueError, IndexError):
-        return math.nan
-    return (busy1 - busy0) / max(total1 - total0, 1)
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc/<pid>/stat."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+@dataclass(frozen=True)
+class CpuMeter:
+    """CPU used by processes outside the benchmark while one phase runs (noise indicator)."""
+
+    busy: int
+    total: int
+    own: float
+
+    @classmethod
+    def start(cls) -> CpuMeter:
+        busy, total = cpu_times()
+        return cls(busy=busy, total=total, own=time.process_time())
+
+    def other_share(self, server_seconds: float) -> float:
+        """Share of all cores busy with other work: all busy time minus this process's and
+        the server subprocess's CPU time, over the phase's capacity."""
+        busy, total = cpu_times()
+        tick = os.sysconf("SC_CLK_TCK")
+        own = time.process_time() - self.own + server_seconds
+        return max((busy - self.busy) / tick - own, 0.0) / max((total - self.total) / tick, 1e-9)
 
 
 def version(package: str) -> str:
@@ -715,6 +742,16 @@ def conversation_lines(ttfts: Sequence[float]) -> list[str]:
     ]
 
 
+def noise_warning(background: dict[str, float]) -> list[str]:
+    noisy = [name for name, share in background.items() if share > NOISE_THRESHOLD]
+    if not noisy:
+        return []
+    return [
+        f"- WARNING: other processes used over {NOISE_THRESHOLD:.0%} of the CPU during "
+        f"{', '.join(noisy)}: those numbers are noisy; rerun on a quiet machine."
+    ]
+
+
 def command_line() -> str:
     """How this run was started, the interpreter relative to the working directory."""
     python = Path(sys.executable)
@@ -737,13 +774,17 @@ def report(
         f"Command: `{command_line()}`",
         "",
         *machine_lines(),
-        "- other CPU load before each phase (share of all cores, benchmark idle): "
+        "- CPU used by other processes during each phase (share of all cores): "
         + ", ".join(f"{k} {v:.0%}" for k, v in background.items()),
+        *noise_warning(background),
         "",
         f"Streamed chat completions, max_tokens {args.max_tokens}, temperature {TEMPERATURE}, "
         f"{args.rounds} round(s) per level (a round is c simultaneous requests; in-process "
         "serves them one after another). tok/s: completion tokens / wall time. TTFT: request "
-        "sent to the first non-empty content chunk.",
+        "sent to the first non-empty content chunk. Our service runs with "
+        f"LLM_PARALLEL={args.parallel or max(args.concurrency)} and the benchmark's system "
+        "prompt as LLM_DEFAULT_SYSTEM_PROMPT (default settings otherwise); "
+        "llama_cpp.server with --interrupt_requests False.",
         "",
         *table(
             args.concurrency, results["ours"], results["in-process"], results["llama_cpp.server"]
@@ -770,6 +811,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--concurrency", type=int, nargs="+", default=[1, 4, 8], help="concurrency levels"
     )
     parser.add_argument("--turns", type=int, default=10, help="conversation turns (0: skip)")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=0,
+        help="LLM_PARALLEL for our service (default: the largest concurrency level)",
+    )
     parser.add_argument(
         "--systems",
         nargs="+",
@@ -811,18 +858,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for system in ("in-process", "ours", "llama_cpp.server"):
             if system not in args.systems:
                 continue
-            background[system] = background_cpu()
-            log(f"{system} (other CPU load {background[system]:.0%})")
+            log(system)
+            meter, server_cpu = CpuMeter.start(), list[float]()
             try:
                 if system == "in-process":
                     results[system] = bench_inprocess(args, model_path)
                 elif system == "ours":
-                    results[system], ttfts = asyncio.run(bench_ours(args, workdir))
+                    results[system], ttfts = asyncio.run(bench_ours(args, workdir, server_cpu))
                 else:
-                    results[system] = asyncio.run(bench_server(args, workdir, model_path))
+                    results[system] = asyncio.run(
+                        bench_server(args, workdir, model_path, server_cpu)
+                    )
             except (BenchError, httpx.HTTPError, TimeoutError) as exc:
                 errors.append(f"{system}: {type(exc).__name__}: {exc}")
                 log(f"  failed: {errors[-1]}")
+            background[system] = meter.other_share(sum(server_cpu))
+            log(f"  other processes' CPU during the phase: {background[system]:.0%}")
     text = report(args, results, ttfts, background, errors, time.monotonic() - started)
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)

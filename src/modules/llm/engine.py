@@ -111,6 +111,8 @@ class GenerationJob:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Leading tokens anyone may share (the server's own system prompt), or 0.
+    shared_prefix: int = 0
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     submitted_at: float = field(default_factory=time.monotonic)
 
@@ -155,6 +157,7 @@ class EngineStats:
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     completion_tokens: int = 0
+    shared_prefix_tokens: int = 0
     state_saves: int = 0
     state_restores: int = 0
 
@@ -262,9 +265,13 @@ class LLMEngine:
         self._waiting_lock = threading.Lock()
         self._slots = [_Slot(seq_id=i) for i in range(self.parallel)]
         self._saved = _SavedStates(state_cache_bytes)
+        # The cache state of the prefix every prompt with the default system prompt shares.
+        self._public: tuple[tuple[int, ...], bytes] | None = None
         self._batch = llama_cpp.llama_batch_init(model.options.n_batch, 0, 1)
         self._thread: threading.Thread | None = None
         self._running = False
+        self._stopped = False
+        self._stop_lock = threading.Lock()
         self._recent_durations: deque[float] = deque(maxlen=20)
         self.stats = EngineStats()
 
@@ -275,12 +282,22 @@ class LLMEngine:
         self._thread = threading.Thread(target=self._work, name="llm-engine", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Cancel what is queued or running, stop the thread, free the model."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel what is queued or running, stop the thread, free the model. Idempotent."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
         self._running = False
         self._queue.put(_WAKE)
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                # A decode is still running: freeing its memory now would crash the process.
+                logger.error(
+                    "engine thread did not stop in %.0f s; leaving the model loaded", timeout
+                )
+                return
         with self._waiting_lock:
             leftovers = list(self._waiting)
             self._waiting.clear()
@@ -322,9 +339,18 @@ class LLMEngine:
     # Submission (event loop) ---------------------------------------------------------------
 
     def submit(
-        self, prompt_tokens: list[int], params: SamplingParams, *, owner: str, timeout: float
+        self,
+        prompt_tokens: list[int],
+        params: SamplingParams,
+        *,
+        owner: str,
+        timeout: float,
+        shared_prefix: int = 0,
     ) -> GenerationHandle:
-        """Queue a job; raises QueueFullError at once when there is no place."""
+        """Queue a job; raises QueueFullError at once when there is no place.
+
+        `shared_prefix` leading tokens may be taken from any user's cache: pass it only for
+        text that is the same for everyone (the server's default system prompt)."""
         if not self.is_running:
             raise EngineUnavailableError("the model is not loaded")
         job = GenerationJob(
@@ -333,13 +359,16 @@ class LLMEngine:
             owner=owner,
             deadline=time.monotonic() + timeout,
             loop=asyncio.get_running_loop(),
+            shared_prefix=min(shared_prefix, max(0, len(prompt_tokens) - 1)),
         )
         with self._waiting_lock:
             free_slots = self.parallel - self.busy_slots
-            if len(self._waiting) >= self.queue_size + max(0, free_slots):
-                self.stats.rejected += 1
-                raise QueueFullError(self.retry_after_seconds())
-            self._waiting.append(job)
+            full = len(self._waiting) >= self.queue_size + max(0, free_slots)
+            if not full:
+                self._waiting.append(job)
+        if full:
+            self.stats.rejected += 1
+            raise QueueFullError(self.retry_after_seconds())
         self._queue.put(_WAKE)
         return GenerationHandle(job)
 
@@ -408,6 +437,8 @@ class LLMEngine:
                 if self._restore(slot, tokens, state):
                     self._saved.discard(job.owner, tokens)  # the slot holds it now
                     shared = saved_shared
+        if shared < job.shared_prefix:
+            shared = self._share_common_prefix(slot, prompt, job.shared_prefix, shared)
         # At least the last prompt token is decoded again, for fresh logits.
         shared = min(shared, len(prompt) - 1)
         if not llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, shared, -1):
@@ -426,6 +457,33 @@ class LLMEngine:
             cached_tokens=shared,
         )
 
+    def _share_common_prefix(
+        self, slot: _Slot, prompt: Sequence[int], length: int, shared: int
+    ) -> int:
+        """Start from the saved state of the prefix everyone uses (the server's system
+        prompt): a small copy of a few tokens' cache instead of evaluating them again."""
+        if self._public is None or self._public[0] != tuple(prompt[:length]):
+            return shared
+        tokens, state = self._public
+        llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
+        if not self._restore(slot, tokens, state, count=False):
+            return 0
+        self.stats.shared_prefix_tokens += length
+        return length
+
+    def _remember_public_prefix(self, slot: _Slot, active: _Active) -> None:
+        """Called when a slot's cache holds exactly the shareable prefix: keep its state."""
+        tokens = tuple(slot.tokens)
+        if self._public is not None and self._public[0] == tokens:
+            return
+        size = llama_cpp.llama_state_seq_get_size(self.model.context.ctx, slot.seq_id)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(
+            self.model.context.ctx, buffer, size, slot.seq_id
+        )
+        if written:
+            self._public = (tokens, bytes(buffer)[:written])
+
     def _evict(self, slot: _Slot) -> None:
         """Free a slot for someone else, keeping its cache in the saved-state store."""
         if slot.tokens and slot.owner is not None:
@@ -442,7 +500,9 @@ class LLMEngine:
         slot.tokens = []
         slot.owner = None
 
-    def _restore(self, slot: _Slot, tokens: tuple[int, ...], state: bytes) -> bool:
+    def _restore(
+        self, slot: _Slot, tokens: tuple[int, ...], state: bytes, *, count: bool = True
+    ) -> bool:
         buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         read = llama_cpp.llama_state_seq_set_data(
             self.model.context.ctx, buffer, len(state), slot.seq_id
@@ -451,7 +511,8 @@ class LLMEngine:
             llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
             return False
         slot.tokens = list(tokens)
-        self.stats.state_restores += 1
+        if count:
+            self.stats.state_restores += 1
         return True
 
     def _sampler(self, params: SamplingParams) -> internals.LlamaSampler:
@@ -508,7 +569,13 @@ class LLMEngine:
             active = slot.active
             if active is None or not active.pending or budget <= 0:
                 continue
-            chunk = active.pending[:budget]
+            take = budget
+            boundary = active.job.shared_prefix - len(slot.tokens)
+            if boundary > 0 and (
+                self._public is None or len(self._public[0]) != active.job.shared_prefix
+            ):
+                take = min(take, boundary)  # end the chunk where the shareable prefix ends
+            chunk = active.pending[:take]
             del active.pending[: len(chunk)]
             budget -= len(chunk)
             for offset, token in enumerate(chunk):
@@ -525,6 +592,13 @@ class LLMEngine:
             raise DecodeError(f"llama_decode returned {status}")
         for slot in self._slots:
             active = slot.active
+            if (
+                active is not None
+                and active.job.shared_prefix
+                and len(slot.tokens) == active.job.shared_prefix
+                and active.pending
+            ):
+                self._remember_public_prefix(slot, active)
             if active is None or active.batch_index < 0:
                 continue
             try:

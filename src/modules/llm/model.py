@@ -1,7 +1,8 @@
 """The loaded model: one llama.cpp model and ONE context holding `parallel` sequences.
 
 The context is created with `n_seq_max = parallel` and a per-sequence window of `n_ctx`
-tokens (so its total size is `n_ctx * parallel`); sequences do not share cells.
+tokens (so its total size is `n_ctx * parallel`). Sequences keep separate KV buffers: a
+request's numbers then do not depend on what else is in the batch.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class LoadedModel:
         context_params = llama_cpp.llama_context_default_params()
         context_params.n_ctx = options.n_ctx * options.parallel
         context_params.n_seq_max = options.parallel
-        context_params.kv_unified = False  # each sequence its own window: no shared prefix
+        context_params.kv_unified = False
         context_params.n_batch = options.n_batch
         context_params.n_ubatch = options.n_batch
         context_params.n_threads = options.n_threads

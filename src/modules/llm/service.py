@@ -58,6 +58,7 @@ class PreparedGeneration:
     params: SamplingParams
     sanitization: SanitizationReport
     history_turns_dropped: int = 0
+    shared_prefix: int = 0  # leading tokens that are the same for every user
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,14 @@ class GenerationResult:
             total_tokens=self.finished.prompt_tokens + self.finished.completion_tokens,
             cached_tokens=self.finished.cached_tokens,
         )
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def timings_of(finished: Finished) -> Timings:
@@ -104,6 +113,7 @@ class GenerationService:
         self.engine = engine
         self.sanitizer = sanitizer
         self.prompt_builder = prompt_builder
+        self._public_prefix_tokens: list[int] | None = None
 
     @property
     def model_name(self) -> str:
@@ -233,6 +243,12 @@ class GenerationService:
             dropped += 1
         if len(tokens) >= n_ctx:
             raise PromptTooLongError(len(tokens), n_ctx)
+        default_system = self.settings.llm_default_system_prompt or None
+        shareable = (
+            _common_prefix(tokens, await self._public_prefix())
+            if (system_message.content if system_message else None) == default_system
+            else 0
+        )
         return PreparedGeneration(
             messages=messages,
             new_messages=new_messages,
@@ -241,7 +257,18 @@ class GenerationService:
             params=params,
             sanitization=report,
             history_turns_dropped=dropped,
+            shared_prefix=shareable,
         )
+
+    async def _public_prefix(self) -> list[int]:
+        """Tokens every prompt with the server's default system prompt starts with: the
+        template and that system turn, up to where the user's own text begins."""
+        if self._public_prefix_tokens is None:
+            default = self.settings.llm_default_system_prompt
+            probe = [ChatMessage("system", default)] if default else []
+            probe.append(ChatMessage("user", "\u2063"))
+            self._public_prefix_tokens = await asyncio.to_thread(self.prompt_builder.build, probe)
+        return self._public_prefix_tokens
 
     async def prepare_raw(self, prompt: str, settings: GenerationSettings) -> PreparedGeneration:
         """A plain completion: the sanitized text, no chat template (/v1/completions)."""
@@ -279,6 +306,7 @@ class GenerationService:
             prepared.params,
             owner=owner,
             timeout=self.settings.llm_request_timeout_seconds,
+            shared_prefix=prepared.shared_prefix,
         )
 
     async def collect(self, handle: GenerationHandle) -> GenerationResult:
