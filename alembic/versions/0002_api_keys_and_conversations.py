@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from advanced_alchemy.types import GUID, DateTimeUTC
-
 from alembic import op
 
 revision: str = "0002"

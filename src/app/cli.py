@@ -46,6 +46,7 @@ def serve(args: argparse.Namespace) -> None:
         port=settings.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
+        access_log=False,  # the app writes one structured line per request
     )
 
 

@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 # Importing the models registers their tables on advanced-alchemy's shared metadata.
 from modules.auth.models import ApiKey, RefreshToken
 from modules.conversations.models import Conversation, Message
+from modules.profiles.models import Profile
 from modules.users.models import User
 
-MODELS = (User, RefreshToken, ApiKey, Conversation, Message)
+MODELS = (User, RefreshToken, ApiKey, Conversation, Message, Profile)
 
 
 def metadata() -> MetaData:

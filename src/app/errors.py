@@ -16,6 +16,7 @@ from modules.auth.service import AuthError, EmailTakenError, PasswordPolicyError
 from modules.conversations import ConversationNotFoundError
 from modules.llm.engine import EngineUnavailableError, QueueFullError, QueueTimeoutError
 from modules.llm.service import InvalidGenerationRequest, PromptTooLongError
+from modules.profiles import ProfileNotFoundError
 
 logger = logging.getLogger("app.errors")
 
@@ -132,6 +133,9 @@ def problem_details_config() -> ProblemDetailsConfig:
             PasswordPolicyError: _from_password_policy,
             EmailTakenError: lambda exc: _problem(409, str(exc)),
             ConversationNotFoundError: lambda exc: _problem(404, str(exc)),
+            ProfileNotFoundError: lambda exc: _problem(
+                404, str(exc), extra={"available": exc.available}
+            ),
             NotFoundError: lambda exc: _problem(404, "not found"),
             DuplicateKeyError: lambda exc: _problem(409, "a record with these values exists"),
             InvalidGenerationRequest: _from_invalid_generation,

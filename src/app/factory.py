@@ -11,32 +11,47 @@ from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.logging import LoggingConfig
+from litestar.logging.config import StructLoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.problem_details import ProblemDetailsPlugin
+from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.database import database_config
 from app.errors import problem_details_config
 from app.health import HealthController
-from modules import auth, conversations, llm, users
+from app.request_log import RequestLogMiddleware
+from modules import auth, conversations, llm, profiles, users
 from modules.auth import PasswordHasher, TokenCodec, build_jwt_auth
+from modules.cache import build_response_cache
 from modules.config import Settings
 from modules.conversations import ConversationService, provide_conversation_service
 from modules.llm import GenerationService
 from modules.llm.engine import EngineUnavailableError
 from modules.llm.runtime import start_generation_service
 from modules.llm.turns import ConversationTurns
+from modules.metrics import AppCollector, MetricsController, SummaryController, prometheus_config
+from modules.profiles import provide_profile_service
 from modules.users.models import User
 
 logger = logging.getLogger("app")
 
-PUBLIC_PATHS = ("/health", "/schema", "/auth/register", "/auth/login", "/auth/refresh")
+# Regular expressions matched against the path: anchored, so /llm/metrics stays private.
+PUBLIC_PATHS = (
+    "^/health$",
+    "^/metrics$",
+    "^/schema",
+    "^/auth/register$",
+    "^/auth/login$",
+    "^/auth/refresh$",
+)
 
 
 def _package_version() -> str:
@@ -63,6 +78,32 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     jwt_auth = build_jwt_auth(codec, session_for, exclude=PUBLIC_PATHS)
     errors = problem_details_config()
+    response_cache = build_response_cache(
+        redis_url=settings.redis_url,
+        ttl_seconds=settings.cache_ttl_seconds,
+        max_entries=settings.cache_max_entries,
+        scope=settings.cache_scope,
+        enabled=settings.cache_enabled,
+    )
+    state = State(
+        {
+            "started_at": time.monotonic(),
+            "version": _package_version(),
+            "settings": settings,
+            "db_config": db_config,
+            "response_cache": response_cache,
+            "generation_service": None,
+        }
+    )
+    # One registry per app: several apps can live in one process (tests) without clashes.
+    metrics_registry = CollectorRegistry(auto_describe=True)
+    metrics_registry.register(
+        AppCollector(
+            lambda: state.generation_service.engine if state.generation_service else None,
+            lambda: {"hits": response_cache.stats.hits, "misses": response_cache.stats.misses},
+        )
+    )
+    state["metrics_registry"] = metrics_registry
 
     @asynccontextmanager
     async def model_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -110,6 +151,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             llm.create_router(),
             llm.create_openai_router(errors.exception_to_problem_detail_map),
             conversations.create_router(),
+            profiles.create_router(),
+            MetricsController,
+            SummaryController,
         ],
         dependencies={
             "settings": Provide(provide_settings, sync_to_thread=False, use_cache=True),
@@ -118,26 +162,30 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "generation_service": Provide(provide_generation_service, sync_to_thread=False),
             "conversation_service": Provide(provide_conversation_service, sync_to_thread=False),
             "conversation_turns": Provide(provide_conversation_turns, sync_to_thread=False),
+            "profile_service": Provide(provide_profile_service),
+            "response_cache": Provide(lambda: response_cache, sync_to_thread=False, use_cache=True),
         },
         plugins=[
             SQLAlchemyPlugin(config=db_config),
             ProblemDetailsPlugin(errors),
+            StructlogPlugin(
+                StructlogConfig(
+                    structlog_logging_config=StructLoggingConfig(
+                        log_exceptions="debug",
+                        wrapper_class=structlog.make_filtering_bound_logger(
+                            logging.getLevelName(settings.log_level.upper())
+                        ),
+                    ),
+                    enable_middleware_logging=False,  # RequestLogMiddleware writes the line
+                )
+            ),
         ],
         on_app_init=[jwt_auth.on_app_init],
         lifespan=[model_lifespan],
-        state=State(
-            {
-                "started_at": time.monotonic(),
-                "version": _package_version(),
-                "settings": settings,
-                "db_config": db_config,
-            }
-        ),
+        state=state,
+        middleware=[RequestLogMiddleware(), prometheus_config().middleware],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="llm-service", version=_package_version()),
-        logging_config=LoggingConfig(
-            root={"level": settings.log_level.upper(), "handlers": ["queue_listener"]},
-            log_exceptions="debug",
-        ),
+        logging_config=None,
         debug=False,
     )

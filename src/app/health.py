@@ -23,9 +23,12 @@ class HealthController(Controller):
     async def health(self, state: State) -> Response[dict[str, Any]]:
         database = await _database_health(state.db_config.get_engine())
         model = _model_health(state.get("generation_service"))
+        cache = await state.response_cache.health()
         healthy = database["status"] == "ok" and model["status"] == "ok"
+        # A cache outage degrades the service but it keeps answering: still 200.
+        status = "unavailable" if not healthy else "ok" if cache["status"] == "ok" else "degraded"
         body = {
-            "status": "ok" if healthy else "unavailable",
+            "status": status,
             "process": {
                 "status": "ok",
                 "pid": os.getpid(),
@@ -34,6 +37,7 @@ class HealthController(Controller):
             },
             "database": database,
             "model": model,
+            "cache": cache,
         }
         return Response(body, status_code=200 if healthy else 503)
 

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port"))
     data_dir: Path = Field(Path("data"), validation_alias=AliasChoices("DATA_DIR", "data_dir"))
     log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    # Adds the (sanitized) prompt to the request log line; off by default: prompts are data.
+    log_prompts: bool = Field(False, validation_alias=AliasChoices("LOG_PROMPTS", "log_prompts"))
 
     # Empty means the embedded SQLite file `<DATA_DIR>/llm_service.db`.
     database_url: str = Field("", validation_alias=AliasChoices("DATABASE_URL", "database_url"))
@@ -139,6 +141,20 @@ class Settings(BaseSettings):
     llm_default_system_prompt: str = Field(
         "",
         validation_alias=AliasChoices("LLM_DEFAULT_SYSTEM_PROMPT", "llm_default_system_prompt"),
+    )
+
+    redis_url: str = Field("", validation_alias=AliasChoices("REDIS_URL", "redis_url"))
+    cache_enabled: bool = Field(
+        True, validation_alias=AliasChoices("CACHE_ENABLED", "cache_enabled")
+    )
+    cache_ttl_seconds: int = Field(
+        3600, ge=1, validation_alias=AliasChoices("CACHE_TTL_SECONDS", "cache_ttl_seconds")
+    )
+    cache_max_entries: int = Field(
+        1000, ge=1, validation_alias=AliasChoices("CACHE_MAX_ENTRIES", "cache_max_entries")
+    )
+    cache_scope: Literal["user", "global"] = Field(
+        "user", validation_alias=AliasChoices("CACHE_SCOPE", "cache_scope")
     )
 
     sanitizer_max_chars: int = Field(

@@ -147,6 +147,27 @@ class GenerationHandle:
             self.cancel()
 
 
+class Histogram:
+    """Cumulative bucket counts for Prometheus, kept by the engine thread."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * len(self.buckets)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        for index, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[index] += 1
+
+
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RATE_BUCKETS = (1, 5, 10, 25, 50, 75, 100, 150, 200, 300, 500)
+
+
 @dataclass
 class EngineStats:
     completed: int = 0
@@ -160,6 +181,9 @@ class EngineStats:
     shared_prefix_tokens: int = 0
     state_saves: int = 0
     state_restores: int = 0
+    request_seconds: float = 0.0  # submit to finish, summed over finished requests
+    time_to_first_token: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
+    tokens_per_second: Histogram = field(default_factory=lambda: Histogram(RATE_BUCKETS))
 
 
 @dataclass
@@ -685,6 +709,11 @@ class LLMEngine:
         self.stats.cached_prompt_tokens += active.cached_tokens
         self.stats.completion_tokens += active.completion_tokens
         first = active.first_token_at or now
+        self.stats.request_seconds += now - job.submitted_at
+        if active.completion_tokens:
+            self.stats.time_to_first_token.observe(first - job.submitted_at)
+            if now > first:
+                self.stats.tokens_per_second.observe(active.completion_tokens / (now - first))
         job.emit(
             Finished(
                 finish_reason=reason,

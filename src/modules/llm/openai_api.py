@@ -353,6 +353,7 @@ class OpenAIController(Controller):
             )
 
         turn = await conversation_turns.begin(body.conversation_id, prepare)
+        assert turn.handle is not None
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         model = generation_service.model_name

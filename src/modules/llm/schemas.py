@@ -42,6 +42,23 @@ class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
     stream: bool = False
     # Continue a stored conversation; absent: a new one is made and its id returned.
     conversation_id: uuid.UUID | None = None
+    # Answer from the response cache when the same request was answered before.
+    use_cache: bool = True
+    # A profile's system prompt and default settings (admin-managed); `character_name` is
+    # the same thing under the name game clients use.
+    profile: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    character_name: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+
+
+def merge_settings(base: GenerationSettings, override: GenerationSettings) -> GenerationSettings:
+    """Fields set in `override` win; the others come from `base`."""
+    values = {
+        name: getattr(override, name)
+        if getattr(override, name) is not None
+        else getattr(base, name)
+        for name in GenerationSettings.__struct_fields__
+    }
+    return GenerationSettings(**values)
 
 
 class Usage(msgspec.Struct):
@@ -77,6 +94,7 @@ class GenerateResponse(msgspec.Struct):
     model: str
     conversation_id: uuid.UUID
     history_turns_dropped: int
+    cache_hit: bool
     finish_reason: str
     generation_time: float
     usage: Usage

@@ -27,7 +27,7 @@ Prepare = Callable[[Sequence[ChatMessage], str | None], Awaitable[PreparedGenera
 class Turn:
     conversation_id: uuid.UUID
     prepared: PreparedGeneration
-    handle: GenerationHandle
+    handle: GenerationHandle | None = None
 
 
 class ConversationTurns:
@@ -45,9 +45,11 @@ class ConversationTurns:
         self.session_factory = session_factory
         self.owner_id = owner_id
 
-    async def begin(self, conversation_id: uuid.UUID | None, prepare: Prepare) -> Turn:
+    async def begin(
+        self, conversation_id: uuid.UUID | None, prepare: Prepare, *, start: bool = True
+    ) -> Turn:
         """Build the prompt from the stored history (404 for someone else's id), make the
-        conversation if there is none yet, and queue the generation."""
+        conversation if there is none yet, and (unless `start=False`) queue the generation."""
         conversation: Conversation | None = None
         history: list[ChatMessage] = []
         if conversation_id is not None:
@@ -68,8 +70,14 @@ class ConversationTurns:
                 system_prompt=prepared.system,
             )
             await self.conversations.session.commit()
-        handle = self.generation.start(prepared, owner=str(self.owner_id))
-        return Turn(conversation.id, prepared, handle)
+        turn = Turn(conversation.id, prepared)
+        if start:
+            self.start(turn)
+        return turn
+
+    def start(self, turn: Turn) -> GenerationHandle:
+        turn.handle = self.generation.start(turn.prepared, owner=str(self.owner_id))
+        return turn.handle
 
     @staticmethod
     def _messages(turn: Turn, text: str, finished: Finished) -> list[NewMessage]:

@@ -1,0 +1,67 @@
+"""One structured log line per request, and the X-Request-ID header.
+
+The line holds the request id (the client's `X-Request-ID` when it is sane, else a new
+one; returned on every answer), user id, method, route, status, latency and, for
+generation, tokens and cache hit. Never bodies: no passwords, tokens, keys or prompt text,
+unless LOG_PROMPTS=true adds the prompt (as the model read it, sanitized)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+logger = structlog.get_logger("llm_service.requests")
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _SANE_ID.match(candidate):
+                return candidate
+    return uuid.uuid4().hex
+
+
+class RequestLogMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        request_id = _request_id(scope)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableScopeHeaders.from_message(message)["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            await next_app(scope, receive, send_with_id)
+        finally:
+            user = scope.get("user")
+            fields: dict[str, Any] = {
+                "request_id": request_id,
+                "method": scope.get("method"),
+                "route": scope.get("path_template"),
+                "path": scope.get("path"),
+                "status": status,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                "user_id": str(user.id) if user is not None and hasattr(user, "id") else None,
+            }
+            for key in ("tokens", "cache_hit", "prompt"):
+                if key in state:
+                    fields[key] = state[key]
+            logger.info("request", **fields)

@@ -1,0 +1,183 @@
+"""Response cache on Litestar's stores: in memory, or Redis when REDIS_URL is set.
+
+Key: SHA-256 of the model, the sanitized messages the model would read and the sampling
+settings, scoped to the user unless CACHE_SCOPE=global. A broken Redis never fails a
+request: the cache answers "miss", counts the error, and /health says so."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+from litestar.stores.base import Store
+
+logger = logging.getLogger(__name__)
+
+
+class CachedAnswer(msgspec.Struct):
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    created_at: float
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+
+
+class ResponseCache:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        backend: Literal["memory", "redis"],
+        ttl_seconds: int,
+        max_entries: int,
+        scope: Literal["user", "global"],
+        enabled: bool = True,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self.scope = scope
+        self.enabled = enabled
+        self.stats = CacheStats()
+        self.available = True
+        self.last_error: str | None = None
+        # The memory store has expiry but no size bound: keep the LRU order here.
+        self._recent: OrderedDict[str, None] = OrderedDict()
+
+    def key(
+        self,
+        model: str,
+        messages: Sequence[tuple[str, str]],
+        params: Mapping[str, Any],
+        owner: str,
+    ) -> str:
+        """`messages` are (role, sanitized content) pairs; `params` the sampling settings."""
+        material = {
+            "model": model,
+            "messages": [list(m) for m in messages],
+            "params": dict(params),
+            "scope": owner if self.scope == "user" else "global",
+        }
+        encoded = json.dumps(material, sort_keys=True, ensure_ascii=False).encode()
+        return hashlib.sha256(encoded).hexdigest()
+
+    async def get(self, key: str) -> CachedAnswer | None:
+        if not self.enabled:
+            return None
+        try:
+            raw = await self.store.get(key)
+        except Exception as exc:
+            self._failed(exc)
+            return None
+        self._ok()
+        if raw is None:
+            self.stats.misses += 1
+            self._recent.pop(key, None)
+            return None
+        self.stats.hits += 1
+        if key in self._recent:
+            self._recent.move_to_end(key)
+        return msgspec.json.decode(raw, type=CachedAnswer)
+
+    async def put(self, key: str, text: str, finish_reason: str, usage: tuple[int, int]) -> None:
+        if not self.enabled:
+            return
+        answer = CachedAnswer(text, finish_reason, usage[0], usage[1], time.time())
+        try:
+            await self.store.set(key, msgspec.json.encode(answer), expires_in=self.ttl_seconds)
+            self._recent[key] = None
+            self._recent.move_to_end(key)
+            while len(self._recent) > self.max_entries:
+                oldest, _ = self._recent.popitem(last=False)
+                await self.store.delete(oldest)
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self._ok()
+
+    async def clear(self) -> None:
+        try:
+            await self.store.delete_all()
+        except Exception as exc:
+            self._failed(exc)
+            raise
+        self._recent.clear()
+        self._ok()
+
+    async def health(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "enabled": self.enabled,
+            "backend": self.backend,
+            "scope": self.scope,
+            "hits": self.stats.hits,
+            "misses": self.stats.misses,
+            "errors": self.stats.errors,
+        }
+        if self.backend == "redis" and self.enabled:
+            try:
+                await self.store.exists("health-probe")
+                self._ok()
+            except Exception as exc:
+                self._failed(exc)
+        status["status"] = "ok" if self.available else "unavailable"
+        if not self.available:
+            status["error"] = self.last_error
+            status["note"] = "answering without the cache"
+        return status
+
+    def _failed(self, exc: Exception) -> None:
+        self.stats.errors += 1
+        if self.available:
+            logger.warning("response cache unavailable: %s", exc)
+        self.available = False
+        self.last_error = type(exc).__name__
+
+    def _ok(self) -> None:
+        self.available = True
+        self.last_error = None
+
+
+def build_response_cache(
+    *,
+    redis_url: str,
+    ttl_seconds: int,
+    max_entries: int,
+    scope: Literal["user", "global"],
+    enabled: bool,
+) -> ResponseCache:
+    store: Store
+    if redis_url:
+        from litestar.stores.redis import RedisStore
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=1.0)
+        store = RedisStore(client, namespace="llm-service:response-cache")
+        backend: Literal["memory", "redis"] = "redis"
+    else:
+        from litestar.stores.memory import MemoryStore
+
+        store = MemoryStore()
+        backend = "memory"
+    return ResponseCache(
+        store,
+        backend=backend,
+        ttl_seconds=ttl_seconds,
+        max_entries=max_entries,
+        scope=scope,
+        enabled=enabled,
+    )
