@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from http import HTTPStatus
 from typing import Any
 
 import msgspec
+import structlog
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
@@ -18,7 +18,7 @@ from modules.llm.engine import EngineUnavailableError, QueueFullError, QueueTime
 from modules.llm.service import InvalidGenerationRequest, PromptTooLongError
 from modules.profiles import ProfileNotFoundError
 
-logger = logging.getLogger("app.errors")
+logger = structlog.get_logger("app.errors")
 
 
 def _problem(
@@ -115,12 +115,12 @@ def _unavailable(exc: Exception) -> ProblemDetailsException:
 
 
 def _database_down(exc: Exception) -> ProblemDetailsException:
-    logger.error("database unavailable: %s", exc)
+    logger.error("database unavailable", error=str(exc))
     return _problem(503, "the database is unavailable", headers={"Retry-After": "5"})
 
 
 def _internal(exc: Exception) -> ProblemDetailsException:
-    logger.exception("unhandled error", exc_info=exc)
+    logger.error("unhandled error", exc_info=exc)
     return _problem(500, "internal server error")
 
 

@@ -41,7 +41,7 @@ from modules.metrics import AppCollector, MetricsController, SummaryController, 
 from modules.profiles import provide_profile_service
 from modules.users.models import User
 
-logger = logging.getLogger("app")
+logger = structlog.get_logger("app")
 
 # Regular expressions matched against the path: anchored, so /llm/metrics stays private.
 PUBLIC_PATHS = (
@@ -107,11 +107,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def model_lifespan(app: Litestar) -> AsyncIterator[None]:
-        logger.info("loading model ...")
+        logger.info("loading model")
         service = await asyncio.to_thread(start_generation_service, settings)
         app.state.generation_service = service
         logger.info(
-            "model %s loaded (context %d tokens)", service.model_name, service.engine.model.n_ctx
+            "model loaded",
+            model=service.model_name,
+            context_size=service.engine.model.n_ctx,
+            slots=service.engine.parallel,
         )
         try:
             yield

@@ -51,7 +51,6 @@ class RequestLogMiddleware(ASGIMiddleware):
         try:
             await next_app(scope, receive, send_with_id)
         finally:
-            user = scope.get("user")
             fields: dict[str, Any] = {
                 "request_id": request_id,
                 "method": scope.get("method"),
@@ -59,7 +58,8 @@ class RequestLogMiddleware(ASGIMiddleware):
                 "path": scope.get("path"),
                 "status": status,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-                "user_id": str(user.id) if user is not None and hasattr(user, "id") else None,
+                # Set at authentication: the ORM user may be detached by now.
+                "user_id": state.get("user_id"),
             }
             for key in ("tokens", "cache_hit", "prompt"):
                 if key in state:

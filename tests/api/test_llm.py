@@ -21,6 +21,7 @@ GREEDY = {"temperature": 0, "seed": 7}
 
 
 def generate(api: Api, token: str, **body: Any) -> httpx.Response:
+    body.setdefault("use_cache", False)
     with api.client(token) as client:
         return client.post("/llm/generate", json=body)
 
@@ -134,7 +135,12 @@ def test_streaming_sends_token_events_then_done(api: Api, user_token: str) -> No
         client.stream(
             "POST",
             "/llm/generate",
-            json={"prompt": "Say hello.", "stream": True, "settings": {**GREEDY, "max_tokens": 16}},
+            json={
+                "prompt": "Say hello.",
+                "stream": True,
+                "use_cache": False,
+                "settings": {**GREEDY, "max_tokens": 16},
+            },
         ) as response,
     ):
         assert response.status_code == 200
@@ -159,6 +165,7 @@ def test_streaming_sends_token_events_then_done(api: Api, user_token: str) -> No
 
 
 LONG = {
+    "use_cache": False,
     "prompt": "Write a very long story about a dragon, at least a thousand words.",
     "settings": {"temperature": 0.8, "seed": 3, "max_tokens": 500},
 }

@@ -57,6 +57,7 @@ def build_jwt_auth(
         user = await load_active_user(session, user_id)
         if user is None:
             return None
+        connection.scope.setdefault("state", {})["user_id"] = str(user.id)  # for the log line
         revoked = await session.scalar(
             select(
                 exists().where(
@@ -78,6 +79,7 @@ def build_jwt_auth(
             if resolved is None:
                 raise NotAuthorizedException("invalid, expired or revoked API key")
             user, key = resolved
+            connection.scope.setdefault("state", {})["user_id"] = str(user.id)
             return AuthenticationResult(user=user, auth=key)
 
     return OAuth2PasswordBearerAuth[User, Token](

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -16,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
+import structlog
 from litestar.stores.base import Store
 
-logger = logging.getLogger(__name__)
+logger = structlog.get_logger(__name__)
 
 
 class CachedAnswer(msgspec.Struct):
@@ -143,7 +143,7 @@ class ResponseCache:
     def _failed(self, exc: Exception) -> None:
         self.stats.errors += 1
         if self.available:
-            logger.warning("response cache unavailable: %s", exc)
+            logger.warning("response cache unavailable", error=str(exc))
         self.available = False
         self.last_error = type(exc).__name__
 

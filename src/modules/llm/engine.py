@@ -19,7 +19,6 @@ import asyncio
 import codecs
 import contextlib
 import ctypes
-import logging
 import math
 import queue
 import random
@@ -32,11 +31,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import llama_cpp
+import structlog
 from llama_cpp import _internals as internals
 
 from modules.llm.model import LoadedModel
 
-logger = logging.getLogger(__name__)
+logger = structlog.get_logger(__name__)
 
 FinishReason = Literal["stop", "length", "timeout", "cancelled"]
 
@@ -319,7 +319,7 @@ class LLMEngine:
             if self._thread.is_alive():
                 # A decode is still running: freeing its memory now would crash the process.
                 logger.error(
-                    "engine thread did not stop in %.0f s; leaving the model loaded", timeout
+                    "engine thread did not stop; leaving the model loaded", timeout=timeout
                 )
                 return
         with self._waiting_lock:
@@ -431,7 +431,7 @@ class LLMEngine:
             try:
                 self._place(job)
             except Exception as exc:
-                logger.exception("could not start generation %s", job.id)
+                logger.exception("could not start generation", job=job.id)
                 self.stats.failed += 1
                 job.emit(Failed(exc))
 
@@ -628,7 +628,7 @@ class LLMEngine:
             try:
                 self._sample(slot, active)
             except Exception as exc:
-                logger.exception("sampling failed for %s", active.job.id)
+                logger.exception("sampling failed", job=active.job.id)
                 self._finish(slot, failure=exc)
 
     def _sample(self, slot: _Slot, active: _Active) -> None:

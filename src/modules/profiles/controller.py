@@ -31,7 +31,7 @@ class ProfileController(Controller):
     async def list_profiles(
         self, profile_service: NamedDependency[ProfileService]
     ) -> list[ProfileRead]:
-        profiles = await profile_service.list()
+        profiles = await profile_service.get_many()
         return [ProfileRead.from_model(p) for p in sorted(profiles, key=lambda p: p.name)]
 
     @post("/", status_code=HTTP_201_CREATED)

@@ -26,7 +26,7 @@ class ProfileService(SQLAlchemyAsyncRepositoryService[Profile, ProfileRepository
     async def by_name(self, name: str) -> Profile:
         profile = await self.get_one_or_none(Profile.name == name.strip().lower())
         if profile is None:
-            names = [p.name for p in await self.list()]
+            names = [p.name for p in await self.get_many()]
             raise ProfileNotFoundError(name, sorted(names))
         return profile
 
