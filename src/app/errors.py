@@ -17,6 +17,7 @@ from modules.conversations import ConversationNotFoundError
 from modules.llm.engine import EngineUnavailableError, QueueFullError, QueueTimeoutError
 from modules.llm.service import InvalidGenerationRequest, PromptTooLongError
 from modules.profiles import ProfileNotFoundError
+from modules.ratelimit import RateLimitExceededError
 
 logger = structlog.get_logger("app.errors")
 
@@ -110,6 +111,15 @@ def _from_queue_full(exc: QueueFullError) -> ProblemDetailsException:
     )
 
 
+def _from_rate_limit(exc: RateLimitExceededError) -> ProblemDetailsException:
+    return _problem(
+        429,
+        str(exc),
+        headers={"Retry-After": str(exc.retry_after)},
+        extra={"limit": exc.limit, "window": exc.window, "retry_after": exc.retry_after},
+    )
+
+
 def _unavailable(exc: Exception) -> ProblemDetailsException:
     return _problem(503, str(exc), headers={"Retry-After": "5"})
 
@@ -141,6 +151,7 @@ def problem_details_config() -> ProblemDetailsConfig:
             InvalidGenerationRequest: _from_invalid_generation,
             PromptTooLongError: _from_prompt_too_long,
             QueueFullError: _from_queue_full,
+            RateLimitExceededError: _from_rate_limit,
             QueueTimeoutError: _unavailable,
             EngineUnavailableError: _unavailable,
             OperationalError: _database_down,

@@ -39,6 +39,7 @@ from modules.llm.runtime import start_generation_service
 from modules.llm.turns import ConversationTurns
 from modules.metrics import AppCollector, MetricsController, SummaryController, prometheus_config
 from modules.profiles import provide_profile_service
+from modules.ratelimit import Limits, MemoryCounters, RateLimiter, RedisCounters
 from modules.users.models import User
 
 logger = structlog.get_logger("app")
@@ -59,6 +60,31 @@ def _package_version() -> str:
         return version("llm-service")
     except PackageNotFoundError:
         return "dev"
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter:
+    counters: MemoryCounters | RedisCounters
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=1.0)
+        counters = RedisCounters(client)
+    else:
+        counters = MemoryCounters()
+    return RateLimiter(
+        counters,
+        default=Limits(
+            requests_per_minute=settings.rate_limit_requests_per_minute,
+            tokens_per_minute=settings.rate_limit_tokens_per_minute,
+            tokens_per_day=settings.rate_limit_tokens_per_day,
+        ),
+        per_role={
+            role: Limits(**values) for role, values in settings.rate_limit_role_overrides.items()
+        },
+        login_per_ip_per_minute=settings.login_attempts_per_minute_per_ip,
+        login_failures_per_account=settings.login_failures_per_account,
+        login_failure_window_seconds=settings.login_failure_window_seconds,
+    )
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -85,8 +111,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         scope=settings.cache_scope,
         enabled=settings.cache_enabled,
     )
+    rate_limiter = _rate_limiter(settings)
     state = State(
         {
+            "rate_limiter": rate_limiter,
             "started_at": time.monotonic(),
             "version": _package_version(),
             "settings": settings,
@@ -166,6 +194,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "conversation_service": Provide(provide_conversation_service, sync_to_thread=False),
             "conversation_turns": Provide(provide_conversation_turns, sync_to_thread=False),
             "profile_service": Provide(provide_profile_service),
+            "rate_limiter": Provide(lambda: rate_limiter, sync_to_thread=False, use_cache=True),
             "response_cache": Provide(lambda: response_cache, sync_to_thread=False, use_cache=True),
         },
         plugins=[

@@ -46,6 +46,12 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "llm_request_timeout_seconds": 60,
         "llm_max_tokens": 512,
         "llm_default_max_tokens": 32,
+        # The suite sends far more than a person would; test_ratelimit.py turns limits on.
+        "rate_limit_requests_per_minute": 0,
+        "rate_limit_tokens_per_minute": 0,
+        "rate_limit_tokens_per_day": 0,
+        "rate_limit_role_overrides": {},
+        "login_attempts_per_minute_per_ip": 0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -30,8 +30,9 @@ from modules.auth.schemas import (
     RegisterRequest,
     TokenResponse,
 )
-from modules.auth.service import AuthService, TokenPair
+from modules.auth.service import AuthError, AuthService, TokenPair
 from modules.config import Settings
+from modules.ratelimit import RateLimiter
 from modules.users.models import User
 from modules.users.schemas import UserRead
 
@@ -73,7 +74,10 @@ class AuthController(Controller):
 
     @post("/login", status_code=200, exclude_from_auth=True)
     async def login(
-        self, request: Request[Any, Any, Any], auth_service: NamedDependency[AuthService]
+        self,
+        request: Request[Any, Any, Any],
+        auth_service: NamedDependency[AuthService],
+        rate_limiter: NamedDependency[RateLimiter],
     ) -> TokenResponse:
         """Log in with `{"email", "password"}` as JSON, or `username`/`password` as an
         OAuth2 password-grant form (`application/x-www-form-urlencoded`)."""
@@ -88,7 +92,14 @@ class AuthController(Controller):
             credentials = LoginRequest(email=username, password=password)
         else:
             credentials = _decode_login(await request.body())
-        pair = await auth_service.login(credentials.email, credentials.password)
+        email = credentials.email.strip().lower()
+        client_ip = request.client.host if request.client else "unknown"
+        await rate_limiter.check_login(client_ip, email)
+        try:
+            pair = await auth_service.login(credentials.email, credentials.password)
+        except AuthError:
+            await rate_limiter.record_login_failure(email)
+            raise
         return _token_response(pair)
 
     @post("/refresh", status_code=200, exclude_from_auth=True)

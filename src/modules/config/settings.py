@@ -157,6 +157,56 @@ class Settings(BaseSettings):
         "user", validation_alias=AliasChoices("CACHE_SCOPE", "cache_scope")
     )
 
+    rate_limit_requests_per_minute: int = Field(
+        60,
+        ge=0,
+        validation_alias=AliasChoices(
+            "RATE_LIMIT_REQUESTS_PER_MINUTE", "rate_limit_requests_per_minute"
+        ),
+    )
+    rate_limit_tokens_per_minute: int = Field(
+        20000,
+        ge=0,
+        validation_alias=AliasChoices(
+            "RATE_LIMIT_TOKENS_PER_MINUTE", "rate_limit_tokens_per_minute"
+        ),
+    )
+    rate_limit_tokens_per_day: int = Field(
+        500000,
+        ge=0,
+        validation_alias=AliasChoices("RATE_LIMIT_TOKENS_PER_DAY", "rate_limit_tokens_per_day"),
+    )
+    # JSON: {"role": {"requests_per_minute": N, "tokens_per_minute": N, "tokens_per_day": N}}
+    rate_limit_role_overrides: dict[str, dict[str, int]] = Field(
+        default_factory=lambda: {
+            "admin": {
+                "requests_per_minute": 600,
+                "tokens_per_minute": 200000,
+                "tokens_per_day": 5000000,
+            }
+        },
+        validation_alias=AliasChoices("RATE_LIMIT_ROLE_OVERRIDES", "rate_limit_role_overrides"),
+    )
+    login_attempts_per_minute_per_ip: int = Field(
+        20,
+        ge=0,
+        validation_alias=AliasChoices(
+            "LOGIN_ATTEMPTS_PER_MINUTE_PER_IP", "login_attempts_per_minute_per_ip"
+        ),
+    )
+    login_failures_per_account: int = Field(
+        10,
+        ge=0,
+        validation_alias=AliasChoices("LOGIN_FAILURES_PER_ACCOUNT", "login_failures_per_account"),
+    )
+    login_failure_window_seconds: int = Field(
+        900,
+        ge=60,
+        validation_alias=AliasChoices(
+            "LOGIN_FAILURE_WINDOW_SECONDS", "login_failure_window_seconds"
+        ),
+    )
+
     sanitizer_max_chars: int = Field(
         32000, ge=1, validation_alias=AliasChoices("SANITIZER_MAX_CHARS", "sanitizer_max_chars")
     )

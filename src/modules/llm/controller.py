@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -34,6 +34,7 @@ from modules.llm.service import (
 )
 from modules.llm.turns import ConversationTurns, Turn
 from modules.profiles.service import ProfileService
+from modules.ratelimit import RateLimiter
 from modules.users.models import User
 
 
@@ -95,6 +96,7 @@ class LLMController(Controller):
         conversation_turns: NamedDependency[ConversationTurns],
         response_cache: NamedDependency[ResponseCache],
         profile_service: NamedDependency[ProfileService],
+        rate_limiter: NamedDependency[RateLimiter],
     ) -> GenerateResponse | EventStream:
         """Sanitize the messages, then generate with the loaded model.
 
@@ -104,6 +106,8 @@ class LLMController(Controller):
         `"stream": true` the answer is Server-Sent Events: `start`, `token` events with text
         deltas, then `done` with usage and timings, or `error`."""
         started = time.monotonic()
+        user_id = str(request.user.id)
+        await rate_limiter.check_request(user_id, request.user.role)
         data = await _with_profile(data, profile_service)
 
         async def prepare(
@@ -128,6 +132,8 @@ class LLMController(Controller):
         cached = await response_cache.get(key) if key else None
         scope_state = request.scope.setdefault("state", {})
         scope_state["cache_hit"] = cached is not None
+        if generation_service.settings.log_prompts:
+            scope_state["prompt"] = [m.content for m in turn.prepared.new_messages]
         if cached is not None:
             finished = _finished_from_cache(cached)
             await conversation_turns.store(turn, cached.text, finished)
@@ -138,12 +144,21 @@ class LLMController(Controller):
         handle = conversation_turns.start(turn)
         if data.stream:
             return EventStream(
-                self._stream(turn, handle, conversation_turns, model, response_cache, key)
+                self._stream(
+                    turn,
+                    handle,
+                    conversation_turns,
+                    model,
+                    response_cache,
+                    key,
+                    lambda tokens: rate_limiter.add_tokens(user_id, tokens),
+                )
             )
 
         async with watching_disconnect(request, handle):
             result = await generation_service.collect(handle)
         scope_state["tokens"] = result.finished.prompt_tokens + result.finished.completion_tokens
+        await rate_limiter.add_tokens(user_id, result.finished.completion_tokens)
         if result.finished.finish_reason != "cancelled":
             await conversation_turns.store(turn, result.text, result.finished)
         if key and result.finished.finish_reason in ("stop", "length"):
@@ -169,6 +184,7 @@ class LLMController(Controller):
         model: str,
         cache: ResponseCache,
         key: str | None,
+        charge: Callable[[int], Awaitable[None]],
     ) -> AsyncIterator[ServerSentEventMessage]:
         yield _sse("start", _start_payload(turn, model, cache_hit=False))
         parts: list[str] = []
@@ -177,6 +193,7 @@ class LLMController(Controller):
                 parts.append(event.text)
                 yield _sse("token", {"text": event.text})
             elif isinstance(event, Finished):
+                await charge(event.completion_tokens)
                 text = "".join(parts)
                 if event.finish_reason != "cancelled":
                     await turns.store_detached(turn, text, event)

@@ -287,6 +287,7 @@ class LLMEngine:
         self._queue: queue.Queue[GenerationJob | object] = queue.Queue()
         self._waiting: deque[GenerationJob] = deque()
         self._waiting_lock = threading.Lock()
+        self._admitting = 0
         self._slots = [_Slot(seq_id=i) for i in range(self.parallel)]
         self._saved = _SavedStates(state_cache_bytes)
         # The cache state of the prefix every prompt with the default system prompt shares.
@@ -386,8 +387,10 @@ class LLMEngine:
             shared_prefix=min(shared_prefix, max(0, len(prompt_tokens) - 1)),
         )
         with self._waiting_lock:
-            free_slots = self.parallel - self.busy_slots
-            full = len(self._waiting) >= self.queue_size + max(0, free_slots)
+            # Capacity: every slot plus the queue's places. The engine moves jobs from the
+            # queue into slots under this lock, so the sum is exact.
+            taken = len(self._waiting) + self._admitting + self.busy_slots
+            full = taken >= self.queue_size + self.parallel
             if not full:
                 self._waiting.append(job)
         if full:
@@ -413,7 +416,14 @@ class LLMEngine:
 
     def _next_waiting(self) -> GenerationJob | None:
         with self._waiting_lock:
-            return self._waiting.popleft() if self._waiting else None
+            if not self._waiting:
+                return None
+            self._admitting += 1  # in neither the queue nor a slot until placed
+            return self._waiting.popleft()
+
+    def _admitted(self) -> None:
+        with self._waiting_lock:
+            self._admitting -= 1
 
     def _admit(self) -> None:
         """Move waiting jobs, in order, into free slots."""
@@ -421,19 +431,25 @@ class LLMEngine:
             job = self._next_waiting()
             if job is None:
                 return
-            if job.cancelled.is_set():
-                self.stats.cancelled += 1
-                continue
-            if time.monotonic() > job.deadline:
-                self.stats.timed_out += 1
-                job.emit(Failed(QueueTimeoutError("timed out waiting for the model")))
-                continue
             try:
-                self._place(job)
-            except Exception as exc:
-                logger.exception("could not start generation", job=job.id)
-                self.stats.failed += 1
-                job.emit(Failed(exc))
+                self._admit_one(job)
+            finally:
+                self._admitted()
+
+    def _admit_one(self, job: GenerationJob) -> None:
+        if job.cancelled.is_set():
+            self.stats.cancelled += 1
+            return
+        if time.monotonic() > job.deadline:
+            self.stats.timed_out += 1
+            job.emit(Failed(QueueTimeoutError("timed out waiting for the model")))
+            return
+        try:
+            self._place(job)
+        except Exception as exc:
+            logger.exception("could not start generation", job=job.id)
+            self.stats.failed += 1
+            job.emit(Failed(exc))
 
     def _place(self, job: GenerationJob) -> None:
         prompt = job.prompt_tokens

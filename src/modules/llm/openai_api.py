@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -23,7 +23,8 @@ from modules.llm.controller import EventStream, watching_disconnect
 from modules.llm.engine import Failed, Finished, GenerationHandle, TokenDelta
 from modules.llm.schemas import GenerationSettings
 from modules.llm.service import GenerationService, PreparedGeneration
-from modules.llm.turns import ConversationTurns
+from modules.llm.turns import ConversationTurns, Turn
+from modules.ratelimit import RateLimiter
 from modules.users.models import User
 
 # Fields OpenAI defines that this server does not implement: refused by name, never ignored.
@@ -292,6 +293,16 @@ async def _openai_events(
     yield ServerSentEventMessage(data="[DONE]")
 
 
+def _after_stream(
+    turn: Turn, turns: ConversationTurns, limiter: RateLimiter, user_id: str
+) -> Callable[[str, Finished], Awaitable[None]]:
+    async def finish(text: str, finished: Finished) -> None:
+        await limiter.add_tokens(user_id, finished.completion_tokens)
+        await turns.store_detached(turn, text, finished)
+
+    return finish
+
+
 class OpenAIController(Controller):
     path = "/v1"
     tags = ("openai",)
@@ -321,9 +332,12 @@ class OpenAIController(Controller):
         request: Request[User, Any, Any],
         generation_service: NamedDependency[GenerationService],
         conversation_turns: NamedDependency[ConversationTurns],
+        rate_limiter: NamedDependency[RateLimiter],
     ) -> Response[Any] | EventStream:
         """OpenAI chat completions, whole or streamed; `conversation_id` (an extension)
         continues a stored conversation."""
+        user_id = str(request.user.id)
+        await rate_limiter.check_request(user_id, request.user.role)
         body, _ = _decode(await request.body(), ChatCompletionRequest, UNSUPPORTED_CHAT_FIELDS)
         assert isinstance(body, ChatCompletionRequest)
         _check_common(body, generation_service)
@@ -382,13 +396,14 @@ class OpenAIController(Controller):
                     turn.handle,
                     chunk,
                     include_usage,
-                    lambda text, finished: conversation_turns.store_detached(turn, text, finished),
+                    _after_stream(turn, conversation_turns, rate_limiter, user_id),
                 ),
                 headers=headers,
             )
 
         async with watching_disconnect(request, turn.handle):
             result = await generation_service.collect(turn.handle)
+        await rate_limiter.add_tokens(user_id, result.finished.completion_tokens)
         if result.finished.finish_reason != "cancelled":
             await conversation_turns.store(turn, result.text, result.finished)
         return Response(
@@ -417,8 +432,11 @@ class OpenAIController(Controller):
         self,
         request: Request[User, Any, Any],
         generation_service: NamedDependency[GenerationService],
+        rate_limiter: NamedDependency[RateLimiter],
     ) -> Response[Any] | EventStream:
         """OpenAI text completions: the prompt continued as is, without a chat template."""
+        user_id = str(request.user.id)
+        await rate_limiter.check_request(user_id, request.user.role)
         body, _ = _decode(await request.body(), CompletionRequest, UNSUPPORTED_COMPLETION_FIELDS)
         assert isinstance(body, CompletionRequest)
         _check_common(body, generation_service)
@@ -449,10 +467,20 @@ class OpenAIController(Controller):
                 }
 
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return EventStream(_openai_events(handle, chunk, include_usage))
+            return EventStream(
+                _openai_events(
+                    handle,
+                    chunk,
+                    include_usage,
+                    lambda _, finished: rate_limiter.add_tokens(
+                        user_id, finished.completion_tokens
+                    ),
+                )
+            )
 
         async with watching_disconnect(request, handle):
             result = await generation_service.collect(handle)
+        await rate_limiter.add_tokens(user_id, result.finished.completion_tokens)
         return Response(
             {
                 "id": completion_id,
