@@ -15,6 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from modules.auth.service import AuthError, EmailTakenError, PasswordPolicyError
 from modules.conversations import ConversationNotFoundError
 from modules.llm.engine import EngineUnavailableError, QueueFullError, QueueTimeoutError
+from modules.llm.registry import ModelNotFoundError
 from modules.llm.service import InvalidGenerationRequest, PromptTooLongError
 from modules.profiles import ProfileNotFoundError
 from modules.ratelimit import RateLimitExceededError
@@ -143,6 +144,9 @@ def problem_details_config() -> ProblemDetailsConfig:
             PasswordPolicyError: _from_password_policy,
             EmailTakenError: lambda exc: _problem(409, str(exc)),
             ConversationNotFoundError: lambda exc: _problem(404, str(exc)),
+            ModelNotFoundError: lambda exc: _problem(
+                404, str(exc), extra={"available": exc.available}
+            ),
             ProfileNotFoundError: lambda exc: _problem(
                 404, str(exc), extra={"available": exc.available}
             ),

@@ -35,7 +35,7 @@ from modules.config import Settings
 from modules.conversations import ConversationService, provide_conversation_service
 from modules.llm import GenerationService
 from modules.llm.engine import EngineUnavailableError
-from modules.llm.runtime import start_generation_service
+from modules.llm.registry import ModelRegistry
 from modules.llm.turns import ConversationTurns
 from modules.metrics import AppCollector, MetricsController, SummaryController, prometheus_config
 from modules.profiles import provide_profile_service
@@ -129,40 +129,60 @@ def create_app(settings: Settings | None = None) -> Litestar:
         AppCollector(
             lambda: state.generation_service.engine if state.generation_service else None,
             lambda: {"hits": response_cache.stats.hits, "misses": response_cache.stats.misses},
+            lambda: [
+                (entry.alias, entry.state == "loaded")
+                for entry in (
+                    state.model_registry.entries.values() if state.get("model_registry") else []
+                )
+            ],
         )
     )
     state["metrics_registry"] = metrics_registry
 
     @asynccontextmanager
     async def model_lifespan(app: Litestar) -> AsyncIterator[None]:
-        logger.info("loading model")
-        service = await asyncio.to_thread(start_generation_service, settings)
-        app.state.generation_service = service
-        logger.info(
-            "model loaded",
-            model=service.model_name,
-            context_size=service.engine.model.n_ctx,
-            slots=service.engine.parallel,
-        )
+        def changed(alias: str) -> None:
+            # The default model's service is what handlers without a model name use; a
+            # loaded or unloaded model also invalidates the cached answers.
+            app.state.generation_service = registry.default
+            asyncio.get_running_loop().create_task(response_cache.clear())
+            logger.info("model state changed", model=alias, state=registry.entry(alias).state)
+
+        registry = ModelRegistry(settings, settings.model_specs(), on_change=changed)
+        app.state.model_registry = registry
+        await registry.load_all()
+        if not any(entry.state == "loaded" for entry in registry.entries.values()):
+            errors = "; ".join(f"{e.alias}: {e.error}" for e in registry.entries.values())
+            raise RuntimeError(f"no model could be loaded ({errors})")
         try:
             yield
         finally:
+            await registry.stop_all()
             app.state.generation_service = None
-            await asyncio.to_thread(service.engine.stop)
 
     def provide_generation_service(state: State) -> GenerationService:
         service: GenerationService | None = state.get("generation_service")
         if service is None:
-            raise EngineUnavailableError("the model is not loaded")
+            raise EngineUnavailableError("the default model is not loaded")
         return service
+
+    def provide_model_registry(state: State) -> ModelRegistry:
+        registry: ModelRegistry | None = state.get("model_registry")
+        if registry is None:
+            raise EngineUnavailableError("the models are not loaded yet")
+        return registry
 
     def provide_conversation_turns(
         request: Request[User, Any, Any],
-        generation_service: NamedDependency[GenerationService],
+        state: State,
         conversation_service: NamedDependency[ConversationService],
     ) -> ConversationTurns:
+        # The handler points it at the model the request names.
         return ConversationTurns(
-            generation_service, conversation_service, db_config.get_session, request.user.id
+            state.get("generation_service"),
+            conversation_service,
+            db_config.get_session,
+            request.user.id,
         )
 
     def provide_settings() -> Settings:
@@ -191,6 +211,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "password_hasher": Provide(provide_hasher, sync_to_thread=False, use_cache=True),
             "token_codec": Provide(provide_codec, sync_to_thread=False, use_cache=True),
             "generation_service": Provide(provide_generation_service, sync_to_thread=False),
+            "model_registry": Provide(provide_model_registry, sync_to_thread=False),
             "conversation_service": Provide(provide_conversation_service, sync_to_thread=False),
             "conversation_turns": Provide(provide_conversation_turns, sync_to_thread=False),
             "profile_service": Provide(provide_profile_service),

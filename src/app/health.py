@@ -23,6 +23,12 @@ class HealthController(Controller):
     async def health(self, state: State) -> Response[dict[str, Any]]:
         database = await _database_health(state.db_config.get_engine())
         model = _model_health(state.get("generation_service"))
+        registry = state.get("model_registry")
+        models = (
+            [{"alias": e.alias, "state": e.state} for e in registry.entries.values()]
+            if registry is not None
+            else []
+        )
         cache = await state.response_cache.health()
         healthy = database["status"] == "ok" and model["status"] == "ok"
         # A cache outage degrades the service but it keeps answering: still 200.
@@ -37,6 +43,7 @@ class HealthController(Controller):
             },
             "database": database,
             "model": model,
+            "models": models,
             "cache": cache,
         }
         return Response(body, status_code=200 if healthy else 503)

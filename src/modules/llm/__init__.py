@@ -10,12 +10,13 @@ from modules.llm.chat import ChatPromptBuilder
 from modules.llm.controller import LLMController
 from modules.llm.engine import LLMEngine
 from modules.llm.model import LoadedModel, ModelOptions
+from modules.llm.models_controller import ModelsController
 from modules.llm.openai_api import OpenAIController, openai_exception_handlers
 from modules.llm.service import GenerationService
 
 
 def create_router() -> Router:
-    return Router(path="/", route_handlers=[LLMController])
+    return Router(path="/", route_handlers=[LLMController, ModelsController])
 
 
 def create_openai_router(

@@ -19,6 +19,7 @@ from modules.auth.security import requires_admin
 from modules.cache import CachedAnswer, ResponseCache
 from modules.llm.chat import ChatMessage
 from modules.llm.engine import Failed, Finished, FinishReason, GenerationHandle, TokenDelta
+from modules.llm.registry import ModelRegistry
 from modules.llm.schemas import (
     GenerateRequest,
     GenerateResponse,
@@ -27,7 +28,6 @@ from modules.llm.schemas import (
     merge_settings,
 )
 from modules.llm.service import (
-    GenerationService,
     InvalidGenerationRequest,
     PreparedGeneration,
     timings_of,
@@ -92,7 +92,7 @@ class LLMController(Controller):
         self,
         request: Request[User, Any, Any],
         data: JSONBody[GenerateRequest],
-        generation_service: NamedDependency[GenerationService],
+        model_registry: NamedDependency[ModelRegistry],
         conversation_turns: NamedDependency[ConversationTurns],
         response_cache: NamedDependency[ResponseCache],
         profile_service: NamedDependency[ProfileService],
@@ -107,6 +107,8 @@ class LLMController(Controller):
         deltas, then `done` with usage and timings, or `error`."""
         started = time.monotonic()
         user_id = str(request.user.id)
+        generation_service = model_registry.get(data.model)
+        conversation_turns.generation = generation_service
         await rate_limiter.check_request(user_id, request.user.role)
         data = await _with_profile(data, profile_service)
 

@@ -21,6 +21,7 @@ from msgspec import Meta
 from modules.llm.chat import ChatMessage
 from modules.llm.controller import EventStream, watching_disconnect
 from modules.llm.engine import Failed, Finished, GenerationHandle, TokenDelta
+from modules.llm.registry import ModelNotFoundError, ModelRegistry
 from modules.llm.schemas import GenerationSettings
 from modules.llm.service import GenerationService, PreparedGeneration
 from modules.llm.turns import ConversationTurns, Turn
@@ -171,7 +172,7 @@ def _decode(
         ) from exc
 
 
-def _check_common(request: SamplingFields, service: GenerationService) -> None:
+def _check_common(request: SamplingFields) -> None:
     if request.n not in (None, 1):
         raise OpenAIError(
             "Only n=1 is supported: this server generates one choice per request.",
@@ -183,13 +184,18 @@ def _check_common(request: SamplingFields, service: GenerationService) -> None:
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             param="stream_options",
         )
-    if request.model and request.model != service.model_name:
+
+
+def _model(registry: ModelRegistry, name: str | None) -> GenerationService:
+    try:
+        return registry.get(name)
+    except ModelNotFoundError as exc:
         raise OpenAIError(
-            f"The model '{request.model}' does not exist. Available: {service.model_name}.",
+            f"The model '{exc.name}' does not exist. Available: {', '.join(exc.available)}.",
             status=404,
             param="model",
             code="model_not_found",
-        )
+        ) from exc
 
 
 def _settings(request: SamplingFields, max_tokens: int | None) -> GenerationSettings:
@@ -308,21 +314,19 @@ class OpenAIController(Controller):
     tags = ("openai",)
 
     @get("/models")
-    async def models(
-        self, generation_service: NamedDependency[GenerationService]
-    ) -> dict[str, Any]:
-        """The loaded model, as OpenAI's model list."""
-        model = generation_service.engine.model
-        created = int(model.options.path.stat().st_mtime)
+    async def models(self, model_registry: NamedDependency[ModelRegistry]) -> dict[str, Any]:
+        """The loaded models, as OpenAI's model list."""
         return {
             "object": "list",
             "data": [
                 {
-                    "id": generation_service.model_name,
+                    "id": entry.alias,
                     "object": "model",
-                    "created": created,
+                    "created": int(entry.path.stat().st_mtime),
                     "owned_by": "llm-service",
                 }
+                for entry in model_registry.entries.values()
+                if entry.state == "loaded"
             ],
         }
 
@@ -330,7 +334,7 @@ class OpenAIController(Controller):
     async def chat_completions(
         self,
         request: Request[User, Any, Any],
-        generation_service: NamedDependency[GenerationService],
+        model_registry: NamedDependency[ModelRegistry],
         conversation_turns: NamedDependency[ConversationTurns],
         rate_limiter: NamedDependency[RateLimiter],
     ) -> Response[Any] | EventStream:
@@ -340,7 +344,9 @@ class OpenAIController(Controller):
         await rate_limiter.check_request(user_id, request.user.role)
         body, _ = _decode(await request.body(), ChatCompletionRequest, UNSUPPORTED_CHAT_FIELDS)
         assert isinstance(body, ChatCompletionRequest)
-        _check_common(body, generation_service)
+        _check_common(body)
+        generation_service = _model(model_registry, body.model)
+        conversation_turns.generation = generation_service
         if body.response_format is not None and body.response_format.type != "text":
             raise OpenAIError(
                 "Only response_format type 'text' is supported.",
@@ -431,7 +437,7 @@ class OpenAIController(Controller):
     async def completions(
         self,
         request: Request[User, Any, Any],
-        generation_service: NamedDependency[GenerationService],
+        model_registry: NamedDependency[ModelRegistry],
         rate_limiter: NamedDependency[RateLimiter],
     ) -> Response[Any] | EventStream:
         """OpenAI text completions: the prompt continued as is, without a chat template."""
@@ -439,7 +445,8 @@ class OpenAIController(Controller):
         await rate_limiter.check_request(user_id, request.user.role)
         body, _ = _decode(await request.body(), CompletionRequest, UNSUPPORTED_COMPLETION_FIELDS)
         assert isinstance(body, CompletionRequest)
-        _check_common(body, generation_service)
+        _check_common(body)
+        generation_service = _model(model_registry, body.model)
         prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
         settings = _settings(body, body.max_tokens)
         prepared = await generation_service.prepare_raw(prompt, settings)

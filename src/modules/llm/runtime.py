@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from modules.config import Settings
 from modules.llm.chat import ChatPromptBuilder
 from modules.llm.engine import LLMEngine
@@ -10,13 +12,13 @@ from modules.llm.service import GenerationService
 from modules.sanitizer import Sanitizer
 
 
-def load_model(settings: Settings) -> LoadedModel:
+def load_model(settings: Settings, path: Path | None = None, alias: str = "") -> LoadedModel:
     """Blocking: reads the GGUF (run it in a thread)."""
-    path = settings.resolve_model_path()
+    path = path or settings.resolve_model_path()
     return LoadedModel(
         ModelOptions(
             path=path,
-            alias=settings.llm_model_alias,
+            alias=alias or settings.llm_model_alias,
             n_ctx=settings.llm_context_size,
             n_threads=settings.effective_threads,
             n_batch=settings.llm_batch_size,
@@ -36,9 +38,11 @@ def prompt_builder_for(model: LoadedModel) -> ChatPromptBuilder:
     )
 
 
-def start_generation_service(settings: Settings) -> GenerationService:
+def start_generation_service(
+    settings: Settings, path: Path | None = None, alias: str = ""
+) -> GenerationService:
     """Blocking: loads the model and starts the engine thread."""
-    model = load_model(settings)
+    model = load_model(settings, path, alias)
     engine = LLMEngine(
         model,
         queue_size=settings.llm_queue_size,

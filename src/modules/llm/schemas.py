@@ -37,6 +37,8 @@ class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
 
     prompt: Content | None = None
     messages: Annotated[list[MessageIn], Meta(min_length=1, max_length=1000)] | None = None
+    # A model alias from GET /llm/models; absent: the default model.
+    model: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
     system: Content | None = None
     settings: GenerationSettings = msgspec.field(default_factory=GenerationSettings)
     stream: bool = False

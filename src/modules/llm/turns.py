@@ -16,7 +16,7 @@ from modules.conversations import (
     title_from,
 )
 from modules.llm.chat import ChatMessage
-from modules.llm.engine import Finished, GenerationHandle
+from modules.llm.engine import EngineUnavailableError, Finished, GenerationHandle
 from modules.llm.service import GenerationService, PreparedGeneration
 
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
@@ -35,7 +35,7 @@ class ConversationTurns:
 
     def __init__(
         self,
-        generation: GenerationService,
+        generation: GenerationService | None,
         conversations: ConversationService,
         session_factory: SessionFactory,
         owner_id: uuid.UUID,
@@ -50,6 +50,8 @@ class ConversationTurns:
     ) -> Turn:
         """Build the prompt from the stored history (404 for someone else's id), make the
         conversation if there is none yet, and (unless `start=False`) queue the generation."""
+        if self.generation is None:
+            raise EngineUnavailableError("the model is not loaded")
         conversation: Conversation | None = None
         history: list[ChatMessage] = []
         if conversation_id is not None:
@@ -76,6 +78,7 @@ class ConversationTurns:
         return turn
 
     def start(self, turn: Turn) -> GenerationHandle:
+        assert self.generation is not None
         turn.handle = self.generation.start(turn.prepared, owner=str(self.owner_id))
         return turn.handle
 

@@ -32,22 +32,23 @@ class AppCollector(Collector):
         self,
         engine: Callable[[], LLMEngine | None],
         cache_stats: Callable[[], dict[str, Any]],
+        models: Callable[[], list[tuple[str, bool]]] = list,
     ) -> None:
         self._engine = engine
         self._cache_stats = cache_stats
+        self._models = models
 
     def collect(self) -> Iterator[Any]:
         engine = self._engine()
         loaded = GaugeMetricFamily(
             "llm_model_loaded", "1 when the model is loaded and serving", labels=["model"]
         )
-        if engine is None:
-            loaded.add_metric(["none"], 0)
-            yield loaded
-        else:
+        for alias, is_loaded in self._models():
+            loaded.add_metric([alias], 1 if is_loaded else 0)
+        yield loaded
+        if engine is not None:
+            # Engine metrics are the default model's.
             stats = engine.stats
-            loaded.add_metric([engine.model.alias], 1 if engine.is_running else 0)
-            yield loaded
             yield CounterMetricFamily(
                 "llm_prompt_tokens", "Prompt tokens of finished requests", value=stats.prompt_tokens
             )
