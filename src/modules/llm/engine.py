@@ -242,7 +242,7 @@ class _SavedStates:
         for (entry_owner, tokens), state in self._entries.items():
             if entry_owner != owner:
                 continue
-            shared = _common_prefix(tokens, prompt)
+            shared = common_prefix(tokens, prompt)
             if shared and (best is None or shared > best[2]):
                 best = (tokens, state, shared)
         if best is not None:
@@ -258,7 +258,8 @@ class _SavedStates:
         return len(self._entries)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
@@ -464,7 +465,7 @@ class LLMEngine:
         # Prefer this owner's slot whose cache shares the longest prefix; else the least
         # recently used one.
         scored = [
-            (_common_prefix(slot.tokens, prompt) if slot.owner == job.owner else 0, slot)
+            (common_prefix(slot.tokens, prompt) if slot.owner == job.owner else 0, slot)
             for slot in idle
         ]
         shared, slot = max(scored, key=lambda pair: (pair[0], -pair[1].last_used))

@@ -16,6 +16,7 @@ from modules.llm.engine import (
     LLMEngine,
     SamplingParams,
     TokenDelta,
+    common_prefix,
 )
 from modules.llm.model import ModelClosedError
 from modules.llm.schemas import (
@@ -74,14 +75,6 @@ class GenerationResult:
             total_tokens=self.finished.prompt_tokens + self.finished.completion_tokens,
             cached_tokens=self.finished.cached_tokens,
         )
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def timings_of(finished: Finished) -> Timings:
@@ -245,7 +238,7 @@ class GenerationService:
             raise PromptTooLongError(len(tokens), n_ctx)
         default_system = self.settings.llm_default_system_prompt or None
         shareable = (
-            _common_prefix(tokens, await self._public_prefix())
+            common_prefix(tokens, await self._public_prefix())
             if (system_message.content if system_message else None) == default_system
             else 0
         )
