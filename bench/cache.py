@@ -73,7 +73,8 @@ def main() -> None:
                 client.post("/auth/register", json=credentials)
                 token = client.post("/auth/login", json=credentials).json()["access_token"]
                 headers = {"Authorization": f"Bearer {token}"}
-                misses, hits = [], []
+                misses: list[float] = []
+                hits: list[float] = []
                 for index in range(args.requests):
                     body = {
                         "prompt": f"Write a few sentences about topic number {index}.",
