@@ -32,6 +32,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-postgres.sh
+	scripts/ensure-redis.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
