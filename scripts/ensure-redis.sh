@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The tests of the Redis-backed cache and the shared rate limits need Redis on
-# 127.0.0.1:6379 (or TEST_REDIS_URL): start a local one if it is down, or fail saying so.
+# 127.0.0.1:6379: start a local one if it is down, or fail saying so.
 set -euo pipefail
 
 ready() {
