@@ -10,6 +10,7 @@ import structlog
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
+from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from modules.auth.service import AuthError, EmailTakenError, PasswordPolicyError
@@ -158,6 +159,9 @@ def problem_details_config() -> ProblemDetailsConfig:
             RateLimitExceededError: _from_rate_limit,
             QueueTimeoutError: _unavailable,
             EngineUnavailableError: _unavailable,
+            RedisError: lambda exc: _problem(
+                503, "the cache backend (Redis) is unavailable", headers={"Retry-After": "5"}
+            ),
             OperationalError: _database_down,
             InterfaceError: _database_down,
             OSError: _database_down,  # connection refused before the driver wraps it

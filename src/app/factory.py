@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -139,13 +140,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     state["metrics_registry"] = metrics_registry
 
+    async def clear_cache_quietly() -> None:
+        with contextlib.suppress(Exception):  # counted and shown in /health by the cache
+            await response_cache.clear()
+
     @asynccontextmanager
     async def model_lifespan(app: Litestar) -> AsyncIterator[None]:
         def changed(alias: str) -> None:
             # The default model's service is what handlers without a model name use; a
             # loaded or unloaded model also invalidates the cached answers.
             app.state.generation_service = registry.default
-            asyncio.get_running_loop().create_task(response_cache.clear())
+            asyncio.get_running_loop().create_task(clear_cache_quietly())
             logger.info("model state changed", model=alias, state=registry.entry(alias).state)
 
         registry = ModelRegistry(settings, settings.model_specs(), on_change=changed)
