@@ -455,6 +455,10 @@ async def bench_ours(
             "JWT_SECRET": secrets.token_urlsafe(36),  # 48 characters
             "LLM_QUEUE_SIZE": "64",
             "LLM_MAX_TOKENS": "512",
+            # The benchmark measures the engine, not the per-user quotas.
+            "RATE_LIMIT_REQUESTS_PER_MINUTE": "0",
+            "RATE_LIMIT_TOKENS_PER_MINUTE": "0",
+            "RATE_LIMIT_TOKENS_PER_DAY": "0",
             # One slot per concurrent client of the largest level measured.
             "LLM_PARALLEL": str(args.parallel or max(args.concurrency)),
             # The operator's configured system prompt: the one prefix the service shares
