@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -72,15 +73,18 @@ def _rate_limiter(settings: Settings) -> RateLimiter:
         counters = RedisCounters(client)
     else:
         counters = MemoryCounters()
+    default = Limits(
+        requests_per_minute=settings.rate_limit_requests_per_minute,
+        tokens_per_minute=settings.rate_limit_tokens_per_minute,
+        tokens_per_day=settings.rate_limit_tokens_per_day,
+    )
     return RateLimiter(
         counters,
-        default=Limits(
-            requests_per_minute=settings.rate_limit_requests_per_minute,
-            tokens_per_minute=settings.rate_limit_tokens_per_minute,
-            tokens_per_day=settings.rate_limit_tokens_per_day,
-        ),
+        default=default,
+        # A role's override replaces only the limits it names.
         per_role={
-            role: Limits(**values) for role, values in settings.rate_limit_role_overrides.items()
+            role: dataclasses.replace(default, **values)
+            for role, values in settings.rate_limit_role_overrides.items()
         },
         login_per_ip_per_minute=settings.login_attempts_per_minute_per_ip,
         login_failures_per_account=settings.login_failures_per_account,

@@ -78,3 +78,21 @@ def test_database_urls_get_the_async_driver(given: str, expected: str) -> None:
 def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="is not a file"):
         Settings(llm_model_path=str(tmp_path / "missing.gguf")).resolve_model_path()
+
+
+def test_rate_limit_overrides_are_checked() -> None:
+    with pytest.raises(ValidationError, match="unknown limits"):
+        Settings(rate_limit_role_overrides={"admin": {"requests_per_hour": 5}})
+    with pytest.raises(ValidationError, match="negative"):
+        Settings(rate_limit_role_overrides={"admin": {"tokens_per_day": -1}})
+
+
+def test_several_models_are_parsed_default_first(tmp_path: Path) -> None:
+    settings = Settings(
+        llm_models=f"a={tmp_path}/a.gguf, b={tmp_path}/b.gguf", llm_default_model="b"
+    )
+    assert [alias for alias, _ in settings.model_specs()] == ["b", "a"]
+    with pytest.raises(ValueError, match="alias=path"):
+        Settings(llm_models="nonsense").model_specs()
+    with pytest.raises(ValueError, match="not in LLM_MODELS"):
+        Settings(llm_models=f"a={tmp_path}/a.gguf", llm_default_model="z").model_specs()

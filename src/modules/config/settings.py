@@ -230,6 +230,21 @@ class Settings(BaseSettings):
             return "sqlite+aiosqlite://" + value[len("sqlite://") :]
         return value
 
+    @field_validator("rate_limit_role_overrides")
+    @classmethod
+    def _known_limits(cls, value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        known = {"requests_per_minute", "tokens_per_minute", "tokens_per_day"}
+        for role, limits in value.items():
+            unknown = set(limits) - known
+            if unknown:
+                raise ValueError(
+                    f"RATE_LIMIT_ROLE_OVERRIDES[{role!r}] has unknown limits {sorted(unknown)}; "
+                    f"known: {sorted(known)}"
+                )
+            if any(v < 0 for v in limits.values()):
+                raise ValueError(f"RATE_LIMIT_ROLE_OVERRIDES[{role!r}] has a negative limit")
+        return value
+
     @field_validator("jwt_secret")
     @classmethod
     def _secret_long_enough(cls, value: str) -> str:
