@@ -24,6 +24,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.database import database_config
@@ -64,15 +65,19 @@ def _package_version() -> str:
         return "dev"
 
 
-def _rate_limiter(settings: Settings) -> RateLimiter:
-    counters: MemoryCounters | RedisCounters
-    if settings.redis_url:
-        from redis.asyncio import Redis
+def _redis_client(settings: Settings) -> Redis | None:
+    """One client (one connection pool) for the cache and the rate limits; short timeouts,
+    so an unreachable Redis costs a request milliseconds, not seconds."""
+    if not settings.redis_url:
+        return None
+    client: Redis = Redis.from_url(
+        settings.redis_url, socket_connect_timeout=0.5, socket_timeout=1.0
+    )
+    return client
 
-        client = Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=1.0)
-        counters = RedisCounters(client)
-    else:
-        counters = MemoryCounters()
+
+def _rate_limiter(settings: Settings, redis: Redis | None) -> RateLimiter:
+    counters = MemoryCounters() if redis is None else RedisCounters(redis)
     default = Limits(
         requests_per_minute=settings.rate_limit_requests_per_minute,
         tokens_per_minute=settings.rate_limit_tokens_per_minute,
@@ -109,14 +114,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     jwt_auth = build_jwt_auth(codec, session_for, exclude=PUBLIC_PATHS)
     errors = problem_details_config()
+    redis = _redis_client(settings)
     response_cache = build_response_cache(
-        redis_url=settings.redis_url,
+        redis=redis,
         ttl_seconds=settings.cache_ttl_seconds,
         max_entries=settings.cache_max_entries,
         scope=settings.cache_scope,
         enabled=settings.cache_enabled,
     )
-    rate_limiter = _rate_limiter(settings)
+    rate_limiter = _rate_limiter(settings, redis)
     state = State(
         {
             "rate_limiter": rate_limiter,

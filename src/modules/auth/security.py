@@ -15,11 +15,11 @@ from litestar.security.jwt import (
     OAuth2PasswordBearerAuth,
     Token,
 )
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modules.auth.api_keys import looks_like_api_key, resolve_api_key
-from modules.auth.models import RefreshToken
+from modules.auth.service import family_revoked
 from modules.auth.tokens import ALGORITHM, REQUIRED_CLAIMS, TokenCodec
 from modules.users.models import ROLE_ADMIN, User
 
@@ -58,14 +58,7 @@ def build_jwt_auth(
         if user is None:
             return None
         connection.scope.setdefault("state", {})["user_id"] = str(user.id)  # for the log line
-        revoked = await session.scalar(
-            select(
-                exists().where(
-                    RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_not(None)
-                )
-            )
-        )
-        return None if revoked else user
+        return None if await family_revoked(session, family_id) else user
 
     class BearerAuthenticationMiddleware(JWTCookieAuthenticationMiddleware):
         """A bearer credential is either one of our JWTs or an API key (`llms_...`)."""

@@ -39,6 +39,19 @@ class EmailTakenError(ValueError):
 INVALID_CREDENTIALS = "invalid email or password"
 
 
+async def family_revoked(session: AsyncSession, family_id: uuid.UUID) -> bool:
+    """An access token works while its login (refresh-token family) has not been revoked."""
+    return bool(
+        await session.scalar(
+            select(
+                exists().where(
+                    RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_not(None)
+                )
+            )
+        )
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class TokenPair:
     access_token: str
@@ -141,24 +154,6 @@ class AuthService:
     async def logout(self, family_id: uuid.UUID) -> None:
         await self.revoke_family(family_id)
         await self.session.commit()
-
-    async def revoke_user(self, user_id: uuid.UUID) -> None:
-        await self.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=datetime.now(UTC))
-        )
-
-    async def family_is_live(self, family_id: uuid.UUID) -> bool:
-        """An access token works while its login (refresh-token family) has not been revoked."""
-        revoked = await self.session.scalar(
-            select(
-                exists().where(
-                    RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_not(None)
-                )
-            )
-        )
-        return not revoked
 
     async def _issue_pair(self, user: User, family_id: uuid.UUID) -> TokenPair:
         refresh = self.codec.issue_refresh(user.id, family_id)

@@ -154,19 +154,18 @@ class ResponseCache:
 
 def build_response_cache(
     *,
-    redis_url: str,
+    redis: Any | None,
     ttl_seconds: int,
     max_entries: int,
     scope: Literal["user", "global"],
     enabled: bool,
 ) -> ResponseCache:
+    """On `redis` (a redis.asyncio client) when given, else in memory."""
     store: Store
-    if redis_url:
+    if redis is not None:
         from litestar.stores.redis import RedisStore
-        from redis.asyncio import Redis
 
-        client = Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=1.0)
-        store = RedisStore(client, namespace="llm-service:response-cache")
+        store = RedisStore(redis, namespace="llm-service:response-cache")
         backend: Literal["memory", "redis"] = "redis"
     else:
         from litestar.stores.memory import MemoryStore

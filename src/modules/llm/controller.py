@@ -74,15 +74,6 @@ def _sse(event: str, payload: Any) -> ServerSentEventMessage:
     return ServerSentEventMessage(event=event, data=msgspec.json.encode(payload).decode())
 
 
-def _usage(finished: Finished) -> dict[str, int]:
-    return {
-        "prompt_tokens": finished.prompt_tokens,
-        "completion_tokens": finished.completion_tokens,
-        "total_tokens": finished.prompt_tokens + finished.completion_tokens,
-        "cached_tokens": finished.cached_tokens,
-    }
-
-
 class LLMController(Controller):
     path = "/llm"
     tags = ("llm",)
@@ -257,7 +248,7 @@ def _done_payload(turn: Turn, model: str, finished: Finished, *, cache_hit: bool
         "conversation_id": str(turn.conversation_id),
         "finish_reason": finished.finish_reason,
         "cache_hit": cache_hit,
-        "usage": _usage(finished),
+        "usage": Usage.of(finished),
         "timings": timings_of(finished),
     }
 
@@ -282,12 +273,7 @@ def _response(
         cache_hit=cache_hit,
         finish_reason=finished.finish_reason,
         generation_time=round(time.monotonic() - started, 4),
-        usage=Usage(
-            prompt_tokens=finished.prompt_tokens,
-            completion_tokens=finished.completion_tokens,
-            total_tokens=finished.prompt_tokens + finished.completion_tokens,
-            cached_tokens=finished.cached_tokens,
-        ),
+        usage=Usage.of(finished),
         timings=timings_of(finished),
         sanitization=turn.prepared.sanitization,
     )

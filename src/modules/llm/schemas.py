@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from modules.llm.engine import Finished
+
 # Generous static bounds; the configured limits (characters, tokens) are checked later.
 Content = Annotated[str, Meta(max_length=1_000_000)]
 StopString = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -69,6 +71,15 @@ class Usage(msgspec.Struct):
     total_tokens: int
     # Prompt tokens whose KV cache was reused (a conversation's earlier turns).
     cached_tokens: int = 0
+
+    @classmethod
+    def of(cls, finished: Finished) -> Usage:
+        return cls(
+            prompt_tokens=finished.prompt_tokens,
+            completion_tokens=finished.completion_tokens,
+            total_tokens=finished.prompt_tokens + finished.completion_tokens,
+            cached_tokens=finished.cached_tokens,
+        )
 
 
 class MessageSanitization(msgspec.Struct):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from modules.config import Settings
@@ -25,7 +25,6 @@ from modules.llm.schemas import (
     MessageSanitization,
     SanitizationReport,
     Timings,
-    Usage,
 )
 from modules.sanitizer import SanitizationError, Sanitizer
 
@@ -66,15 +65,6 @@ class PreparedGeneration:
 class GenerationResult:
     text: str
     finished: Finished
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(
-            prompt_tokens=self.finished.prompt_tokens,
-            completion_tokens=self.finished.completion_tokens,
-            total_tokens=self.finished.prompt_tokens + self.finished.completion_tokens,
-            cached_tokens=self.finished.cached_tokens,
-        )
 
 
 def timings_of(finished: Finished) -> Timings:
@@ -315,9 +305,3 @@ class GenerationService:
                 elif isinstance(event, Failed):
                     raise event.error
         raise RuntimeError("generation ended without a result")
-
-    async def stream(
-        self, handle: GenerationHandle
-    ) -> AsyncIterator[TokenDelta | Finished | Failed]:
-        async for event in handle.events():
-            yield event

@@ -26,8 +26,5 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     async def get_by_email(self, email: str) -> User | None:
         return await self.get_one_or_none(User.email == normalize_email(email))
 
-    async def count_admins(self) -> int:
-        return await self.count(User.role == "admin", User.is_active.is_(True))
-
 
 provide_users_service = create_service_provider(UserService)
