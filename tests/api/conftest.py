@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -82,6 +86,42 @@ class RunningServer:
     def __exit__(self, *_: object) -> None:
         self.server.should_exit = True
         self.thread.join(30)
+
+
+@contextmanager
+def cli_server(env: dict[str, str], output: IO[bytes] | None = None) -> Iterator[str]:
+    """`llm-service serve` in its own process, as an operator runs it; yields its URL."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "PORT": str(port),
+        "JWT_SECRET": JWT_SECRET,
+        "LLM_PARALLEL": "1",
+        "LLM_CONTEXT_SIZE": "512",
+        **env,
+    }
+    cli = Path(sys.executable).with_name("llm-service")
+    sink = output if output is not None else subprocess.DEVNULL
+    process = subprocess.Popen([str(cli), "serve"], env=full_env, stdout=sink, stderr=sink)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, "the server exited"
+            try:
+                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @dataclass

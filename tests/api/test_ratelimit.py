@@ -3,9 +3,6 @@ by two app processes through Redis."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +14,7 @@ import httpx
 
 from app import create_app
 from app.migrations import upgrade_to_head
-from tests.api.conftest import JWT_SECRET, RunningServer, free_port, make_settings
+from tests.api.conftest import RunningServer, cli_server, make_settings
 
 PASSWORD = "limit-pass-123"
 TINY = {"prompt": "Hi", "settings": {"max_tokens": 2, "temperature": 0}, "use_cache": False}
@@ -109,63 +106,25 @@ def test_login_attempts_per_ip_and_per_account(tmp_path: Path) -> None:
         assert statuses[-1] == 429  # the 7th attempt from this address within the minute
 
 
-def _serve(port: int, data_dir: Path, database_url: str, redis_url: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "DATA_DIR": str(data_dir),
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": JWT_SECRET,
-        "REDIS_URL": redis_url,
-        "RATE_LIMIT_REQUESTS_PER_MINUTE": "3",
-        "LLM_PARALLEL": "1",
-        "LLM_CONTEXT_SIZE": "512",
-    }
-    cli = Path(sys.executable).with_name("llm-service")
-    return subprocess.Popen(
-        [str(cli), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-
-def _wait_ready(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited"
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("the server did not start")
-
-
 def test_two_processes_share_one_limit_through_redis(tmp_path: Path) -> None:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
     upgrade_to_head(database_url)
-    ports = [free_port(), free_port()]
-    processes = [
-        _serve(port, tmp_path / f"data{port}", database_url, "redis://127.0.0.1:6379/0")
-        for port in ports
-    ]
-    try:
-        urls = [f"http://127.0.0.1:{port}" for port in ports]
-        for url, process in zip(urls, processes, strict=True):
-            _wait_ready(url, process)
+
+    def env(name: str) -> dict[str, str]:
+        return {
+            "DATA_DIR": str(tmp_path / name),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "RATE_LIMIT_REQUESTS_PER_MINUTE": "3",
+        }
+
+    with cli_server(env("a")) as first_url, cli_server(env("b")) as second_url:
         fresh_minute()
-        with httpx.Client(base_url=urls[0], timeout=60) as first:
+        with httpx.Client(base_url=first_url, timeout=60) as first:
             token = token_for(first)
         headers = {"Authorization": f"Bearer {token}"}
         statuses = [
             httpx.post(f"{url}/llm/generate", json=TINY, headers=headers, timeout=60).status_code
-            for url in (urls[0], urls[1], urls[0], urls[1])
+            for url in (first_url, second_url, first_url, second_url)
         ]
-        assert statuses == [200, 200, 200, 429]
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    assert statuses == [200, 200, 200, 429]
