@@ -16,8 +16,10 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
+        # Settings are named after their environment variables, in upper case.
         errors = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}"
+            for e in exc.errors()
         )
         sys.exit(f"llm-service: invalid configuration: {errors}")
 

