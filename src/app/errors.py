@@ -13,13 +13,25 @@ from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetail
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from modules.auth.service import AuthError, EmailTakenError, PasswordPolicyError
+from modules.auth import (
+    ApiKeyNotFoundError,
+    AuthError,
+    EmailTakenError,
+    PasswordPolicyError,
+    WrongPasswordError,
+)
 from modules.conversations import ConversationNotFoundError
-from modules.llm.engine import EngineUnavailableError, QueueFullError, QueueTimeoutError
-from modules.llm.registry import ModelNotFoundError
-from modules.llm.service import InvalidGenerationRequest, PromptTooLongError
-from modules.profiles import ProfileNotFoundError
+from modules.llm.inference import (
+    BackendUnavailableError,
+    ModelNotFoundError,
+    PromptTooLongError,
+    QueueFullError,
+    QueueTimeoutError,
+)
+from modules.llm.turns import InvalidTurnRequest
+from modules.profiles import ProfileIdNotFoundError, ProfileNameTakenError, ProfileNotFoundError
 from modules.ratelimit import RateLimitExceededError
+from modules.users import SelfLockoutError, UserNotFoundError
 
 logger = structlog.get_logger("app.errors")
 
@@ -90,11 +102,11 @@ def _from_auth_error(exc: AuthError) -> ProblemDetailsException:
 
 
 def _from_password_policy(exc: PasswordPolicyError) -> ProblemDetailsException:
-    errors = [{"key": "password", "message": p} for p in exc.problems]
+    errors = [{"key": exc.field, "message": p} for p in exc.problems]
     return _problem(422, str(exc), extra={"errors": errors})
 
 
-def _from_invalid_generation(exc: InvalidGenerationRequest) -> ProblemDetailsException:
+def _from_invalid_turn(exc: InvalidTurnRequest) -> ProblemDetailsException:
     extra = {"errors": [{"key": exc.field, "message": exc.detail}]} if exc.field else {}
     return _problem(exc.status_code, exc.detail, extra=extra)
 
@@ -144,7 +156,13 @@ def problem_details_config() -> ProblemDetailsConfig:
             AuthError: _from_auth_error,
             PasswordPolicyError: _from_password_policy,
             EmailTakenError: lambda exc: _problem(409, str(exc)),
+            WrongPasswordError: lambda exc: _problem(422, str(exc)),
+            SelfLockoutError: lambda exc: _problem(409, str(exc)),
+            UserNotFoundError: lambda exc: _problem(404, str(exc)),
+            ApiKeyNotFoundError: lambda exc: _problem(404, str(exc)),
             ConversationNotFoundError: lambda exc: _problem(404, str(exc)),
+            ProfileIdNotFoundError: lambda exc: _problem(404, str(exc)),
+            ProfileNameTakenError: lambda exc: _problem(409, str(exc)),
             ModelNotFoundError: lambda exc: _problem(
                 404, str(exc), extra={"available": exc.available}
             ),
@@ -153,12 +171,12 @@ def problem_details_config() -> ProblemDetailsConfig:
             ),
             NotFoundError: lambda exc: _problem(404, "not found"),
             DuplicateKeyError: lambda exc: _problem(409, "a record with these values exists"),
-            InvalidGenerationRequest: _from_invalid_generation,
+            InvalidTurnRequest: _from_invalid_turn,
             PromptTooLongError: _from_prompt_too_long,
             QueueFullError: _from_queue_full,
             RateLimitExceededError: _from_rate_limit,
             QueueTimeoutError: _unavailable,
-            EngineUnavailableError: _unavailable,
+            BackendUnavailableError: _unavailable,
             RedisError: lambda exc: _problem(
                 503, "the cache backend (Redis) is unavailable", headers={"Retry-After": "5"}
             ),

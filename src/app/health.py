@@ -1,4 +1,4 @@
-"""GET /health: the process, the database and the model; 503 when either is down."""
+"""GET /health: the process, the database, every model and the cache."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from typing import Any
 
 from litestar import Controller, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.response import Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from modules.llm import GenerationService
+from modules.cache import ResponseCache
+from modules.llm.inference import ModelEntry, ModelRegistry
 
 
 class HealthController(Controller):
@@ -20,16 +22,18 @@ class HealthController(Controller):
     tags = ("health",)
 
     @get("/", exclude_from_auth=True, cache=False)
-    async def health(self, state: State) -> Response[dict[str, Any]]:
+    async def health(
+        self,
+        state: State,
+        model_registry: NamedDependency[ModelRegistry],
+        response_cache: NamedDependency[ResponseCache],
+    ) -> Response[dict[str, Any]]:
+        """The process, the database, every model and the cache; 503 when the database or
+        the default model is down."""
         database = await _database_health(state.db_config.get_engine())
-        model = _model_health(state.get("generation_service"))
-        registry = state.get("model_registry")
-        models = (
-            [{"alias": e.alias, "state": e.state} for e in registry.entries.values()]
-            if registry is not None
-            else []
-        )
-        cache = await state.response_cache.health()
+        models = [_model_health(entry) for entry in model_registry.entries.values()]
+        model = models[0]  # the default model comes first
+        cache = await response_cache.health()
         healthy = database["status"] == "ok" and model["status"] == "ok"
         # A cache outage degrades the service but it keeps answering: still 200.
         status = "unavailable" if not healthy else "ok" if cache["status"] == "ok" else "degraded"
@@ -67,25 +71,29 @@ async def _database_health(engine: AsyncEngine) -> dict[str, Any]:
     }
 
 
-def _model_health(service: GenerationService | None) -> dict[str, Any]:
-    if service is None:
-        return {"status": "unavailable", "error": "not loaded"}
-    engine = service.engine
+def _model_health(entry: ModelEntry) -> dict[str, Any]:
+    backend = entry.backend
+    if backend is None:
+        return {
+            "status": "unavailable",
+            "name": entry.alias,
+            "state": entry.state,
+            "error": entry.error or "not loaded",
+        }
+    load, stats = backend.load(), backend.stats
     return {
-        "status": "ok" if engine.is_running else "unavailable",
-        "name": engine.model.alias,
-        "file": engine.model.options.path.name,
-        "size_bytes": engine.model.size_bytes,
-        "context_size": engine.model.n_ctx,
-        "busy": engine.busy,
-        "parallel": engine.parallel,
-        "busy_slots": engine.busy_slots,
-        "saved_states": engine.saved_states,
-        "queue_depth": engine.queue_depth,
-        "queue_size": engine.queue_size,
-        "completed": engine.stats.completed,
-        "cancelled": engine.stats.cancelled,
-        "timed_out": engine.stats.timed_out,
-        "failed": engine.stats.failed,
-        "rejected": engine.stats.rejected,
+        "status": "ok" if load.running else "unavailable",
+        "name": entry.alias,
+        "state": entry.state,
+        **backend.describe(),
+        "busy": load.busy_slots > 0,
+        "parallel": load.slots,
+        "busy_slots": load.busy_slots,
+        "queue_depth": load.queue_depth,
+        "queue_size": load.queue_size,
+        "completed": stats.completed,
+        "cancelled": stats.cancelled,
+        "timed_out": stats.timed_out,
+        "failed": stats.failed,
+        "rejected": stats.rejected,
     }

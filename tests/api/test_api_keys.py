@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 
 from modules.auth.models import ApiKey
-from tests.api.conftest import Api
+from tests.support import Api
 
 
 def create_key(api: Api, token: str, **body: object) -> dict[str, object]:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from tests.api.conftest import JWT_SECRET, PASSWORD, Api
+from tests.support import JWT_SECRET, PASSWORD, Api
 
 
 def test_register_returns_the_user_without_secrets(api: Api) -> None:

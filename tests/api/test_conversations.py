@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from modules.conversations import Message
-from tests.api.conftest import Api
+from tests.api.conftest import FakeApi
+from tests.support import Api
 
 GREEDY = {"temperature": 0, "seed": 5, "max_tokens": 12}
 
@@ -112,9 +113,9 @@ def test_another_users_conversation_is_404_everywhere(api: Api, user_token: str)
 
 
 def test_long_history_drops_the_oldest_turns_and_keeps_the_system_prompt(
-    api: Api, user_token: str
+    api: FakeApi, user_token: str
 ) -> None:
-    filler = " ".join(f"fact{i}" for i in range(220))  # ~660 tokens a turn
+    filler = " ".join(f"fact{i}" for i in range(600))  # 600 fake tokens a turn
     first = turn(api, user_token, filler, system="You are terse.")
     conversation_id = first["conversation_id"]
     dropped = 0
@@ -122,7 +123,10 @@ def test_long_history_drops_the_oldest_turns_and_keeps_the_system_prompt(
         answer = turn(api, user_token, filler, conversation_id)
         dropped = answer["history_turns_dropped"]
     assert dropped >= 1
-    assert answer["usage"]["prompt_tokens"] < 2048
+    assert answer["usage"]["prompt_tokens"] < api.backend.context_size
+    # The trimmed prompt still opens with the conversation's system turn.
+    system = api.backend.prompts[-1].messages[0]
+    assert (system.role, system.content) == ("system", "You are terse.")
     with api.client(user_token) as client:
         detail = client.get(f"/conversations/{conversation_id}").json()
     assert len(detail["messages"]) == 8  # everything is stored, only the prompt is trimmed

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.api.conftest import Api
+from tests.support import Api
 
 PROBLEM = "application/problem+json"
 

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import httpx
 
-from app import create_app
 from app.migrations import upgrade_to_head
-from tests.api.conftest import Api, RunningServer, make_settings
+from tests.support import Api, RunningServer, fake_app, make_settings
 
 CLI = shutil.which("llm-service") or str(Path(sys.executable).with_name("llm-service"))
 
 
 def test_health_is_503_when_the_database_is_down(tmp_path: Path) -> None:
-    app = create_app(make_settings("postgresql+asyncpg://postgres@127.0.0.1:1/none", tmp_path))
+    app = fake_app(make_settings("postgresql+asyncpg://postgres@127.0.0.1:1/none", tmp_path))
     with RunningServer(app) as server, httpx.Client(base_url=server.base_url) as client:
         health = client.get("/health")
         assert health.status_code == 503
@@ -34,14 +33,14 @@ def test_health_is_503_when_the_database_is_down(tmp_path: Path) -> None:
 def test_health_is_503_when_the_model_is_down(tmp_path: Path) -> None:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
     upgrade_to_head(database_url)
-    app = create_app(make_settings(database_url, tmp_path))
+    app = fake_app(make_settings(database_url, tmp_path))
     with RunningServer(app) as server, httpx.Client(base_url=server.base_url) as client:
         email = f"{uuid.uuid4().hex[:8]}@example.com"
         client.post("/auth/register", json={"email": email, "password": "correct-horse-1"})
         token = client.post(
             "/auth/login", json={"email": email, "password": "correct-horse-1"}
         ).json()["access_token"]
-        app.state.generation_service.engine.stop()
+        app.state.llm.registry.default.close()
         health = client.get("/health")
         assert health.status_code == 503
         assert health.json()["model"]["status"] == "unavailable"

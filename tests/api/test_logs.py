@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import cli_server
+from tests.support import cli_server
 
 
 def serve_and_use(tmp_path: Path, log_prompts: bool) -> tuple[list[dict[str, object]], str, str]:

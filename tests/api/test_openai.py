@@ -8,7 +8,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.api.conftest import Api
+from tests.support import Api
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 HELLO = [{"role": "user", "content": "Say hello."}]

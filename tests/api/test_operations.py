@@ -11,9 +11,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app
 from app.migrations import upgrade_to_head
-from tests.api.conftest import Api, RunningServer, make_settings
+from tests.support import Api, RunningServer, fake_app, make_settings
 
 GREEDY = {"temperature": 0, "max_tokens": 24}
 
@@ -213,7 +212,7 @@ def test_redis_backed_cache_and_redis_outage(tmp_path: Path) -> None:
         ("redis://127.0.0.1:1/0", False, "degraded"),
     ):
         settings = make_settings(database_url, tmp_path, redis_url=redis_url)
-        app = create_app(settings)
+        app = fake_app(settings)
         with RunningServer(app) as server, httpx.Client(base_url=server.base_url, timeout=60) as c:
             email = f"{uuid.uuid4().hex[:8]}@example.com"
             c.post("/auth/register", json={"email": email, "password": "redis-pass-1"})

@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx
 
-from app import create_app
 from app.migrations import upgrade_to_head
-from tests.api.conftest import RunningServer, cli_server, make_settings
+from tests.support import RunningServer, cli_server, fake_app, make_settings
 
 PASSWORD = "limit-pass-123"
 TINY = {"prompt": "Hi", "settings": {"max_tokens": 2, "temperature": 0}, "use_cache": False}
@@ -31,7 +30,7 @@ def fresh_minute(margin: float = 20) -> None:
 def server(tmp_path: Path, **overrides: Any) -> Iterator[httpx.Client]:
     database_url = f"sqlite+aiosqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"
     upgrade_to_head(database_url)
-    app = create_app(make_settings(database_url, tmp_path, **overrides))
+    app = fake_app(make_settings(database_url, tmp_path, **overrides))
     with RunningServer(app) as running, httpx.Client(base_url=running.base_url, timeout=60) as c:
         yield c
 

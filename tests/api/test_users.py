@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.api.conftest import PASSWORD, Api
+from tests.support import PASSWORD, Api
 
 
 def test_users_me_and_password_change(api: Api) -> None:

@@ -1,59 +1,65 @@
-"""Auth: password hashing, JWTs, refresh-token families, guards and the /auth routes."""
+"""Auth: password hashing, JWTs, refresh-token families, API keys, guards, the /auth routes.
+Its AuthService also changes credentials for PATCH /users/me (users' CredentialsChanger)."""
 
 from litestar import Router
 from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from modules.auth.api_keys import ApiKeyAuth, ApiKeyService
+from modules.auth.api_keys import ApiKeyAuth, ApiKeyNotFoundError, provide_api_key_service
 from modules.auth.controller import ApiKeyController, AuthController
-from modules.auth.models import RefreshToken
+from modules.auth.models import ApiKey, RefreshToken
 from modules.auth.passwords import PasswordHasher
 from modules.auth.security import build_jwt_auth, requires_admin
-from modules.auth.service import AuthService
+from modules.auth.service import (
+    AuthError,
+    AuthService,
+    EmailTakenError,
+    PasswordPolicyError,
+    WrongPasswordError,
+)
 from modules.auth.tokens import TokenCodec
 from modules.config import Settings
-from modules.users.service import UserService, provide_users_service
-
-
-def provide_auth_service(
-    db_session: NamedDependency[AsyncSession],
-    users_service: NamedDependency[UserService],
-    password_hasher: NamedDependency[PasswordHasher],
-    token_codec: NamedDependency[TokenCodec],
-    settings: NamedDependency[Settings],
-) -> AuthService:
-    return AuthService(
-        db_session,
-        users_service,
-        password_hasher,
-        token_codec,
-        password_min_length=settings.password_min_length,
-    )
-
-
-def provide_api_key_service(db_session: NamedDependency[AsyncSession]) -> ApiKeyService:
-    return ApiKeyService(db_session)
+from modules.users import UserService
 
 
 def create_router() -> Router:
-    return Router(
-        path="/",
-        route_handlers=[AuthController, ApiKeyController],
-        dependencies={
-            "api_key_service": Provide(provide_api_key_service, sync_to_thread=False),
-            "users_service": Provide(provide_users_service),
-            "auth_service": Provide(provide_auth_service, sync_to_thread=False),
-        },
-    )
+    return Router(path="/", route_handlers=[AuthController, ApiKeyController])
+
+
+def providers(settings: Settings, codec: TokenCodec, hasher: PasswordHasher) -> dict[str, Provide]:
+    def provide_auth_service(
+        db_session: NamedDependency[AsyncSession], users_service: NamedDependency[UserService]
+    ) -> AuthService:
+        return AuthService(
+            db_session,
+            users_service,
+            hasher,
+            codec,
+            password_min_length=settings.password_min_length,
+        )
+
+    return {
+        "password_hasher": Provide(lambda: hasher, sync_to_thread=False, use_cache=True),
+        "token_codec": Provide(lambda: codec, sync_to_thread=False, use_cache=True),
+        "auth_service": Provide(provide_auth_service, sync_to_thread=False),
+        "api_key_service": Provide(provide_api_key_service),
+    }
 
 
 __all__ = [
+    "ApiKey",
     "ApiKeyAuth",
+    "ApiKeyNotFoundError",
+    "AuthError",
     "AuthService",
+    "EmailTakenError",
     "PasswordHasher",
+    "PasswordPolicyError",
     "RefreshToken",
     "TokenCodec",
+    "WrongPasswordError",
     "build_jwt_auth",
     "create_router",
+    "providers",
     "requires_admin",
 ]

@@ -10,12 +10,7 @@ import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import (
-    ClientException,
-    HTTPException,
-    NotFoundException,
-    ValidationException,
-)
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.params import FromPath, JSONBody
 from litestar.security.jwt import Token
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -140,7 +135,7 @@ class ApiKeyController(Controller):
             if data.expires_in_days
             else None
         )
-        key, secret = await api_key_service.create(request.user.id, data.name, expires_at)
+        key, secret = await api_key_service.issue(request.user.id, data.name, expires_at)
         return ApiKeyCreated(
             id=key.id,
             name=key.name,
@@ -165,5 +160,4 @@ class ApiKeyController(Controller):
         api_key_service: NamedDependency[ApiKeyService],
     ) -> None:
         """Revoke a key: it stops working at once."""
-        if not await api_key_service.revoke(request.user.id, key_id):
-            raise NotFoundException(f"no API key with id {key_id}")
+        await api_key_service.revoke(request.user.id, key_id)

@@ -7,8 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from litestar.handlers.base import BaseRouteHandler
+from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AuthenticationResult
 from litestar.security.jwt import (
     JWTCookieAuthenticationMiddleware,
@@ -21,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from modules.auth.api_keys import looks_like_api_key, resolve_api_key
 from modules.auth.service import family_revoked
 from modules.auth.tokens import ALGORITHM, REQUIRED_CLAIMS, TokenCodec
-from modules.users.models import ROLE_ADMIN, User
+from modules.users import User, requires_admin
 
 SessionProvider = Callable[[ASGIConnection[Any, Any, Any, Any]], AsyncSession]
 
@@ -88,10 +87,4 @@ def build_jwt_auth(
     )
 
 
-def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: the authenticated user has the admin role."""
-    user = connection.user
-    if not isinstance(user, User):
-        raise NotAuthorizedException("authentication required")
-    if user.role != ROLE_ADMIN:
-        raise PermissionDeniedException("this route requires the admin role")
+__all__ = ["build_jwt_auth", "load_active_user", "requires_admin"]

@@ -27,13 +27,18 @@ class AuthError(Exception):
 
 
 class PasswordPolicyError(ValueError):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("password " + "; ".join(problems))
+    def __init__(self, problems: list[str], field: str = "password") -> None:
+        super().__init__(f"{field} " + "; ".join(problems))
         self.problems = problems
+        self.field = field
 
 
 class EmailTakenError(ValueError):
     pass
+
+
+class WrongPasswordError(ValueError):
+    """The current password, asked for to confirm a change, is wrong."""
 
 
 INVALID_CREDENTIALS = "invalid email or password"
@@ -78,10 +83,12 @@ class AuthService:
         self.codec = codec
         self.password_min_length = password_min_length
 
-    def check_password_policy(self, password: str, email: str = "") -> None:
+    def check_password_policy(
+        self, password: str, email: str = "", field: str = "password"
+    ) -> None:
         problems = password_problems(password, min_length=self.password_min_length, email=email)
         if problems:
-            raise PasswordPolicyError(problems)
+            raise PasswordPolicyError(problems, field)
 
     async def register(self, email: str, password: str, role: str = ROLE_USER) -> User:
         email = normalize_email(email)
@@ -90,8 +97,7 @@ class AuthService:
             raise EmailTakenError(f"an account with email {email} already exists")
         password_hash = await self.hasher.hash(password)
         return await self.users.create(
-            User(email=email, password_hash=password_hash, role=role, is_active=True),
-            auto_commit=True,
+            User(email=email, password_hash=password_hash, role=role, is_active=True)
         )
 
     async def authenticate(self, email: str, password: str) -> User:
@@ -108,7 +114,7 @@ class AuthService:
             raise AuthError("this account is deactivated", status_code=403)
         if new_hash is not None:
             user.password_hash = new_hash
-            await self.users.update(user, auto_commit=True)
+            await self.users.update(user)
         return user
 
     async def login(self, email: str, password: str) -> TokenPair:
@@ -136,6 +142,8 @@ class AuthService:
         if row is None:
             # Used before, revoked, or never issued: treat as theft and end the whole family.
             await self.revoke_family(claims["fam"])
+            # Committed here: the error answer rolls the request's transaction back, and
+            # the revocation must stand.
             await self.session.commit()
             raise AuthError("refresh token was already used or revoked; this login was ended")
         user = await self.users.get_one_or_none(User.id == row.user_id)
@@ -153,7 +161,29 @@ class AuthService:
 
     async def logout(self, family_id: uuid.UUID) -> None:
         await self.revoke_family(family_id)
-        await self.session.commit()
+
+    async def update_credentials(
+        self,
+        user: User,
+        *,
+        current_password: str,
+        email: str | None,
+        new_password: str | None,
+    ) -> User:
+        """Change one's email or password; the current password confirms either."""
+        matches, _ = await self.hasher.verify(current_password, user.password_hash)
+        if not matches:
+            raise WrongPasswordError("current_password is wrong")
+        if email is not None:
+            email = normalize_email(email)
+            other = await self.users.get_by_email(email)
+            if other is not None and other.id != user.id:
+                raise EmailTakenError(f"email {email} is already in use")
+            user.email = email
+        if new_password is not None:
+            self.check_password_policy(new_password, user.email, field="new_password")
+            user.password_hash = await self.hasher.hash(new_password)
+        return await self.users.update(user)
 
     async def _issue_pair(self, user: User, family_id: uuid.UUID) -> TokenPair:
         refresh = self.codec.issue_refresh(user.id, family_id)
@@ -165,7 +195,6 @@ class AuthService:
                 expires_at=refresh.expires_at,
             )
         )
-        await self.session.commit()
         access = self.codec.issue_access(user.id, user.role, family_id)
         return TokenPair(
             access_token=access.token,

@@ -1,5 +1,12 @@
 """Response cache (Litestar stores: memory or Redis)."""
 
-from modules.cache.service import CachedAnswer, ResponseCache, build_response_cache
+from litestar.di import Provide
 
-__all__ = ["CachedAnswer", "ResponseCache", "build_response_cache"]
+from modules.cache.service import CachedAnswer, ResponseCache, response_cache_from_settings
+
+
+def providers(cache: ResponseCache) -> dict[str, Provide]:
+    return {"response_cache": Provide(lambda: cache, sync_to_thread=False, use_cache=True)}
+
+
+__all__ = ["CachedAnswer", "ResponseCache", "providers", "response_cache_from_settings"]

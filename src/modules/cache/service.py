@@ -17,6 +17,10 @@ from typing import Any, Literal
 import msgspec
 import structlog
 from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
+from litestar.stores.redis import RedisStore
+
+from modules.config import Settings
 
 logger = structlog.get_logger(__name__)
 
@@ -152,31 +156,19 @@ class ResponseCache:
         self.last_error = None
 
 
-def build_response_cache(
-    *,
-    redis: Any | None,
-    ttl_seconds: int,
-    max_entries: int,
-    scope: Literal["user", "global"],
-    enabled: bool,
-) -> ResponseCache:
+def response_cache_from_settings(settings: Settings, redis: Any | None) -> ResponseCache:
     """On `redis` (a redis.asyncio client) when given, else in memory."""
     store: Store
+    backend: Literal["memory", "redis"]
     if redis is not None:
-        from litestar.stores.redis import RedisStore
-
-        store = RedisStore(redis, namespace="llm-service:response-cache")
-        backend: Literal["memory", "redis"] = "redis"
+        store, backend = RedisStore(redis, namespace="llm-service:response-cache"), "redis"
     else:
-        from litestar.stores.memory import MemoryStore
-
-        store = MemoryStore()
-        backend = "memory"
+        store, backend = MemoryStore(), "memory"
     return ResponseCache(
         store,
         backend=backend,
-        ttl_seconds=ttl_seconds,
-        max_entries=max_entries,
-        scope=scope,
-        enabled=enabled,
+        ttl_seconds=settings.cache_ttl_seconds,
+        max_entries=settings.cache_max_entries,
+        scope=settings.cache_scope,
+        enabled=settings.cache_enabled,
     )

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     llm_threads: int = Field(0, ge=0, le=256)
     llm_batch_size: int = Field(512, ge=16, le=8192)
     llm_gpu_layers: int = Field(0, ge=-1)
+    # llama.cpp's AMX and weight-repack CPU buffers: faster on some CPUs, but their AMX
+    # kernel crashed the process on an Intel Sapphire Rapids VM, so they are opt-in.
+    llm_cpu_extra_buffers: bool = False
     llm_parallel: int = Field(4, ge=1, le=64)
     llm_prefill_chunk: int = Field(256, ge=16)
     llm_state_cache_mb: int = Field(256, ge=0)

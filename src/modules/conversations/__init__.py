@@ -1,8 +1,7 @@
 """Conversations: stored turns, replayed as history; always scoped to their owner."""
 
 from litestar import Router
-from litestar.di import NamedDependency
-from sqlalchemy.ext.asyncio import AsyncSession
+from litestar.di import Provide
 
 from modules.conversations.controller import ConversationController
 from modules.conversations.models import Conversation, Message
@@ -10,18 +9,17 @@ from modules.conversations.service import (
     ConversationNotFoundError,
     ConversationService,
     NewMessage,
+    provide_conversation_service,
     title_from,
 )
 
 
-def provide_conversation_service(
-    db_session: NamedDependency[AsyncSession],
-) -> ConversationService:
-    return ConversationService(db_session)
-
-
 def create_router() -> Router:
-    return Router(path="/", route_handlers=[ConversationController])
+    return Router(
+        path="/",
+        route_handlers=[ConversationController],
+        dependencies={"conversation_service": Provide(provide_conversation_service)},
+    )
 
 
 __all__ = [

@@ -81,4 +81,4 @@ class ConversationController(Controller):
         conversation_id: FromPath[uuid.UUID],
         conversation_service: NamedDependency[ConversationService],
     ) -> None:
-        await conversation_service.delete(request.user.id, conversation_id)
+        await conversation_service.remove(request.user.id, conversation_id)

@@ -1,4 +1,5 @@
-"""Conversation storage, always filtered by owner: another user's id is simply not found."""
+"""Conversation storage on advanced-alchemy repositories, always filtered by owner: another
+user's id is simply not found. Nothing here commits: the caller's unit of work does."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from advanced_alchemy.extensions.litestar.providers import create_service_provider
+from advanced_alchemy.filters import LimitOffset, OrderBy
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy import func, select
 
 from modules.conversations.models import Conversation, Message
 
@@ -33,84 +37,81 @@ def title_from(text: str, limit: int = 60) -> str:
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
-class ConversationService:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+class ConversationRepository(SQLAlchemyAsyncRepository[Conversation]):
+    model_type = Conversation
+
+
+class MessageRepository(SQLAlchemyAsyncRepository[Message]):
+    model_type = Message
+
+
+class ConversationService(SQLAlchemyAsyncRepositoryService[Conversation, ConversationRepository]):
+    repository_type = ConversationRepository
+
+    @property
+    def _messages(self) -> MessageRepository:
+        return MessageRepository(session=self.repository.session)
 
     async def get_owned(self, owner_id: uuid.UUID, conversation_id: uuid.UUID) -> Conversation:
-        conversation = await self.session.scalar(
-            select(Conversation).where(
-                Conversation.id == conversation_id, Conversation.owner_id == owner_id
-            )
+        conversation = await self.get_one_or_none(
+            Conversation.id == conversation_id, Conversation.owner_id == owner_id
         )
         if conversation is None:
             raise ConversationNotFoundError(conversation_id)
         return conversation
 
-    async def messages(self, conversation_id: uuid.UUID) -> list[Message]:
-        result = await self.session.scalars(
-            select(Message)
-            .where(Message.conversation_id == conversation_id)
-            .order_by(Message.position)
-        )
-        return list(result)
-
-    async def create(
-        self, owner_id: uuid.UUID, title: str, model: str, system_prompt: str | None
-    ) -> Conversation:
-        conversation = Conversation(
-            owner_id=owner_id,
-            title=title or "New conversation",
-            model=model,
-            system_prompt=system_prompt,
-        )
-        self.session.add(conversation)
-        await self.session.flush()
-        return conversation
-
     async def list_owned(
         self, owner_id: uuid.UUID, limit: int, offset: int
-    ) -> tuple[list[Conversation], int]:
-        total = await self.session.scalar(
-            select(func.count()).select_from(Conversation).where(Conversation.owner_id == owner_id)
+    ) -> tuple[Sequence[Conversation], int]:
+        """Most recently used first."""
+        return await self.get_many_and_count(
+            Conversation.owner_id == owner_id,
+            OrderBy("updated_at", "desc"),
+            OrderBy("id", "asc"),
+            LimitOffset(limit=limit, offset=offset),
         )
-        result = await self.session.scalars(
-            select(Conversation)
-            .where(Conversation.owner_id == owner_id)
-            .order_by(Conversation.updated_at.desc(), Conversation.id)
-            .limit(limit)
-            .offset(offset)
+
+    async def messages(self, conversation_id: uuid.UUID) -> Sequence[Message]:
+        return await self._messages.get_many(
+            Message.conversation_id == conversation_id, OrderBy("position", "asc")
         )
-        return list(result), int(total or 0)
+
+    async def start(
+        self, owner_id: uuid.UUID, title: str, model: str, system_prompt: str | None
+    ) -> Conversation:
+        return await self.create(
+            Conversation(
+                owner_id=owner_id,
+                title=title or "New conversation",
+                model=model,
+                system_prompt=system_prompt,
+            )
+        )
 
     async def rename(
         self, owner_id: uuid.UUID, conversation_id: uuid.UUID, title: str
     ) -> Conversation:
         conversation = await self.get_owned(owner_id, conversation_id)
         conversation.title = title
-        await self.session.commit()
-        return conversation
+        return await self.update(conversation)
 
-    async def delete(self, owner_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+    async def remove(self, owner_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+        """Its messages go with it (ON DELETE CASCADE)."""
         conversation = await self.get_owned(owner_id, conversation_id)
-        await self.session.execute(
-            delete(Message).where(Message.conversation_id == conversation.id)
-        )
-        await self.session.delete(conversation)
-        await self.session.commit()
+        await self.delete(conversation.id)
 
     async def append(self, conversation_id: uuid.UUID, new: Sequence[NewMessage]) -> None:
-        """Store a turn's messages after the ones already there, then commit."""
-        last = await self.session.scalar(
+        """Store a turn's messages after the ones already there."""
+        session = self.repository.session
+        last = await session.scalar(
             select(func.max(Message.position)).where(Message.conversation_id == conversation_id)
         )
-        position = -1 if last is None else int(last)
-        for message in new:
-            position += 1
-            self.session.add(
+        first = 0 if last is None else int(last) + 1
+        await self._messages.add_many(
+            [
                 Message(
                     conversation_id=conversation_id,
-                    position=position,
+                    position=first + offset,
                     role=message.role,
                     content=message.content,
                     prompt_tokens=message.prompt_tokens,
@@ -118,11 +119,13 @@ class ConversationService:
                     generation_seconds=message.generation_seconds,
                     time_to_first_token=message.time_to_first_token,
                 )
-            )
-        # Touch the conversation so "newest first" means most recently used.
-        await self.session.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(updated_at=datetime.now(UTC))
+                for offset, message in enumerate(new)
+            ]
         )
-        await self.session.commit()
+        # Touch the conversation so "newest first" means most recently used.
+        conversation = await self.get(conversation_id)
+        conversation.updated_at = datetime.now(UTC)
+        await self.update(conversation)
+
+
+provide_conversation_service = create_service_provider(ConversationService)

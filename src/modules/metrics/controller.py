@@ -9,11 +9,23 @@ from typing import Any
 
 from litestar import Controller, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.response import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from modules.auth.security import requires_admin
+from modules.auth import requires_admin
+from modules.cache import ResponseCache
+from modules.llm.inference import GenerationStats, ModelRegistry
+from modules.metrics.collector import OUTCOMES
+
+SUMMED = (
+    *OUTCOMES,
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "completion_tokens",
+    "request_seconds",
+)
 
 
 def prometheus_config() -> PrometheusConfig:
@@ -31,10 +43,11 @@ class MetricsController(Controller):
     tags = ("metrics",)
 
     @get("/", exclude_from_auth=True, cache=False, include_in_schema=True)
-    async def metrics(self, state: State) -> Response[bytes]:
-        """Prometheus text format: HTTP metrics, then the engine's and the cache's."""
-        registry: CollectorRegistry = state.metrics_registry
-        body = generate_latest(REGISTRY) + generate_latest(registry)
+    async def metrics(
+        self, metrics_registry: NamedDependency[CollectorRegistry]
+    ) -> Response[bytes]:
+        """Prometheus text format: HTTP metrics, then every model's and the cache's."""
+        body = generate_latest(REGISTRY) + generate_latest(metrics_registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
@@ -44,47 +57,58 @@ class SummaryController(Controller):
     guards = [requires_admin]  # noqa: RUF012
 
     @get("/", cache=False)
-    async def summary(self, state: State) -> dict[str, Any]:
-        """A JSON summary for people: requests, cache hit rate, speed, model, memory, uptime."""
-        service = state.get("generation_service")
-        cache = state.response_cache
-        engine = service.engine if service is not None else None
-        stats = engine.stats if engine is not None else None
-        finished = (stats.completed + stats.cancelled + stats.timed_out) if stats else 0
-        lookups = cache.stats.hits + cache.stats.misses
+    async def summary(
+        self,
+        state: State,
+        model_registry: NamedDependency[ModelRegistry],
+        response_cache: NamedDependency[ResponseCache],
+    ) -> dict[str, Any]:
+        """A JSON summary for people: requests, cache hit rate, speed, models, memory, uptime.
+        Request and token counts are summed over every loaded model."""
+        backends = [e.backend for e in model_registry.loaded if e.backend is not None]
+        totals = GenerationStats()
+        for backend in backends:
+            for name in SUMMED:
+                setattr(totals, name, getattr(totals, name) + getattr(backend.stats, name))
+        cache = response_cache.stats
+        lookups = cache.hits + cache.misses
         rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        finished = totals.finished
         return {
-            "requests_total": finished + (stats.failed + stats.rejected if stats else 0),
-            "requests": {
-                "completed": stats.completed if stats else 0,
-                "cancelled": stats.cancelled if stats else 0,
-                "timed_out": stats.timed_out if stats else 0,
-                "failed": stats.failed if stats else 0,
-                "rejected": stats.rejected if stats else 0,
-            },
-            "cache_hit_rate": round(cache.stats.hits / lookups, 4) if lookups else 0.0,
-            "cache": {"hits": cache.stats.hits, "misses": cache.stats.misses},
+            "requests_total": finished + totals.failed + totals.rejected,
+            "requests": {name: getattr(totals, name) for name in OUTCOMES},
+            "cache_hit_rate": round(cache.hits / lookups, 4) if lookups else 0.0,
+            "cache": {"hits": cache.hits, "misses": cache.misses},
             "average_response_time": (
-                round(stats.request_seconds / finished, 4) if stats and finished else 0.0
+                round(totals.request_seconds / finished, 4) if finished else 0.0
             ),
             "tokens": {
-                "prompt": stats.prompt_tokens if stats else 0,
-                "cached_prompt": stats.cached_prompt_tokens if stats else 0,
-                "completion": stats.completion_tokens if stats else 0,
+                "prompt": totals.prompt_tokens,
+                "cached_prompt": totals.cached_prompt_tokens,
+                "completion": totals.completion_tokens,
             },
-            "model": {
-                "name": engine.model.alias if engine else None,
-                "status": "loaded" if engine and engine.is_running else "unavailable",
-                "slots": engine.parallel if engine else 0,
-                "busy_slots": engine.busy_slots if engine else 0,
-                "queue_depth": engine.queue_depth if engine else 0,
-            },
+            "model": _model_summary(model_registry),
+            "models": [
+                {"alias": e.alias, "state": e.state} for e in model_registry.entries.values()
+            ],
             "memory": {
                 "rss_bytes": _current_rss_bytes(),
                 "peak_rss_bytes": rss_kib * 1024,
             },
             "uptime_seconds": round(time.monotonic() - state.started_at, 1),
         }
+
+
+def _model_summary(registry: ModelRegistry) -> dict[str, Any]:
+    backend = registry.default
+    load = backend.load() if backend is not None else None
+    return {
+        "name": registry.default_alias,
+        "status": "loaded" if load is not None and load.running else "unavailable",
+        "slots": load.slots if load else 0,
+        "busy_slots": load.busy_slots if load else 0,
+        "queue_depth": load.queue_depth if load else 0,
+    }
 
 
 def _current_rss_bytes() -> int:

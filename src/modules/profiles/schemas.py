@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from modules.llm.schemas import GenerationSettings
+from modules.llm.turns import GenerationSettings
 from modules.profiles.models import Profile
 
 ProfileName = Annotated[

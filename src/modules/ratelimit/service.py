@@ -9,12 +9,15 @@ error is logged."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
+
+from modules.config import Settings
 
 logger = structlog.get_logger(__name__)
 
@@ -187,3 +190,25 @@ class RateLimiter:
     async def record_login_failure(self, email: str) -> None:
         window, _ = _window(self.login_failure_window)
         await self._count(f"login-fail:{email}:{window}", 1, self.login_failure_window + 5)
+
+
+def rate_limiter_from_settings(settings: Settings, redis: Any | None) -> RateLimiter:
+    """Shared through `redis` (a redis.asyncio client) when given, else this process's."""
+    counters: Counters = MemoryCounters() if redis is None else RedisCounters(redis)
+    default = Limits(
+        requests_per_minute=settings.rate_limit_requests_per_minute,
+        tokens_per_minute=settings.rate_limit_tokens_per_minute,
+        tokens_per_day=settings.rate_limit_tokens_per_day,
+    )
+    return RateLimiter(
+        counters,
+        default=default,
+        # A role's override replaces only the limits it names.
+        per_role={
+            role: dataclasses.replace(default, **values)
+            for role, values in settings.rate_limit_role_overrides.items()
+        },
+        login_per_ip_per_minute=settings.login_attempts_per_minute_per_ip,
+        login_failures_per_account=settings.login_failures_per_account,
+        login_failure_window_seconds=settings.login_failure_window_seconds,
+    )

@@ -1,30 +1,39 @@
-"""Users: the account table, its service and the /users routes."""
+"""Users: the account table, its service, role guards and the /users routes.
+
+Users sits below auth: auth imports it, never the reverse."""
 
 from litestar import Router
 from litestar.di import Provide
 
+from modules.users.controller import UserController
+from modules.users.guards import requires_admin
 from modules.users.models import ROLE_ADMIN, ROLE_USER, User
-from modules.users.service import UserService, normalize_email, provide_users_service
+from modules.users.service import (
+    SelfLockoutError,
+    UserNotFoundError,
+    UserService,
+    normalize_email,
+    provide_users_service,
+)
 
 
 def create_router() -> Router:
-    # Imported here: the controller uses auth (hashing, guards), and auth imports the User
-    # model from this package, so importing it at package load would be circular.
-    from modules.users.controller import UserController
+    return Router(path="/", route_handlers=[UserController])
 
-    return Router(
-        path="/",
-        route_handlers=[UserController],
-        dependencies={"users_service": Provide(provide_users_service)},
-    )
+
+def providers() -> dict[str, Provide]:
+    return {"users_service": Provide(provide_users_service)}
 
 
 __all__ = [
     "ROLE_ADMIN",
     "ROLE_USER",
+    "SelfLockoutError",
     "User",
+    "UserNotFoundError",
     "UserService",
     "create_router",
     "normalize_email",
-    "provide_users_service",
+    "providers",
+    "requires_admin",
 ]

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from modules.llm.engine import Failed, Finished, SamplingParams
 
 from app import create_app
 from app.migrations import upgrade_to_head
-from modules.llm.engine import Failed, Finished, SamplingParams
-from tests.api.conftest import Api, RunningServer, make_settings
+from tests.support import Api, RunningServer, make_settings
 
 GREEDY = {"temperature": 0, "max_tokens": 48}
 

@@ -16,255 +16,33 @@ store (bounded in bytes) and can be restored into any slot. Reuse never crosses 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import ctypes
 import math
 import queue
-import random
 import threading
 import time
-import uuid
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from collections import deque
+from collections.abc import Sequence
 
 import llama_cpp
 import structlog
-from llama_cpp import _internals as internals
 
-from modules.llm.model import LoadedModel
+from modules.llm.inference.errors import BackendUnavailableError, QueueFullError, QueueTimeoutError
+from modules.llm.inference.events import Failed, Finished, FinishReason, TokenDelta
+from modules.llm.inference.llamacpp.jobs import GenerationHandle, GenerationJob
+from modules.llm.inference.llamacpp.model import LoadedModel
+from modules.llm.inference.llamacpp.sampler import build_sampler
+from modules.llm.inference.llamacpp.slots import ActiveJob, SavedStates, Slot
+from modules.llm.inference.sampling import SamplingParams
+from modules.llm.inference.sequences import common_prefix, find_stop, partial_stop_suffix
+from modules.llm.inference.stats import GenerationStats
 
 logger = structlog.get_logger(__name__)
-
-FinishReason = Literal["stop", "length", "timeout", "cancelled"]
-
-
-class QueueFullError(Exception):
-    """Every queue place is taken; the client should retry after `retry_after` seconds."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__("the model is busy: the request queue is full")
-        self.retry_after = retry_after
-
-
-class EngineUnavailableError(Exception):
-    """The engine is not running (still loading, failed to load, or shutting down)."""
-
-
-class QueueTimeoutError(Exception):
-    """The request's deadline passed before the model could start on it."""
 
 
 class DecodeError(RuntimeError):
     """llama.cpp could not decode a batch."""
-
-
-@dataclass(frozen=True, slots=True)
-class SamplingParams:
-    temperature: float
-    max_tokens: int
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TokenDelta:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    finish_reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-    queue_seconds: float
-    prompt_seconds: float
-    generation_seconds: float
-    time_to_first_token: float
-    cached_tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    error: Exception
-
-
-Event = TokenDelta | Finished | Failed
-
-
-@dataclass(eq=False)
-class GenerationJob:
-    """One request's work and its channel back to the caller's event loop."""
-
-    prompt_tokens: list[int]
-    params: SamplingParams
-    owner: str
-    deadline: float
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    # Leading tokens anyone may share (the server's own system prompt), or 0.
-    shared_prefix: int = 0
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    submitted_at: float = field(default_factory=time.monotonic)
-
-    def emit(self, event: Event) -> None:
-        # The caller's loop may already be gone (shutdown): nothing left to tell.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-
-
-class GenerationHandle:
-    """What a caller holds: iterate the events; `cancel()` stops the generation."""
-
-    def __init__(self, job: GenerationJob) -> None:
-        self._job = job
-
-    @property
-    def id(self) -> str:
-        return self._job.id
-
-    def cancel(self) -> None:
-        self._job.cancelled.set()
-
-    async def events(self) -> AsyncIterator[Event]:
-        try:
-            while True:
-                event = await self._job.events.get()
-                yield event
-                if isinstance(event, Finished | Failed):
-                    return
-        finally:
-            # However the consumer stops (disconnect, timeout, error), the model stops too.
-            self.cancel()
-
-
-class Histogram:
-    """Cumulative bucket counts for Prometheus, kept by the engine thread."""
-
-    def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * len(self.buckets)
-        self.count = 0
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.count += 1
-        self.sum += value
-        for index, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[index] += 1
-
-
-TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-RATE_BUCKETS = (1, 5, 10, 25, 50, 75, 100, 150, 200, 300, 500)
-
-
-@dataclass
-class EngineStats:
-    completed: int = 0
-    cancelled: int = 0
-    timed_out: int = 0
-    failed: int = 0
-    rejected: int = 0
-    prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    completion_tokens: int = 0
-    shared_prefix_tokens: int = 0
-    state_saves: int = 0
-    state_restores: int = 0
-    request_seconds: float = 0.0  # submit to finish, summed over finished requests
-    time_to_first_token: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
-    tokens_per_second: Histogram = field(default_factory=lambda: Histogram(RATE_BUCKETS))
-
-
-@dataclass
-class _Active:
-    """A job being served in a slot."""
-
-    job: GenerationJob
-    sampler: internals.LlamaSampler
-    max_tokens: int
-    pending: list[int]  # prompt tokens not yet decoded
-    started_at: float
-    cached_tokens: int
-    decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
-    )
-    text: str = ""
-    emitted: int = 0
-    completion_tokens: int = 0
-    first_token_at: float | None = None
-    last_token: int | None = None  # sampled, not yet decoded
-    batch_index: int = -1  # where this slot's logits are in the current batch
-
-
-@dataclass
-class _Slot:
-    seq_id: int
-    tokens: list[int] = field(default_factory=list)  # exactly what the KV cache holds
-    owner: str | None = None
-    active: _Active | None = None
-    last_used: float = 0.0
-
-
-class _SavedStates:
-    """Sequence states of idle slots, by owner and exact tokens, LRU within a byte budget."""
-
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget = budget_bytes
-        self.used = 0
-        self._entries: OrderedDict[tuple[str, tuple[int, ...]], bytes] = OrderedDict()
-
-    def put(self, owner: str, tokens: Sequence[int], state: bytes) -> None:
-        if len(state) > self.budget:
-            return
-        key = (owner, tuple(tokens))
-        if key in self._entries:
-            self.used -= len(self._entries.pop(key))
-        self._entries[key] = state
-        self.used += len(state)
-        while self.used > self.budget:
-            _, evicted = self._entries.popitem(last=False)
-            self.used -= len(evicted)
-
-    def best(self, owner: str, prompt: Sequence[int]) -> tuple[tuple[int, ...], bytes, int] | None:
-        """The saved state of this owner sharing the longest prefix with `prompt`."""
-        best: tuple[tuple[int, ...], bytes, int] | None = None
-        for (entry_owner, tokens), state in self._entries.items():
-            if entry_owner != owner:
-                continue
-            shared = common_prefix(tokens, prompt)
-            if shared and (best is None or shared > best[2]):
-                best = (tokens, state, shared)
-        if best is not None:
-            self._entries.move_to_end((owner, best[0]))
-        return best
-
-    def discard(self, owner: str, tokens: Sequence[int]) -> None:
-        state = self._entries.pop((owner, tuple(tokens)), None)
-        if state is not None:
-            self.used -= len(state)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens two sequences share."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 _WAKE = object()
@@ -289,8 +67,8 @@ class LLMEngine:
         self._waiting: deque[GenerationJob] = deque()
         self._waiting_lock = threading.Lock()
         self._admitting = 0
-        self._slots = [_Slot(seq_id=i) for i in range(self.parallel)]
-        self._saved = _SavedStates(state_cache_bytes)
+        self._slots = [Slot(seq_id=i) for i in range(self.parallel)]
+        self._saved = SavedStates(state_cache_bytes)
         # The cache state of the prefix every prompt with the default system prompt shares.
         self._public: tuple[tuple[int, ...], bytes] | None = None
         self._batch = llama_cpp.llama_batch_init(model.options.n_batch, 0, 1)
@@ -299,7 +77,7 @@ class LLMEngine:
         self._stopped = False
         self._stop_lock = threading.Lock()
         self._recent_durations: deque[float] = deque(maxlen=20)
-        self.stats = EngineStats()
+        self.stats = GenerationStats()
 
     # Life cycle ---------------------------------------------------------------------------
 
@@ -328,7 +106,7 @@ class LLMEngine:
             leftovers = list(self._waiting)
             self._waiting.clear()
         for job in leftovers:
-            job.emit(Failed(EngineUnavailableError("the service is shutting down")))
+            job.emit(Failed(BackendUnavailableError("the service is shutting down")))
         with contextlib.suppress(Exception):
             llama_cpp.llama_batch_free(self._batch)
         self.model.close()
@@ -378,7 +156,7 @@ class LLMEngine:
         `shared_prefix` leading tokens may be taken from any user's cache: pass it only for
         text that is the same for everyone (the server's default system prompt)."""
         if not self.is_running:
-            raise EngineUnavailableError("the model is not loaded")
+            raise BackendUnavailableError("the model is not loaded")
         job = GenerationJob(
             prompt_tokens=prompt_tokens,
             params=params,
@@ -440,6 +218,7 @@ class LLMEngine:
     def _admit_one(self, job: GenerationJob) -> None:
         if job.cancelled.is_set():
             self.stats.cancelled += 1
+            job.emit(Finished("cancelled", len(job.prompt_tokens), 0))
             return
         if time.monotonic() > job.deadline:
             self.stats.timed_out += 1
@@ -489,17 +268,16 @@ class LLMEngine:
         slot.owner = job.owner
         slot.last_used = time.monotonic()
         room = self.model.n_ctx - len(prompt)
-        slot.active = _Active(
+        slot.active = ActiveJob(
             job=job,
-            sampler=self._sampler(job.params),
+            sampler=build_sampler(job.params, self.model.n_vocab),
             max_tokens=max(0, min(job.params.max_tokens, room)),
             pending=list(prompt[shared:]),
-            started_at=time.monotonic(),
             cached_tokens=shared,
         )
 
     def _share_common_prefix(
-        self, slot: _Slot, prompt: Sequence[int], length: int, shared: int
+        self, slot: Slot, prompt: Sequence[int], length: int, shared: int
     ) -> int:
         """Start from the saved state of the prefix everyone uses (the server's system
         prompt): a small copy of a few tokens' cache instead of evaluating them again."""
@@ -512,7 +290,7 @@ class LLMEngine:
         self.stats.shared_prefix_tokens += length
         return length
 
-    def _remember_public_prefix(self, slot: _Slot, active: _Active) -> None:
+    def _remember_public_prefix(self, slot: Slot, active: ActiveJob) -> None:
         """Called when a slot's cache holds exactly the shareable prefix: keep its state."""
         tokens = tuple(slot.tokens)
         if self._public is not None and self._public[0] == tokens:
@@ -525,7 +303,7 @@ class LLMEngine:
         if written:
             self._public = (tokens, bytes(buffer)[:written])
 
-    def _evict(self, slot: _Slot) -> None:
+    def _evict(self, slot: Slot) -> None:
         """Free a slot for someone else, keeping its cache in the saved-state store."""
         if slot.tokens and slot.owner is not None:
             size = llama_cpp.llama_state_seq_get_size(self.model.context.ctx, slot.seq_id)
@@ -542,7 +320,7 @@ class LLMEngine:
         slot.owner = None
 
     def _restore(
-        self, slot: _Slot, tokens: tuple[int, ...], state: bytes, *, count: bool = True
+        self, slot: Slot, tokens: tuple[int, ...], state: bytes, *, count: bool = True
     ) -> bool:
         buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         read = llama_cpp.llama_state_seq_set_data(
@@ -555,28 +333,6 @@ class LLMEngine:
         if count:
             self.stats.state_restores += 1
         return True
-
-    def _sampler(self, params: SamplingParams) -> internals.LlamaSampler:
-        sampler = internals.LlamaSampler()
-        if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
-            sampler.add_penalties(
-                n_vocab=self.model.n_vocab,
-                penalty_last_n=64,
-                penalty_repeat=params.repeat_penalty,
-                penalty_freq=params.frequency_penalty,
-                penalty_present=params.presence_penalty,
-            )
-        if params.temperature == 0:
-            sampler.add_greedy()
-            return sampler
-        seed = params.seed if params.seed is not None else random.getrandbits(32)
-        if params.top_k > 0:
-            sampler.add_top_k(params.top_k)
-        sampler.add_top_p(params.top_p, 1)
-        sampler.add_min_p(params.min_p, 1)
-        sampler.add_temp(params.temperature)
-        sampler.add_dist(seed)
-        return sampler
 
     def _step(self) -> None:
         """Build one batch (a token per generating slot, then prompt chunks) and decode it."""
@@ -648,7 +404,7 @@ class LLMEngine:
                 logger.exception("sampling failed", job=active.job.id)
                 self._finish(slot, failure=exc)
 
-    def _sample(self, slot: _Slot, active: _Active) -> None:
+    def _sample(self, slot: Slot, active: ActiveJob) -> None:
         token = llama_cpp.llama_sampler_sample(
             active.sampler.sampler, self.model.context.ctx, active.batch_index
         )
@@ -661,12 +417,12 @@ class LLMEngine:
         active.completion_tokens += 1
         active.text += active.decoder.decode(self.model.token_bytes(token))
         stops = active.job.params.stop
-        stop_at = _find_stop(active.text, stops, active.emitted, max(map(len, stops), default=0))
+        stop_at = find_stop(active.text, stops, active.emitted, max(map(len, stops), default=0))
         if stop_at is not None:
             active.text = active.text[:stop_at]
             self._finish(slot, "stop")
             return
-        safe_end = len(active.text) - _partial_stop_suffix(active.text, stops)
+        safe_end = len(active.text) - partial_stop_suffix(active.text, stops)
         if safe_end > active.emitted:
             active.job.emit(TokenDelta(active.text[active.emitted : safe_end]))
             active.emitted = safe_end
@@ -674,7 +430,7 @@ class LLMEngine:
         if active.completion_tokens >= active.max_tokens:
             self._finish(slot, "length")
 
-    def _should_stop(self, slot: _Slot, now: float) -> bool:
+    def _should_stop(self, slot: Slot, now: float) -> bool:
         active = slot.active
         assert active is not None
         if active.job.cancelled.is_set():
@@ -690,7 +446,7 @@ class LLMEngine:
 
     def _finish(
         self,
-        slot: _Slot,
+        slot: Slot,
         reason: FinishReason = "stop",
         failure: Exception | None = None,
     ) -> None:
@@ -752,24 +508,4 @@ class LLMEngine:
     def _cancel_all(self) -> None:
         for slot in self._slots:
             if slot.active is not None:
-                self._finish(slot, failure=EngineUnavailableError("the service is shutting down"))
-
-
-def _find_stop(text: str, stops: tuple[str, ...], emitted: int, longest: int) -> int | None:
-    if not stops:
-        return None
-    # Only the new tail can hold a new match.
-    window_start = max(0, emitted - longest)
-    found = [i for s in stops if (i := text.find(s, window_start)) != -1]
-    return min(found) if found else None
-
-
-def _partial_stop_suffix(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest end of `text` that is a proper prefix of a stop string."""
-    best = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:size]):
-                best = size
-                break
-    return best
+                self._finish(slot, failure=BackendUnavailableError("the service is shutting down"))

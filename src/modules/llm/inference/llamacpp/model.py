@@ -31,6 +31,9 @@ class ModelOptions:
     n_batch: int
     n_gpu_layers: int
     parallel: int = 1
+    # llama.cpp's extra CPU buffer types (AMX, weight repacking). Off by default: their AMX
+    # matrix kernel crashed the process on an Intel Sapphire Rapids VM (ggml_backend_amx_mul_mat).
+    cpu_extra_buffers: bool = False
 
 
 class LoadedModel:
@@ -41,6 +44,7 @@ class LoadedModel:
         self.options = options
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers < 0 else options.n_gpu_layers
+        model_params.use_extra_bufts = options.cpu_extra_buffers
         context_params = llama_cpp.llama_context_default_params()
         context_params.n_ctx = options.n_ctx * options.parallel
         context_params.n_seq_max = options.parallel

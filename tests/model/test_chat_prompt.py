@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from modules.llm.chat import CHATML_TEMPLATE, ChatMessage, ChatPromptBuilder
-from modules.llm.model import LoadedModel, ModelOptions
-from modules.llm.runtime import prompt_builder_for
+from modules.llm.inference.chat_template import ChatMessage, ChatPromptBuilder
+from modules.llm.inference.llamacpp import LlamaCppBackend
+from modules.llm.inference.llamacpp.model import LoadedModel, ModelOptions
 from modules.sanitizer import Sanitizer
 
 INJECTIONS = [
@@ -30,7 +30,7 @@ def model(model_path: Path) -> LoadedModel:
 
 @pytest.fixture(scope="module")
 def builder(model: LoadedModel) -> ChatPromptBuilder:
-    return prompt_builder_for(model)
+    return LlamaCppBackend.prompt_builder_for(model)
 
 
 def control_positions(model: LoadedModel, tokens: list[int]) -> list[tuple[int, int]]:
@@ -85,15 +85,3 @@ def test_llama_cpp_python_default_path_would_be_vulnerable(
     naive = model.tokenize(builder.render_text(messages), special=True)
     safe = builder.build(messages)
     assert len(control_positions(model, naive)) > len(control_positions(model, safe))
-
-
-def test_chatml_fallback_template_renders() -> None:
-    builder = ChatPromptBuilder(
-        CHATML_TEMPLATE,
-        bos_token="",
-        eos_token="",
-        tokenize=lambda text, special: [ord(c) for c in text],
-        bos_id=None,
-    )
-    text = builder.render_text([ChatMessage("user", "hi")])
-    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import create_app
 from app.migrations import upgrade_to_head
-from tests.api.conftest import PASSWORD, RunningServer, make_settings
+from tests.support import PASSWORD, RunningServer, make_settings
 
 TINY = {"prompt": "Say hi.", "settings": {"max_tokens": 4, "temperature": 0}, "use_cache": False}
 

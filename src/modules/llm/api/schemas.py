@@ -8,25 +8,13 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from modules.llm.engine import Finished
+from modules.llm.inference import Finished
+from modules.llm.turns import GenerationSettings, SanitizationReport
 
 # Generous static bounds; the configured limits (characters, tokens) are checked later.
 Content = Annotated[str, Meta(max_length=1_000_000)]
-StopString = Annotated[str, Meta(min_length=1, max_length=64)]
-
-
-class GenerationSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Sampling settings; absent ones take the server's defaults, all are capped by it."""
-
-    temperature: Annotated[float, Meta(ge=0.0, le=5.0)] | None = None
-    max_tokens: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
-    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | None = None
-    top_k: Annotated[int, Meta(ge=0, le=1000)] | None = None
-    repeat_penalty: Annotated[float, Meta(ge=0.5, le=2.0)] | None = None
-    presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
-    frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
-    stop: Annotated[list[StopString], Meta(max_length=8)] | None = None
-    seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] | None = None
+ProfileName = Annotated[str, Meta(min_length=1, max_length=100)]
+ModelName = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -40,7 +28,7 @@ class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
     prompt: Content | None = None
     messages: Annotated[list[MessageIn], Meta(min_length=1, max_length=1000)] | None = None
     # A model alias from GET /llm/models; absent: the default model.
-    model: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    model: ModelName | None = None
     system: Content | None = None
     settings: GenerationSettings = msgspec.field(default_factory=GenerationSettings)
     stream: bool = False
@@ -50,19 +38,8 @@ class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
     use_cache: bool = True
     # A profile's system prompt and default settings (admin-managed); `character_name` is
     # the same thing under the name game clients use.
-    profile: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
-    character_name: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
-
-
-def merge_settings(base: GenerationSettings, override: GenerationSettings) -> GenerationSettings:
-    """Fields set in `override` win; the others come from `base`."""
-    values = {
-        name: getattr(override, name)
-        if getattr(override, name) is not None
-        else getattr(base, name)
-        for name in GenerationSettings.__struct_fields__
-    }
-    return GenerationSettings(**values)
+    profile: ProfileName | None = None
+    character_name: ProfileName | None = None
 
 
 class Usage(msgspec.Struct):
@@ -82,24 +59,25 @@ class Usage(msgspec.Struct):
         )
 
 
-class MessageSanitization(msgspec.Struct):
-    index: int
-    role: str
-    actions: list[str]
-
-
-class SanitizationReport(msgspec.Struct):
-    changed: bool
-    actions: list[str]
-    messages: list[MessageSanitization]
-
-
 class Timings(msgspec.Struct):
     queue_seconds: float
     prompt_seconds: float
     generation_seconds: float
     time_to_first_token: float
     tokens_per_second: float
+
+    @classmethod
+    def of(cls, finished: Finished) -> Timings:
+        seconds = finished.generation_seconds
+        return cls(
+            queue_seconds=round(finished.queue_seconds, 4),
+            prompt_seconds=round(finished.prompt_seconds, 4),
+            generation_seconds=round(seconds, 4),
+            time_to_first_token=round(finished.time_to_first_token, 4),
+            tokens_per_second=round(finished.completion_tokens / seconds, 2)
+            if seconds > 0
+            else 0.0,
+        )
 
 
 class GenerateResponse(msgspec.Struct):
@@ -113,3 +91,62 @@ class GenerateResponse(msgspec.Struct):
     usage: Usage
     timings: Timings
     sanitization: SanitizationReport
+
+
+class StreamStart(msgspec.Struct):
+    """The `start` event of a /llm/generate stream."""
+
+    model: str
+    conversation_id: uuid.UUID | None
+    history_turns_dropped: int
+    cache_hit: bool
+    sanitization: SanitizationReport
+
+
+class StreamDone(msgspec.Struct):
+    """The `done` event of a /llm/generate stream (`token` events carry `{"text": ...}`)."""
+
+    model: str
+    conversation_id: uuid.UUID | None
+    finish_reason: str
+    cache_hit: bool
+    usage: Usage
+    timings: Timings
+
+
+class CacheCleared(msgspec.Struct):
+    cleared: bool
+    backend: str
+
+
+class ModelInfo(msgspec.Struct):
+    alias: str
+    state: str
+    default: bool
+    file: str
+    size_bytes: int | None
+    context_size: int | None
+    slots: int | None
+    error: str | None
+
+
+class ModelList(msgspec.Struct):
+    default: str
+    models: list[ModelInfo]
+
+
+class ValidateRequest(msgspec.Struct, forbid_unknown_fields=True):
+    model: ModelName | None = None
+    prompt: Annotated[str, Meta(min_length=1, max_length=2000)] = (
+        "Write one sentence about the sea."
+    )
+    max_tokens: Annotated[int, Meta(ge=1, le=256)] = 32
+
+
+class ValidateReport(ModelInfo):
+    available: bool
+    sample: str | None = None
+    completion_tokens: int | None = None
+    time_to_first_token: float | None = None
+    tokens_per_second: float | None = None
+    seconds: float | None = None

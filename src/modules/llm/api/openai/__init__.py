@@ -1,0 +1,6 @@
+"""The OpenAI-compatible front end (/v1)."""
+
+from modules.llm.api.openai.controller import OpenAIController
+from modules.llm.api.openai.errors import OpenAIError, openai_exception_handlers
+
+__all__ = ["OpenAIController", "OpenAIError", "openai_exception_handlers"]

@@ -1,0 +1,161 @@
+"""/v1: OpenAI-compatible chat completions, completions and models. Each route only
+translates formats; the turn service does the turn."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from litestar.response import ServerSentEventMessage
+
+from modules.llm.api.openai.errors import OpenAIError
+from modules.llm.api.openai.schemas import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    CompletionRequest,
+    ModelCard,
+    ModelCards,
+    TextChoice,
+    TextCompletion,
+)
+from modules.llm.api.openai.translate import chat_turn, completion_turn, finish_reason, usage
+from modules.llm.api.streaming import EventStream, sse, whole_answer
+from modules.llm.inference import Finished, ModelRegistry
+from modules.llm.turns import Turn, TurnService
+
+# Builds one chunk from (text delta, finish reason or None); `usage` is added by the stream.
+ChunkOf = Callable[[str | None, str | None], ChatCompletionChunk | TextCompletion]
+
+
+async def _openai_stream(
+    turn: Turn, chunk_of: ChunkOf, include_usage: bool
+) -> AsyncIterator[ServerSentEventMessage]:
+    try:
+        async for event in turn.events():
+            if isinstance(event, Finished):
+                yield sse(chunk_of(None, finish_reason(event)))
+                if include_usage:
+                    final = chunk_of(None, None)
+                    final.choices = []
+                    final.usage = usage(event)
+                    yield sse(final)
+            else:
+                yield sse(chunk_of(event.text, None))
+    except Exception as exc:
+        error = OpenAIError(
+            f"generation failed: {type(exc).__name__}", status=503, error_type="server_error"
+        )
+        yield sse(error.body())
+        return
+    yield ServerSentEventMessage(data="[DONE]")
+
+
+class OpenAIController(Controller):
+    path = "/v1"
+    tags = ("openai",)
+
+    @get("/models")
+    async def models(self, model_registry: NamedDependency[ModelRegistry]) -> ModelCards:
+        """The loaded models, as OpenAI's model list."""
+        return ModelCards(
+            data=[
+                ModelCard(id=entry.alias, created=_created(entry.spec.path))
+                for entry in model_registry.loaded
+            ]
+        )
+
+    @post("/chat/completions", status_code=200)
+    async def chat_completions(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[ChatCompletionRequest],
+        turn_service: NamedDependency[TurnService],
+    ) -> Response[ChatCompletion] | EventStream:
+        """OpenAI chat completions, whole or streamed. Extensions (the openai SDK sends them
+        with `extra_body`): `conversation_id` continues a stored conversation, `profile`
+        applies an admin-managed profile, `use_cache` (default true) allows the cache."""
+        turn = await turn_service.start(chat_turn(data))
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        headers = {"X-Conversation-Id": str(turn.conversation_id)}
+        if data.stream:
+            first = True
+
+            def chunk_of(text: str | None, finish: str | None) -> ChatCompletionChunk:
+                nonlocal first
+                delta = {"content": text} if text is not None else {}
+                if first:
+                    delta = {"role": "assistant", **delta}
+                    first = False
+                return ChatCompletionChunk(
+                    id=completion_id,
+                    created=created,
+                    model=turn.model,
+                    conversation_id=turn.conversation_id,
+                    choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)],
+                )
+
+            include_usage = bool(data.stream_options and data.stream_options.include_usage)
+            return EventStream(_openai_stream(turn, chunk_of, include_usage), headers=headers)
+        completion = await whole_answer(request, turn)
+        return Response(
+            ChatCompletion(
+                id=completion_id,
+                created=created,
+                model=turn.model,
+                conversation_id=turn.conversation_id,
+                choices=[
+                    ChatChoice(
+                        index=0,
+                        message=AssistantMessage(content=completion.text),
+                        finish_reason=finish_reason(completion.finished),
+                    )
+                ],
+                usage=usage(completion.finished),
+            ),
+            headers=headers,
+        )
+
+    @post("/completions", status_code=200)
+    async def completions(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[CompletionRequest],
+        turn_service: NamedDependency[TurnService],
+    ) -> TextCompletion | EventStream:
+        """OpenAI text completions: the prompt continued as is, without a chat template."""
+        turn = await turn_service.start(completion_turn(data))
+        completion_id = f"cmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+
+        def chunk_of(text: str | None, finish: str | None) -> TextCompletion:
+            return TextCompletion(
+                id=completion_id,
+                created=created,
+                model=turn.model,
+                choices=[TextChoice(index=0, text=text or "", finish_reason=finish)],
+            )
+
+        if data.stream:
+            include_usage = bool(data.stream_options and data.stream_options.include_usage)
+            return EventStream(_openai_stream(turn, chunk_of, include_usage))
+        completion = await whole_answer(request, turn)
+        whole = chunk_of(completion.text, finish_reason(completion.finished))
+        whole.usage = usage(completion.finished)
+        return whole
+
+
+def _created(path: Any) -> int:
+    try:
+        return int(path.stat().st_mtime)
+    except OSError:
+        return 0

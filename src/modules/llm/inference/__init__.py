@@ -1,0 +1,53 @@
+"""The inference layer: models, backends and the registry. No web or database code here.
+
+Everything above it (the turn service) talks to a `Backend`: the local llama.cpp engine
+today, a remote OpenAI-compatible server beside it."""
+
+from modules.llm.inference.backend import Backend, Completion, Prompt, collect
+from modules.llm.inference.chat_template import ChatMessage, ChatTemplateError
+from modules.llm.inference.errors import (
+    BackendUnavailableError,
+    ModelNotFoundError,
+    PromptTooLongError,
+    QueueFullError,
+    QueueTimeoutError,
+)
+from modules.llm.inference.events import (
+    Event,
+    Failed,
+    Finished,
+    FinishReason,
+    Generation,
+    TokenDelta,
+)
+from modules.llm.inference.registry import BackendFactory, ModelEntry, ModelRegistry, ModelSpec
+from modules.llm.inference.sampling import SamplingParams
+from modules.llm.inference.stats import GenerationStats, Histogram, Load
+
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "BackendUnavailableError",
+    "ChatMessage",
+    "ChatTemplateError",
+    "Completion",
+    "Event",
+    "Failed",
+    "FinishReason",
+    "Finished",
+    "Generation",
+    "GenerationStats",
+    "Histogram",
+    "Load",
+    "ModelEntry",
+    "ModelNotFoundError",
+    "ModelRegistry",
+    "ModelSpec",
+    "Prompt",
+    "PromptTooLongError",
+    "QueueFullError",
+    "QueueTimeoutError",
+    "SamplingParams",
+    "TokenDelta",
+    "collect",
+]

@@ -1,0 +1,90 @@
+"""The backend protocol: what the turn service needs from any model, local or remote."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from modules.llm.inference.chat_template import ChatMessage
+from modules.llm.inference.events import Failed, Finished, Generation, TokenDelta
+from modules.llm.inference.sampling import SamplingParams
+from modules.llm.inference.stats import GenerationStats, Load
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What a backend will read: the messages and, for a local model, their tokens."""
+
+    messages: tuple[ChatMessage, ...]
+    tokens: tuple[int, ...]
+    # Leading tokens that are the same for every user (the server's system prompt).
+    shared_prefix: int = 0
+    # A plain completion: the text as is, no chat template.
+    raw: bool = False
+
+    @property
+    def token_count(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    finished: Finished
+
+
+class Backend(Protocol):
+    """One model behind one alias. Blocking work never runs on the event loop."""
+
+    alias: str
+    stats: GenerationStats
+
+    @property
+    def context_size(self) -> int: ...
+
+    @property
+    def control_tokens(self) -> tuple[str, ...]:
+        """Strings that spell special tokens of the model's vocabulary."""
+        ...
+
+    @property
+    def is_running(self) -> bool: ...
+
+    async def chat_prompt(self, messages: Sequence[ChatMessage]) -> Prompt:
+        """The messages rendered with the model's chat template and tokenized."""
+        ...
+
+    async def text_prompt(self, text: str) -> Prompt: ...
+
+    def stream(
+        self, prompt: Prompt, params: SamplingParams, *, owner: str, timeout: float
+    ) -> Generation:
+        """Queue a generation; raises QueueFullError at once when there is no place.
+        `owner` scopes cache reuse: one owner's state never serves another."""
+        ...
+
+    def load(self) -> Load: ...
+
+    def describe(self) -> dict[str, Any]:
+        """What /health and /llm/models show about the model."""
+        ...
+
+    def close(self) -> None:
+        """Blocking: stop generating and free the model."""
+        ...
+
+
+async def collect(generation: Generation, within_seconds: float) -> Completion:
+    """Join a whole generation; re-raises the backend's error if it failed."""
+    parts: list[str] = []
+    async with asyncio.timeout(within_seconds):
+        async for event in generation.events():
+            if isinstance(event, TokenDelta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                return Completion("".join(parts), event)
+            elif isinstance(event, Failed):
+                raise event.error
+    raise RuntimeError("generation ended without a result")

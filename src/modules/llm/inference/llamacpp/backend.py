@@ -1,0 +1,169 @@
+"""The local backend: a GGUF file loaded in this process, served by the batching engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from modules.llm.inference.backend import Prompt
+from modules.llm.inference.chat_template import ChatMessage, ChatPromptBuilder
+from modules.llm.inference.errors import BackendUnavailableError, PromptTooLongError
+from modules.llm.inference.llamacpp.engine import LLMEngine
+from modules.llm.inference.llamacpp.jobs import GenerationHandle
+from modules.llm.inference.llamacpp.model import LoadedModel, ModelClosedError, ModelOptions
+from modules.llm.inference.sampling import SamplingParams
+from modules.llm.inference.sequences import common_prefix
+from modules.llm.inference.stats import Load
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalOptions:
+    """How to load and serve a local model (from the service's settings)."""
+
+    n_ctx: int
+    n_threads: int
+    n_batch: int
+    n_gpu_layers: int
+    parallel: int
+    queue_size: int
+    prefill_chunk: int
+    state_cache_bytes: int
+    # Prompts that start with this system turn share its cached state across users.
+    default_system_prompt: str = ""
+    cpu_extra_buffers: bool = False
+
+
+class LlamaCppBackend:
+    """One model, one context with `parallel` slots, one engine thread."""
+
+    def __init__(self, model: LoadedModel, engine: LLMEngine, default_system_prompt: str) -> None:
+        self.model = model
+        self.engine = engine
+        self.alias = model.alias
+        self.stats = engine.stats
+        self.default_system_prompt = default_system_prompt or None
+        self.prompt_builder = self.prompt_builder_for(model)
+        self._public_prefix: list[int] | None = None
+
+    @staticmethod
+    def prompt_builder_for(model: LoadedModel) -> ChatPromptBuilder:
+        """The model's own chat template over its tokenizer."""
+        return ChatPromptBuilder(
+            model.chat_template,
+            bos_token=model.bos_text,
+            eos_token=model.eos_text,
+            tokenize=lambda text, special: model.tokenize(text, special=special),
+            bos_id=model.bos_id if model.add_bos else None,
+        )
+
+    @classmethod
+    def from_file(cls, alias: str, path: Path, options: LocalOptions) -> LlamaCppBackend:
+        """Blocking: reads the GGUF and starts the engine thread."""
+        model = LoadedModel(
+            ModelOptions(
+                path=path,
+                alias=alias,
+                n_ctx=options.n_ctx,
+                n_threads=options.n_threads,
+                n_batch=options.n_batch,
+                n_gpu_layers=options.n_gpu_layers,
+                parallel=options.parallel,
+                cpu_extra_buffers=options.cpu_extra_buffers,
+            )
+        )
+        engine = LLMEngine(
+            model,
+            queue_size=options.queue_size,
+            prefill_chunk=options.prefill_chunk,
+            state_cache_bytes=options.state_cache_bytes,
+        )
+        engine.start()
+        return cls(model, engine, options.default_system_prompt)
+
+    @property
+    def context_size(self) -> int:
+        return self.model.n_ctx
+
+    @property
+    def control_tokens(self) -> tuple[str, ...]:
+        return self.model.control_tokens
+
+    @property
+    def is_running(self) -> bool:
+        return self.engine.is_running
+
+    async def chat_prompt(self, messages: Sequence[ChatMessage]) -> Prompt:
+        tokens = await self._off_loop(self.prompt_builder.build, messages)
+        system = messages[0].content if messages and messages[0].role == "system" else None
+        shared = 0
+        if system == self.default_system_prompt:
+            shared = common_prefix(tokens, await self._shared_prefix())
+        return Prompt(tuple(messages), tuple(tokens), shared_prefix=shared)
+
+    async def text_prompt(self, text: str) -> Prompt:
+        model = self.model
+        tokens = await self._off_loop(
+            lambda: model.tokenize(text, special=False, add_bos=model.add_bos)
+        )
+        return Prompt((ChatMessage("user", text),), tuple(tokens), raw=True)
+
+    def stream(
+        self, prompt: Prompt, params: SamplingParams, *, owner: str, timeout: float
+    ) -> GenerationHandle:
+        if prompt.token_count >= self.context_size:
+            raise PromptTooLongError(prompt.token_count, self.context_size)
+        return self.engine.submit(
+            list(prompt.tokens),
+            params,
+            owner=owner,
+            timeout=timeout,
+            shared_prefix=prompt.shared_prefix,
+        )
+
+    def load(self) -> Load:
+        engine = self.engine
+        return Load(
+            running=engine.is_running,
+            slots=engine.parallel,
+            busy_slots=engine.busy_slots,
+            queue_depth=engine.queue_depth,
+            queue_size=engine.queue_size,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "llama.cpp",
+            "file": self.model.options.path.name,
+            "size_bytes": self.model.size_bytes,
+            "context_size": self.model.n_ctx,
+            "saved_states": self.engine.saved_states,
+        }
+
+    def close(self) -> None:
+        self.engine.stop()
+
+    async def _shared_prefix(self) -> list[int]:
+        """Tokens every prompt with the server's default system prompt starts with: the
+        template and that system turn, up to where the user's own text begins."""
+        if self._public_prefix is None:
+            probe = (
+                [ChatMessage("system", self.default_system_prompt)]
+                if self.default_system_prompt
+                else []
+            )
+            probe.append(ChatMessage("user", "\u2063"))
+            self._public_prefix = await self._off_loop(self.prompt_builder.build, probe)
+        return self._public_prefix
+
+    async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
+        if not self.engine.is_running:
+            raise BackendUnavailableError(f"model {self.alias!r} is not loaded")
+        try:
+            return await asyncio.to_thread(function, *args)
+        except ModelClosedError as exc:
+            raise BackendUnavailableError(str(exc)) from exc

@@ -1,0 +1,87 @@
+"""Sequence slots of the shared context and the store of saved sequence states."""
+
+from __future__ import annotations
+
+import codecs
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from llama_cpp import _internals as internals
+
+from modules.llm.inference.llamacpp.jobs import GenerationJob
+from modules.llm.inference.sequences import common_prefix
+
+
+@dataclass
+class ActiveJob:
+    """A job being served in a slot."""
+
+    job: GenerationJob
+    sampler: internals.LlamaSampler
+    max_tokens: int
+    pending: list[int]  # prompt tokens not yet decoded
+    cached_tokens: int
+    started_at: float = field(default_factory=time.monotonic)
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
+    )
+    text: str = ""
+    emitted: int = 0
+    completion_tokens: int = 0
+    first_token_at: float | None = None
+    last_token: int | None = None  # sampled, not yet decoded
+    batch_index: int = -1  # where this slot's logits are in the current batch
+
+
+@dataclass
+class Slot:
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # exactly what the KV cache holds
+    owner: str | None = None
+    active: ActiveJob | None = None
+    last_used: float = 0.0
+
+
+class SavedStates:
+    """Sequence states of idle slots, by owner and exact tokens, LRU within a byte budget.
+    A state is only ever found for the owner that saved it."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.used = 0
+        self._entries: OrderedDict[tuple[str, tuple[int, ...]], bytes] = OrderedDict()
+
+    def put(self, owner: str, tokens: Sequence[int], state: bytes) -> None:
+        if len(state) > self.budget:
+            return
+        key = (owner, tuple(tokens))
+        if key in self._entries:
+            self.used -= len(self._entries.pop(key))
+        self._entries[key] = state
+        self.used += len(state)
+        while self.used > self.budget:
+            _, evicted = self._entries.popitem(last=False)
+            self.used -= len(evicted)
+
+    def best(self, owner: str, prompt: Sequence[int]) -> tuple[tuple[int, ...], bytes, int] | None:
+        """The saved state of this owner sharing the longest prefix with `prompt`."""
+        best: tuple[tuple[int, ...], bytes, int] | None = None
+        for (entry_owner, tokens), state in self._entries.items():
+            if entry_owner != owner:
+                continue
+            shared = common_prefix(tokens, prompt)
+            if shared and (best is None or shared > best[2]):
+                best = (tokens, state, shared)
+        if best is not None:
+            self._entries.move_to_end((owner, best[0]))
+        return best
+
+    def discard(self, owner: str, tokens: Sequence[int]) -> None:
+        state = self._entries.pop((owner, tuple(tokens)), None)
+        if state is not None:
+            self.used -= len(state)
+
+    def __len__(self) -> int:
+        return len(self._entries)

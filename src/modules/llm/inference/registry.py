@@ -1,0 +1,133 @@
+"""The model registry: every configured model by alias, with its state and backend.
+
+It is the one source of truth for what serves: requests, /health, /metrics and
+/llm/models all read it. A model that fails to load is marked `failed` with its error;
+the others keep serving."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import structlog
+
+from modules.llm.inference.backend import Backend
+from modules.llm.inference.errors import BackendUnavailableError, ModelNotFoundError
+
+logger = structlog.get_logger(__name__)
+ModelState = Literal["unloaded", "loading", "loaded", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    alias: str
+    path: Path
+
+
+BackendFactory = Callable[[ModelSpec], Backend]  # blocking: called in a worker thread
+
+
+@dataclass
+class ModelEntry:
+    spec: ModelSpec
+    state: ModelState = "unloaded"
+    error: str | None = None
+    backend: Backend | None = None
+
+    @property
+    def alias(self) -> str:
+        return self.spec.alias
+
+    @property
+    def size_bytes(self) -> int | None:
+        try:
+            return self.spec.path.stat().st_size
+        except OSError:
+            return None
+
+
+class ModelRegistry:
+    def __init__(
+        self,
+        specs: list[ModelSpec],
+        factory: BackendFactory,
+        on_change: Callable[[str], object] | None = None,
+    ) -> None:
+        if not specs:
+            raise ValueError("at least one model is required")
+        self.entries = {spec.alias: ModelEntry(spec) for spec in specs}
+        self.default_alias = specs[0].alias
+        self._factory = factory
+        self._on_change = on_change
+        self._lock = asyncio.Lock()
+
+    @property
+    def aliases(self) -> list[str]:
+        return list(self.entries)
+
+    def entry(self, name: str | None) -> ModelEntry:
+        alias = name or self.default_alias
+        entry = self.entries.get(alias)
+        if entry is None:
+            raise ModelNotFoundError(alias, self.aliases)
+        return entry
+
+    def get(self, name: str | None = None) -> Backend:
+        """The serving backend of that alias (the default when None)."""
+        entry = self.entry(name)
+        if entry.backend is None or entry.state != "loaded":
+            detail = f": {entry.error}" if entry.error else ""
+            raise BackendUnavailableError(f"model {entry.alias!r} is {entry.state}{detail}")
+        return entry.backend
+
+    @property
+    def default(self) -> Backend | None:
+        return self.entries[self.default_alias].backend
+
+    @property
+    def loaded(self) -> list[ModelEntry]:
+        return [entry for entry in self.entries.values() if entry.state == "loaded"]
+
+    async def load(self, name: str) -> ModelEntry:
+        entry = self.entry(name)
+        async with self._lock:
+            if entry.state == "loaded":
+                return entry
+            entry.state, entry.error = "loading", None
+            try:
+                entry.backend = await asyncio.to_thread(self._factory, entry.spec)
+            except Exception as exc:  # one bad file must not take the others down
+                logger.error("model failed to load", model=entry.alias, error=str(exc))
+                entry.state, entry.error, entry.backend = "failed", str(exc), None
+                return entry
+            entry.state = "loaded"
+        self._changed(entry.alias)
+        return entry
+
+    async def unload(self, name: str) -> ModelEntry:
+        entry = self.entry(name)
+        async with self._lock:
+            backend, entry.backend = entry.backend, None
+            entry.state, entry.error = "unloaded", None
+            if backend is not None:
+                await asyncio.to_thread(backend.close)
+        self._changed(entry.alias)
+        return entry
+
+    async def load_all(self) -> None:
+        for alias in self.aliases:
+            await self.load(alias)
+        if not self.loaded:
+            errors = "; ".join(f"{e.alias}: {e.error}" for e in self.entries.values())
+            raise RuntimeError(f"no model could be loaded ({errors})")
+
+    async def stop_all(self) -> None:
+        for alias in self.aliases:
+            await self.unload(alias)
+
+    def _changed(self, alias: str) -> None:
+        if self._on_change is not None:
+            self._on_change(alias)

@@ -1,0 +1,59 @@
+"""Counters a backend keeps for /health and /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RATE_BUCKETS = (1, 5, 10, 25, 50, 75, 100, 150, 200, 300, 500)
+
+
+class Histogram:
+    """Cumulative bucket counts for Prometheus, kept by the thread that generates."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * len(self.buckets)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.sum += value
+        for index, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[index] += 1
+
+
+@dataclass
+class GenerationStats:
+    completed: int = 0
+    cancelled: int = 0
+    timed_out: int = 0
+    failed: int = 0
+    rejected: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    shared_prefix_tokens: int = 0
+    state_saves: int = 0
+    state_restores: int = 0
+    request_seconds: float = 0.0  # submit to finish, summed over finished requests
+    time_to_first_token: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
+    tokens_per_second: Histogram = field(default_factory=lambda: Histogram(RATE_BUCKETS))
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.cancelled + self.timed_out
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """How busy a backend is now."""
+
+    running: bool
+    slots: int
+    busy_slots: int
+    queue_depth: int
+    queue_size: int

@@ -1,0 +1,130 @@
+"""The llm module's wiring in one place: its routers, its providers, and the lifespan that
+loads the models into the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import structlog
+from litestar import Litestar, Request, Router
+from litestar.di import NamedDependency, Provide
+from litestar.plugins.problem_details import ProblemDetailsException
+
+from modules.cache import ResponseCache
+from modules.config import Settings
+from modules.llm.api.generate import LLMController
+from modules.llm.api.models import ModelsController
+from modules.llm.api.openai import OpenAIController, openai_exception_handlers
+from modules.llm.inference import (
+    BackendFactory,
+    BackendUnavailableError,
+    ModelRegistry,
+    ModelSpec,
+)
+from modules.llm.inference.llamacpp import LlamaCppBackend, LocalOptions
+from modules.llm.turns import Caller, ProfileStore, PromptPreparer, SessionFactory, TurnService
+from modules.ratelimit import RateLimiter
+
+logger = structlog.get_logger(__name__)
+
+
+def local_backend_factory(settings: Settings) -> BackendFactory:
+    """GGUF files loaded in this process (llama.cpp)."""
+    options = LocalOptions(
+        n_ctx=settings.llm_context_size,
+        n_threads=settings.effective_threads,
+        n_batch=settings.llm_batch_size,
+        n_gpu_layers=settings.llm_gpu_layers,
+        parallel=settings.llm_parallel,
+        queue_size=settings.llm_queue_size,
+        prefill_chunk=settings.llm_prefill_chunk,
+        state_cache_bytes=settings.llm_state_cache_mb * 1024 * 1024,
+        default_system_prompt=settings.llm_default_system_prompt,
+        cpu_extra_buffers=settings.llm_cpu_extra_buffers,
+    )
+    return lambda spec: LlamaCppBackend.from_file(spec.alias, spec.path, options)
+
+
+class LLMModule:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sessions: SessionFactory,
+        cache: ResponseCache,
+        limiter: RateLimiter,
+        backend_factory: BackendFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.cache = cache
+        self.limiter = limiter
+        self.backend_factory = backend_factory or local_backend_factory(settings)
+        self.preparer = PromptPreparer(settings)
+        self.registry: ModelRegistry | None = None
+
+    def routers(
+        self, to_problem: Mapping[type[Exception], Callable[[Any], ProblemDetailsException]]
+    ) -> list[Router]:
+        return [
+            Router(path="/", route_handlers=[LLMController, ModelsController]),
+            # /v1 answers errors in OpenAI's shape, converted from the app's own mapping.
+            Router(
+                path="/",
+                route_handlers=[OpenAIController],
+                exception_handlers=openai_exception_handlers(to_problem),  # type: ignore[arg-type]
+            ),
+        ]
+
+    def providers(self) -> dict[str, Provide]:
+        def provide_model_registry() -> ModelRegistry:
+            if self.registry is None:
+                raise BackendUnavailableError("the models are not loaded yet")
+            return self.registry
+
+        def provide_turn_service(
+            request: Request[Any, Any, Any],
+            model_registry: NamedDependency[ModelRegistry],
+            profile_service: NamedDependency[ProfileStore],
+        ) -> TurnService:
+            return TurnService(
+                settings=self.settings,
+                registry=model_registry,
+                preparer=self.preparer,
+                limiter=self.limiter,
+                cache=self.cache,
+                profiles=profile_service,
+                sessions=self.sessions,
+                caller=Caller(request.user.id, request.user.role),
+                log=request.scope.setdefault("state", {}),
+            )
+
+        return {
+            "model_registry": Provide(provide_model_registry, sync_to_thread=False),
+            "turn_service": Provide(provide_turn_service, sync_to_thread=False),
+        }
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _: Litestar) -> AsyncIterator[None]:
+        specs = [ModelSpec(alias, path) for alias, path in self.settings.model_specs()]
+        registry = ModelRegistry(specs, self.backend_factory, on_change=self._models_changed)
+        self.registry = registry
+        try:
+            await registry.load_all()
+            yield
+        finally:
+            await registry.stop_all()
+            self.registry = None
+
+    def _models_changed(self, alias: str) -> None:
+        # A loaded or unloaded model invalidates the cached answers.
+        asyncio.get_running_loop().create_task(self._clear_cache_quietly())
+        if self.registry is not None:
+            logger.info("model state changed", model=alias, state=self.registry.entry(alias).state)
+
+    async def _clear_cache_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # counted and shown in /health by the cache
+            await self.cache.clear()

@@ -1,0 +1,36 @@
+"""The turn service: the one place a chat turn happens (admission to settlement)."""
+
+from modules.llm.turns.options import (
+    GenerationSettings,
+    InvalidTurnRequest,
+    merge_settings,
+    sampling_params,
+)
+from modules.llm.turns.ports import ProfileStore
+from modules.llm.turns.preparation import PreparedPrompt, PromptPreparer
+from modules.llm.turns.service import Caller, SessionFactory, TurnService
+from modules.llm.turns.turn import Turn
+from modules.llm.turns.types import (
+    InputMessage,
+    MessageSanitization,
+    SanitizationReport,
+    TurnRequest,
+)
+
+__all__ = [
+    "Caller",
+    "GenerationSettings",
+    "InputMessage",
+    "InvalidTurnRequest",
+    "MessageSanitization",
+    "PreparedPrompt",
+    "ProfileStore",
+    "PromptPreparer",
+    "SanitizationReport",
+    "SessionFactory",
+    "Turn",
+    "TurnRequest",
+    "TurnService",
+    "merge_settings",
+    "sampling_params",
+]

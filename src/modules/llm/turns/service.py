@@ -1,0 +1,232 @@
+"""The turn service: the one place a chat turn happens, whichever API asked for it.
+
+In order: admission (rate limit, quota; the backend's bounded queue), model choice,
+profile, history load, sanitization and fitting into the context, response cache,
+generation, then settlement: every generated token charged (also when the client drops,
+times out or cancels), the turn stored, the answer cached."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from modules.cache import ResponseCache
+from modules.config import Settings
+from modules.conversations import Conversation, ConversationService, NewMessage, title_from
+from modules.llm.inference import (
+    Backend,
+    ChatMessage,
+    Completion,
+    Finished,
+    FinishReason,
+    ModelRegistry,
+    SamplingParams,
+)
+from modules.llm.turns.options import GenerationSettings, merge_settings, sampling_params
+from modules.llm.turns.ports import ProfileStore
+from modules.llm.turns.preparation import PreparedPrompt, PromptPreparer
+from modules.llm.turns.turn import Turn
+from modules.llm.turns.types import TurnRequest
+from modules.ratelimit import RateLimiter
+
+SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user_id: uuid.UUID
+    role: str
+
+
+class TurnService:
+    """Request-scoped: one caller's turns.
+
+    A turn is its own unit of work: a stream outlives its request, so the turn reads and
+    writes conversations through sessions of its own and commits them itself."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: ModelRegistry,
+        preparer: PromptPreparer,
+        limiter: RateLimiter,
+        cache: ResponseCache,
+        profiles: ProfileStore,
+        sessions: SessionFactory,
+        caller: Caller,
+        log: dict[str, Any],
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.preparer = preparer
+        self.limiter = limiter
+        self.cache = cache
+        self.profiles = profiles
+        self.sessions = sessions
+        self.caller = caller
+        self.log = log  # fields for this request's log line
+
+    async def start(self, request: TurnRequest) -> Turn:
+        owner = str(self.caller.user_id)
+        await self.limiter.check_request(owner, self.caller.role)
+        backend = self.registry.get(request.model)
+        request = await self._with_profile(request)
+        params = sampling_params(self.settings, request.settings)
+        conversation, history = await self._history(request.conversation_id)
+        prepared = await self._prepare(backend, request, conversation, history, params)
+        key = self._cache_key(backend, prepared, params, request) if request.use_cache else None
+        cached = await self.cache.get(key) if key else None
+        self.log["cache_hit"] = cached is not None
+        if self.settings.log_prompts:
+            self.log["prompt"] = [m.content for m in prepared.new_messages]
+        source = (
+            Completion(cached.text, _finished_from_cache(cached.finish_reason, cached))
+            if cached is not None
+            else backend.stream(
+                prepared.prompt,
+                params,
+                owner=owner,
+                timeout=self.settings.llm_request_timeout_seconds,
+            )
+        )
+        try:
+            conversation_id = (
+                None
+                if request.raw
+                else conversation.id
+                if conversation is not None
+                else await self._start_conversation(backend.alias, prepared)
+            )
+        except BaseException:
+            if not isinstance(source, Completion):
+                source.cancel()
+            raise
+
+        async def settle(text: str, finished: Finished) -> None:
+            if cached is None:
+                await self.limiter.add_tokens(owner, finished.completion_tokens)
+                self.log["tokens"] = finished.prompt_tokens + finished.completion_tokens
+            if conversation_id is not None and finished.finish_reason != "cancelled":
+                await self._store(conversation_id, prepared, text, finished)
+            if key and cached is None and finished.finish_reason in ("stop", "length"):
+                usage = (finished.prompt_tokens, finished.completion_tokens)
+                await self.cache.put(key, text, finished.finish_reason, usage)
+
+        return Turn(
+            model=backend.alias,
+            conversation_id=conversation_id,
+            prepared=prepared,
+            source=source,
+            settle=settle,
+            # A margin over the backend's own deadline, in case a prompt evaluation overruns.
+            timeout=self.settings.llm_request_timeout_seconds + 30,
+        )
+
+    async def _with_profile(self, request: TurnRequest) -> TurnRequest:
+        """Request settings override the profile's, which override the server's defaults;
+        a request's own system prompt overrides the profile's."""
+        if not request.profile:
+            return request
+        profile = await self.profiles.by_name(request.profile)
+        base = msgspec.convert(profile.settings or {}, GenerationSettings)
+        return replace(
+            request,
+            system=request.system or profile.system_prompt,
+            settings=merge_settings(base, request.settings),
+        )
+
+    async def _history(
+        self, conversation_id: uuid.UUID | None
+    ) -> tuple[Conversation | None, list[ChatMessage]]:
+        """The caller's conversation and its messages (someone else's id is a 404)."""
+        if conversation_id is None:
+            return None, []
+        async with self.sessions() as session:
+            conversations = ConversationService(session=session)
+            conversation = await conversations.get_owned(self.caller.user_id, conversation_id)
+            messages = await conversations.messages(conversation.id)
+            return conversation, [ChatMessage(m.role, m.content) for m in messages]
+
+    async def _prepare(
+        self,
+        backend: Backend,
+        request: TurnRequest,
+        conversation: Conversation | None,
+        history: Sequence[ChatMessage],
+        params: SamplingParams,
+    ) -> PreparedPrompt:
+        if request.raw:
+            return await self.preparer.text(backend, request.messages[0])
+        system = (
+            request.system
+            or (conversation.system_prompt if conversation is not None else None)
+            or self.settings.llm_default_system_prompt
+            or None
+        )
+        return await self.preparer.chat(
+            backend, request.messages, system=system, history=history, max_tokens=params.max_tokens
+        )
+
+    def _cache_key(
+        self,
+        backend: Backend,
+        prepared: PreparedPrompt,
+        params: SamplingParams,
+        request: TurnRequest,
+    ) -> str:
+        return self.cache.key(
+            backend.alias,
+            [(m.role, m.content) for m in prepared.prompt.messages],
+            {**asdict(params), "raw": request.raw},
+            str(self.caller.user_id),
+        )
+
+    async def _start_conversation(self, model: str, prepared: PreparedPrompt) -> uuid.UUID:
+        first_user = next(
+            (m.content for m in prepared.new_messages if m.role == "user"), "New conversation"
+        )
+        async with self.sessions() as session:
+            conversation = await ConversationService(session=session).start(
+                self.caller.user_id,
+                title=title_from(first_user),
+                model=model,
+                system_prompt=prepared.system,
+            )
+            await session.commit()
+            return conversation.id
+
+    async def _store(
+        self, conversation_id: uuid.UUID, prepared: PreparedPrompt, text: str, finished: Finished
+    ) -> None:
+        new = [NewMessage(m.role, m.content) for m in prepared.new_messages]
+        if new:
+            last = new[-1]
+            new[-1] = NewMessage(last.role, last.content, prompt_tokens=finished.prompt_tokens)
+        new.append(
+            NewMessage(
+                "assistant",
+                text,
+                completion_tokens=finished.completion_tokens,
+                generation_seconds=round(finished.generation_seconds, 4),
+                time_to_first_token=round(finished.time_to_first_token, 4),
+            )
+        )
+        async with self.sessions() as session:
+            await ConversationService(session=session).append(conversation_id, new)
+            await session.commit()
+
+
+def _finished_from_cache(reason: str, cached: Any) -> Finished:
+    finish_reason: FinishReason = "length" if reason == "length" else "stop"
+    return Finished(
+        finish_reason=finish_reason,
+        prompt_tokens=cached.prompt_tokens,
+        completion_tokens=cached.completion_tokens,
+    )

@@ -1,0 +1,44 @@
+"""What a front end hands the turn service, and the sanitization report it gets back."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import msgspec
+
+from modules.llm.turns.options import GenerationSettings
+
+
+@dataclass(frozen=True, slots=True)
+class InputMessage:
+    role: str
+    content: str
+    field: str  # where the client put it, for error messages: "messages[2].content"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """One chat turn as any front end asks for it."""
+
+    messages: list[InputMessage]
+    system: str | None = None
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    model: str | None = None
+    conversation_id: uuid.UUID | None = None
+    use_cache: bool = True
+    profile: str | None = None
+    # A plain completion (/v1/completions): the text as is, no template, no conversation.
+    raw: bool = False
+
+
+class MessageSanitization(msgspec.Struct):
+    index: int
+    role: str
+    actions: list[str]
+
+
+class SanitizationReport(msgspec.Struct):
+    changed: bool
+    actions: list[str]
+    messages: list[MessageSanitization]

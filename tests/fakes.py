@@ -1,0 +1,240 @@
+"""A fake inference backend for the fast test tier: deterministic tokens, real queueing,
+cancellation and deadlines, no model. It implements the same Backend protocol as the
+llama.cpp engine, so everything above the inference layer runs for real."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from modules.llm.inference import (
+    BackendUnavailableError,
+    ChatMessage,
+    Event,
+    Failed,
+    Finished,
+    FinishReason,
+    GenerationStats,
+    Load,
+    ModelSpec,
+    Prompt,
+    QueueFullError,
+    SamplingParams,
+    TokenDelta,
+)
+from modules.llm.inference.chat_template import ChatPromptBuilder
+from modules.llm.inference.sequences import find_stop
+
+CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+WORDS = "the sea is calm and blue under a bright sky with gulls far out over waves".split()
+
+
+def fake_tokenize(text: str, special: bool) -> list[int]:
+    """One token per whitespace-separated word (special pieces count too)."""
+    return [int(hashlib.sha256(word.encode()).hexdigest()[:6], 16) for word in text.split()]
+
+
+class FakeGeneration:
+    def __init__(
+        self, backend: FakeBackend, prompt: Prompt, params: SamplingParams, deadline: float
+    ):
+        self.backend = backend
+        self.prompt = prompt
+        self.params = params
+        self.deadline = deadline
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.cancelled = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    async def events(self) -> AsyncIterator[Event]:
+        try:
+            while True:
+                event = await self.queue.get()
+                yield event
+                if isinstance(event, Finished | Failed):
+                    return
+        finally:
+            self.cancel()
+
+    def _word(self, index: int) -> str:
+        """Deterministic for temperature 0 and for a seed; random otherwise."""
+        params = self.params
+        seed: object = "greedy" if params.temperature == 0 else params.seed
+        if seed is None:
+            seed = time.monotonic_ns()
+        material = f"{self.prompt.tokens}|{seed}|{index}".encode()
+        return WORDS[int(hashlib.sha256(material).hexdigest(), 16) % len(WORDS)]
+
+    async def _run(self) -> None:
+        backend = self.backend
+        submitted = time.monotonic()
+        async with backend.slots:
+            backend.waiting -= 1
+            backend.busy += 1
+            try:
+                await self._generate(submitted)
+            finally:
+                backend.busy -= 1
+
+    async def _generate(self, submitted: float) -> None:
+        backend, params = self.backend, self.params
+        if self.cancelled.is_set():
+            backend.stats.cancelled += 1
+            self.queue.put_nowait(Finished("cancelled", self.prompt.token_count, 0))
+            return
+        started = time.monotonic()
+        text, emitted, count = "", 0, 0
+        reason: FinishReason = "stop"
+        limit = min(params.max_tokens, backend.answer_tokens)
+        first: float | None = None
+        while True:
+            if self.cancelled.is_set():
+                reason = "cancelled"
+                break
+            if time.monotonic() > self.deadline:
+                reason = "timeout"
+                break
+            if count >= params.max_tokens:
+                reason = "length"
+                break
+            if count >= limit:
+                break
+            await asyncio.sleep(backend.token_delay)
+            first = first or time.monotonic()
+            text += ("" if count == 0 else " ") + self._word(count)
+            count += 1
+            stop_at = find_stop(text, params.stop, emitted, max(map(len, params.stop), default=0))
+            if stop_at is not None:
+                text = text[:stop_at]
+                break
+            self.queue.put_nowait(TokenDelta(text[emitted:]))
+            emitted = len(text)
+        if len(text) > emitted:
+            self.queue.put_nowait(TokenDelta(text[emitted:]))
+        now = time.monotonic()
+        first = first or now
+        stats = backend.stats
+        if reason == "cancelled":
+            stats.cancelled += 1
+        elif reason == "timeout":
+            stats.timed_out += 1
+        else:
+            stats.completed += 1
+        stats.prompt_tokens += self.prompt.token_count
+        stats.completion_tokens += count
+        stats.request_seconds += now - submitted
+        self.queue.put_nowait(
+            Finished(
+                finish_reason=reason,
+                prompt_tokens=self.prompt.token_count,
+                completion_tokens=count,
+                queue_seconds=started - submitted,
+                prompt_seconds=first - started,
+                generation_seconds=now - first,
+                time_to_first_token=first - submitted,
+            )
+        )
+
+
+class FakeBackend:
+    """`answer_tokens` words per answer (fewer with max_tokens or a stop string), one every
+    `token_delay` seconds; `parallel` at once and `queue_size` waiting, like the engine."""
+
+    def __init__(
+        self,
+        alias: str,
+        *,
+        context_size: int = 2048,
+        parallel: int = 4,
+        queue_size: int = 4,
+        token_delay: float = 0.001,
+        answer_tokens: int = 12,
+    ) -> None:
+        self.alias = alias
+        self.stats = GenerationStats()
+        self._context_size = context_size
+        self.parallel = parallel
+        self.queue_size = queue_size
+        self.token_delay = token_delay
+        self.answer_tokens = answer_tokens
+        self.prompts: list[Prompt] = []
+        self.owners: list[str] = []
+        self.waiting = 0
+        self.busy = 0
+        self.closed = False
+        self._slots: asyncio.Semaphore | None = None
+        self.builder = ChatPromptBuilder(
+            None, bos_token="", eos_token="<|im_end|>", tokenize=fake_tokenize, bos_id=None
+        )
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        # Made on first use, on the serving loop (the backend is built in a worker thread).
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.parallel)
+        return self._slots
+
+    @property
+    def context_size(self) -> int:
+        return self._context_size
+
+    @property
+    def control_tokens(self) -> tuple[str, ...]:
+        return CONTROL_TOKENS
+
+    @property
+    def is_running(self) -> bool:
+        return not self.closed
+
+    async def chat_prompt(self, messages: Sequence[ChatMessage]) -> Prompt:
+        return Prompt(tuple(messages), tuple(self.builder.build(messages)))
+
+    async def text_prompt(self, text: str) -> Prompt:
+        return Prompt((ChatMessage("user", text),), tuple(fake_tokenize(text, False)), raw=True)
+
+    def stream(
+        self, prompt: Prompt, params: SamplingParams, *, owner: str, timeout: float
+    ) -> FakeGeneration:
+        if self.closed:
+            raise BackendUnavailableError(f"model {self.alias!r} is not loaded")
+        if self.waiting + self.busy >= self.parallel + self.queue_size:
+            self.stats.rejected += 1
+            raise QueueFullError(retry_after=1)
+        self.waiting += 1
+        self.prompts.append(prompt)
+        self.owners.append(owner)
+        return FakeGeneration(self, prompt, params, time.monotonic() + timeout)
+
+    def load(self) -> Load:
+        return Load(
+            running=not self.closed,
+            slots=self.parallel,
+            busy_slots=self.busy,
+            queue_depth=self.waiting,
+            queue_size=self.queue_size,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "fake", "context_size": self._context_size}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeBackends:
+    """A backend factory for create_app that keeps what it made, by alias."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.made: dict[str, FakeBackend] = {}
+
+    def __call__(self, spec: ModelSpec) -> FakeBackend:
+        backend = FakeBackend(spec.alias, **self.options)
+        self.made[spec.alias] = backend
+        return backend

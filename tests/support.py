@@ -1,0 +1,215 @@
+"""Helpers of the API tests: the real app on a real port (uvicorn) and users against it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import uvicorn
+from litestar import Litestar
+from sqlalchemy import Executable, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app import create_app
+from modules.config import Settings
+from modules.llm.inference import ModelRegistry
+from modules.ratelimit.service import DAY, _window
+from tests.fakes import FakeBackends
+
+JWT_SECRET = "test-secret-" + "x" * 40
+PASSWORD = "correct-horse-42"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a test app; generous limits, which the tests of limits override."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": tmp_path,
+        "jwt_secret": JWT_SECRET,
+        "llm_context_size": 2048,
+        "llm_queue_size": 4,
+        "llm_parallel": 8,
+        "llm_request_timeout_seconds": 60,
+        "llm_max_tokens": 512,
+        "llm_default_max_tokens": 32,
+        # The suite sends far more than a person would; test_ratelimit.py turns limits on.
+        "rate_limit_requests_per_minute": 0,
+        "rate_limit_tokens_per_minute": 0,
+        "rate_limit_tokens_per_day": 0,
+        "rate_limit_role_overrides": {},
+        "login_attempts_per_minute_per_ip": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class RunningServer:
+    """uvicorn serving an app in a thread; start-up errors are raised, never swallowed."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> RunningServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the app failed to start (see the log above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the app did not start within 60 s")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@contextmanager
+def cli_server(env: dict[str, str], output: IO[bytes] | None = None) -> Iterator[str]:
+    """`llm-service serve` in its own process, as an operator runs it; yields its URL."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "PORT": str(port),
+        "JWT_SECRET": JWT_SECRET,
+        "LLM_PARALLEL": "1",
+        "LLM_CONTEXT_SIZE": "512",
+        **env,
+    }
+    cli = Path(sys.executable).with_name("llm-service")
+    sink = output if output is not None else subprocess.DEVNULL
+    process = subprocess.Popen([str(cli), "serve"], env=full_env, stdout=sink, stderr=sink)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, "the server exited"
+            try:
+                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@dataclass
+class Api:
+    """A running server plus helpers to act as users against it."""
+
+    base_url: str
+    app: Litestar
+    database_url: str
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=120, **kwargs)
+
+    @property
+    def registry(self) -> ModelRegistry:
+        registry = self.app.state.llm.registry
+        assert registry is not None
+        return registry
+
+    def register(self, email: str | None = None, password: str = PASSWORD) -> dict[str, Any]:
+        email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        with self.client() as client:
+            response = client.post("/auth/register", json={"email": email, "password": password})
+        assert response.status_code == 201, response.text
+        return {"email": email, "password": password, **response.json()}
+
+    def login(self, email: str, password: str = PASSWORD) -> dict[str, Any]:
+        with self.client() as client:
+            response = client.post("/auth/login", json={"email": email, "password": password})
+        assert response.status_code == 200, response.text
+        tokens: dict[str, Any] = response.json()
+        return tokens
+
+    def user_token(self) -> str:
+        user = self.register()
+        token: str = self.login(user["email"])["access_token"]
+        return token
+
+    def make_admin(self, email: str) -> None:
+        self.sql("UPDATE users SET role = 'admin' WHERE email = :email", email=email)
+
+    def admin_token(self) -> str:
+        user = self.register()
+        self.make_admin(user["email"])
+        token: str = self.login(user["email"])["access_token"]
+        return token
+
+    def sql(self, statement: str | Executable, **params: Any) -> list[Any]:
+        """Run SQL (text, or a SQLAlchemy statement whose column types convert values for
+        either dialect) on the test database, from the test's thread and event loop."""
+        executable = text(statement) if isinstance(statement, str) else statement
+
+        async def run() -> list[Any]:
+            engine = create_async_engine(self.database_url)
+            try:
+                async with engine.begin() as connection:
+                    result = await connection.execute(executable, params)
+                    return list(result.fetchall()) if result.returns_rows else []
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(run())
+
+
+def fake_app(settings: Settings, **fake_options: Any) -> Litestar:
+    """The real app on a fake inference backend (the fast tier)."""
+    return create_app(settings, backend_factory=FakeBackends(**fake_options))
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> bool:
+    """Poll until `predicate()` holds; False (never a hang) when `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def charged_today(app: Litestar, user_id: str) -> int:
+    """Completion tokens charged to a user today (the in-memory rate limiter's counter)."""
+    limiter = app.state.llm.limiter
+    day, _ = _window(DAY)
+
+    async def read() -> int:
+        value: int = await limiter.counters.get(f"tokday:{user_id}:{day}")
+        return value
+
+    return asyncio.run(read())
