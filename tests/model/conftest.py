@@ -23,7 +23,7 @@ class ModelApi(Api):
 
 
 @pytest.fixture(scope="session")
-def model_api(
+def api(
     postgres_url: str, model_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ModelApi]:
     tmp_path = tmp_path_factory.mktemp("model")
@@ -34,10 +34,10 @@ def model_api(
 
 
 @pytest.fixture
-def user_token(model_api: Api) -> str:
-    return model_api.user_token()
+def user_token(api: Api) -> str:
+    return api.user_token()
 
 
 @pytest.fixture
-def admin_token(model_api: Api) -> str:
-    return model_api.admin_token()
+def admin_token(api: Api) -> str:
+    return api.admin_token()
