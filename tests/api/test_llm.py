@@ -160,7 +160,7 @@ def test_full_queue_refuses_exactly_the_overflow_at_once(api: FakeApi, user_toke
         response = generate(api, user_token, prompt="Tell a long story.")
         return response, time.monotonic()
 
-    with slow_backend(api, delay=0.05, tokens=40), ThreadPoolExecutor(16) as pool:
+    with slow_backend(api, delay=0.02, tokens=40), ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda _: post(), range(16)))
     refused = [(r, at) for r, at in results if r.status_code == 503]
     accepted = [(r, at) for r, at in results if r.status_code == 200]
@@ -178,10 +178,10 @@ def test_client_disconnect_stops_generation_and_is_charged(api: FakeApi, user_to
     before = backend.stats.cancelled
     with slow_backend(api, delay=0.05, tokens=200):
         with api.client(user_token) as client, contextlib.suppress(httpx.ReadTimeout):
-            client.post("/llm/generate", json={"prompt": "Go on.", "use_cache": False}, timeout=1)
+            client.post("/llm/generate", json={"prompt": "Go on.", "use_cache": False}, timeout=0.5)
         assert wait_for(lambda: backend.stats.cancelled > before, 10)
     charged = charged_today(api.app, me)
-    # About one second of tokens at 20 per second was generated, and all of it is charged.
+    # About half a second of tokens at 20 per second was generated, and all of it is charged.
     assert 5 <= charged < 200
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import openai
 import pytest
 
-from tests.support import Api
+from tests.api.conftest import FakeApi
+from tests.support import Api, charged_today, wait_for
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -229,3 +231,79 @@ def test_conversation_id_continues_a_stored_conversation(api: Api, user_token: s
     with api.client(user_token) as raw:
         detail = raw.get(f"/conversations/{conversation_id}").json()
     assert len(detail["messages"]) == 4
+
+
+def test_cache_and_profile_through_extra_body(
+    api: FakeApi, user_token: str, admin_token: str
+) -> None:
+    with api.client(admin_token) as admin:
+        created = admin.post(
+            "/admin/profiles",
+            json={
+                "name": f"pirate-{uuid.uuid4().hex[:6]}",
+                "system_prompt": "You are a pirate.",
+                "settings": {"max_tokens": 3, "temperature": 0},
+            },
+        )
+    assert created.status_code == 201, created.text
+    profile = created.json()["name"]
+    client = client_for(api, user_token)
+    question = [{"role": "user", "content": f"Where is the treasure? {uuid.uuid4().hex[:6]}"}]
+    first = client.chat.completions.create(
+        model=MODEL,
+        messages=question,
+        extra_body={"profile": profile},  # type: ignore[arg-type]
+    )
+    # The profile's system prompt reached the model, and its settings applied.
+    prompt = api.backend.prompts[-1]
+    assert (prompt.messages[0].role, prompt.messages[0].content) == ("system", "You are a pirate.")
+    assert first.usage is not None
+    assert first.usage.completion_tokens == 3
+    generated = len(api.backend.prompts)
+    again = client.chat.completions.create(
+        model=MODEL,
+        messages=question,
+        extra_body={"profile": profile},  # type: ignore[arg-type]
+    )
+    assert again.choices[0].message.content == first.choices[0].message.content
+    assert len(api.backend.prompts) == generated  # a cache hit: the model was not asked
+    client.chat.completions.create(
+        model=MODEL,
+        messages=question,  # type: ignore[arg-type]
+        extra_body={"profile": profile, "use_cache": False},
+    )
+    assert len(api.backend.prompts) == generated + 1
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(
+            model=MODEL,
+            messages=question,
+            extra_body={"profile": "no-such"},  # type: ignore[arg-type]
+        )
+
+
+def test_dropped_stream_is_charged_what_was_generated(api: FakeApi, user_token: str) -> None:
+    with api.client(user_token) as raw:
+        me = str(raw.get("/users/me").json()["id"])
+    backend = api.backend
+    saved = backend.token_delay, backend.answer_tokens
+    backend.token_delay, backend.answer_tokens = 0.02, 500
+    try:
+        stream = client_for(api, user_token).chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Tell me everything."}],
+            stream=True,
+            extra_body={"use_cache": False},
+        )
+        received = 0
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                received += 1
+                if received == 10:
+                    break
+        stream.close()
+        assert wait_for(lambda: charged_today(api.app, me) > 0, 10)
+    finally:
+        backend.token_delay, backend.answer_tokens = saved
+        assert wait_for(lambda: backend.busy == 0, 30)
+    charged = charged_today(api.app, me)
+    assert 10 <= charged <= 10 + 60, charged  # what the client saw, plus the flight time

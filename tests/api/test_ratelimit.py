@@ -1,8 +1,9 @@
-"""Rate limits and quotas: 429 with Retry-After, login brute force, and one limit shared
-by two app processes through Redis."""
+"""Rate limits and quotas through HTTP: 429 with Retry-After, role overrides, login brute
+force. (Two processes sharing one limit through Redis: tests/model/test_processes.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,27 +12,27 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.migrations import upgrade_to_head
-from tests.support import RunningServer, cli_server, fake_app, make_settings
+from tests.support import RunningServer, fake_app, make_settings
 
 PASSWORD = "limit-pass-123"
 TINY = {"prompt": "Hi", "settings": {"max_tokens": 2, "temperature": 0}, "use_cache": False}
 
 
-def fresh_minute(margin: float = 20) -> None:
-    """Fixed windows: start a test early in a minute so it does not straddle two."""
-    left = 60 - time.time() % 60
-    if left < margin:
-        time.sleep(left + 0.5)
-
-
 @contextmanager
 def server(tmp_path: Path, **overrides: Any) -> Iterator[httpx.Client]:
+    """An app whose limiter's clock stands still one second into a minute, so a test's
+    requests all fall in one fixed window."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"
     upgrade_to_head(database_url)
     app = fake_app(make_settings(database_url, tmp_path, **overrides))
+    now = time.time()
+    app.state.llm.limiter.clock = lambda: now - now % 60 + 1
     with RunningServer(app) as running, httpx.Client(base_url=running.base_url, timeout=60) as c:
+        c.database_url = database_url  # type: ignore[attr-defined]
         yield c
 
 
@@ -45,7 +46,6 @@ def token_for(client: httpx.Client, email: str | None = None) -> str:
 
 
 def test_requests_per_minute(tmp_path: Path) -> None:
-    fresh_minute()
     with server(tmp_path, rate_limit_requests_per_minute=2) as client:
         headers = {"Authorization": f"Bearer {token_for(client)}"}
         assert client.post("/llm/generate", json=TINY, headers=headers).status_code == 200
@@ -70,7 +70,6 @@ def test_requests_per_minute(tmp_path: Path) -> None:
 
 
 def test_completion_tokens_per_minute_and_role_override(tmp_path: Path) -> None:
-    fresh_minute()
     with server(
         tmp_path,
         rate_limit_tokens_per_minute=2,
@@ -81,10 +80,29 @@ def test_completion_tokens_per_minute_and_role_override(tmp_path: Path) -> None:
         limited = client.post("/llm/generate", json=TINY, headers=headers)
         assert limited.status_code == 429
         assert "completion tokens per minute" in limited.json()["detail"]
+        # The override lifts the limit for admins, and only for them.
+        admin_email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+        token_for(client, admin_email)
+        promote(client.database_url, admin_email)  # type: ignore[attr-defined]
+        admin = {"Authorization": f"Bearer {token_for(client, admin_email)}"}
+        for _ in range(3):
+            assert client.post("/llm/generate", json=TINY, headers=admin).status_code == 200
+        assert client.post("/llm/generate", json=TINY, headers=headers).status_code == 429
+
+
+def promote(database_url: str, email: str) -> None:
+    async def run() -> None:
+        engine = create_async_engine(database_url)
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE users SET role = 'admin' WHERE email = :email"), {"email": email}
+            )
+        await engine.dispose()
+
+    asyncio.run(run())
 
 
 def test_login_attempts_per_ip_and_per_account(tmp_path: Path) -> None:
-    fresh_minute()
     with server(
         tmp_path, login_attempts_per_minute_per_ip=6, login_failures_per_account=2
     ) as client:
@@ -103,27 +121,3 @@ def test_login_attempts_per_ip_and_per_account(tmp_path: Path) -> None:
             for _ in range(4)
         ]
         assert statuses[-1] == 429  # the 7th attempt from this address within the minute
-
-
-def test_two_processes_share_one_limit_through_redis(tmp_path: Path) -> None:
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
-    upgrade_to_head(database_url)
-
-    def env(name: str) -> dict[str, str]:
-        return {
-            "DATA_DIR": str(tmp_path / name),
-            "DATABASE_URL": database_url,
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
-            "RATE_LIMIT_REQUESTS_PER_MINUTE": "3",
-        }
-
-    with cli_server(env("a")) as first_url, cli_server(env("b")) as second_url:
-        fresh_minute()
-        with httpx.Client(base_url=first_url, timeout=60) as first:
-            token = token_for(first)
-        headers = {"Authorization": f"Bearer {token}"}
-        statuses = [
-            httpx.post(f"{url}/llm/generate", json=TINY, headers=headers, timeout=60).status_code
-            for url in (first_url, second_url, first_url, second_url)
-        ]
-    assert statuses == [200, 200, 200, 429]

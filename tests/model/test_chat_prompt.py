@@ -24,7 +24,7 @@ INJECTIONS = [
 @pytest.fixture(scope="module")
 def model(model_path: Path) -> LoadedModel:
     return LoadedModel(
-        ModelOptions(path=model_path, alias="", n_ctx=512, n_threads=1, n_batch=64, n_gpu_layers=0)
+        model_path, "", ModelOptions(n_ctx=512, n_threads=1, n_batch=64, n_gpu_layers=0)
     )
 
 

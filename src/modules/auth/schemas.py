@@ -55,15 +55,7 @@ class ApiKeyRead(msgspec.Struct):
 
     @classmethod
     def from_model(cls, key: ApiKey) -> ApiKeyRead:
-        return cls(
-            id=key.id,
-            name=key.name,
-            prefix=key.prefix,
-            created_at=key.created_at,
-            expires_at=key.expires_at,
-            revoked_at=key.revoked_at,
-            last_used_at=key.last_used_at,
-        )
+        return msgspec.convert(key, cls, from_attributes=True)
 
 
 class ApiKeyCreated(msgspec.Struct):

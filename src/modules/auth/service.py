@@ -14,6 +14,7 @@ from modules.auth.passwords import PasswordHasher
 from modules.auth.policy import password_problems
 from modules.auth.tokens import InvalidTokenError, TokenCodec
 from modules.users.models import ROLE_USER, User
+from modules.users.schemas import UserSelfUpdate
 from modules.users.service import UserService, normalize_email
 
 
@@ -162,16 +163,10 @@ class AuthService:
     async def logout(self, family_id: uuid.UUID) -> None:
         await self.revoke_family(family_id)
 
-    async def update_credentials(
-        self,
-        user: User,
-        *,
-        current_password: str,
-        email: str | None,
-        new_password: str | None,
-    ) -> User:
+    async def update_credentials(self, user: User, change: UserSelfUpdate) -> User:
         """Change one's email or password; the current password confirms either."""
-        matches, _ = await self.hasher.verify(current_password, user.password_hash)
+        email, new_password = change.email, change.new_password
+        matches, _ = await self.hasher.verify(change.current_password, user.password_hash)
         if not matches:
             raise WrongPasswordError("current_password is wrong")
         if email is not None:

@@ -11,7 +11,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -40,28 +40,19 @@ class CacheStats:
     errors: int = 0
 
 
+@dataclass(kw_only=True)
 class ResponseCache:
-    def __init__(
-        self,
-        store: Store,
-        *,
-        backend: Literal["memory", "redis"],
-        ttl_seconds: int,
-        max_entries: int,
-        scope: Literal["user", "global"],
-        enabled: bool = True,
-    ) -> None:
-        self.store = store
-        self.backend = backend
-        self.ttl_seconds = ttl_seconds
-        self.max_entries = max_entries
-        self.scope = scope
-        self.enabled = enabled
-        self.stats = CacheStats()
-        self.available = True
-        self.last_error: str | None = None
-        # The memory store has expiry but no size bound: keep the LRU order here.
-        self._recent: OrderedDict[str, None] = OrderedDict()
+    store: Store
+    backend: Literal["memory", "redis"]
+    ttl_seconds: int
+    max_entries: int
+    scope: Literal["user", "global"]
+    enabled: bool = True
+    stats: CacheStats = field(default_factory=CacheStats)
+    available: bool = True
+    last_error: str | None = None
+    # The memory store has expiry but no size bound: keep the LRU order here.
+    _recent: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def key(
         self,
@@ -165,7 +156,7 @@ def response_cache_from_settings(settings: Settings, redis: Any | None) -> Respo
     else:
         store, backend = MemoryStore(), "memory"
     return ResponseCache(
-        store,
+        store=store,
         backend=backend,
         ttl_seconds=settings.cache_ttl_seconds,
         max_entries=settings.cache_max_entries,

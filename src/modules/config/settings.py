@@ -58,14 +58,8 @@ class Settings(BaseSettings):
         "", validation_alias=AliasChoices("JWT_SECRET", "JWT_CONSTANT", "jwt_secret")
     )
     jwt_issuer: str = "llm-service"
-    access_token_ttl_seconds: int = Field(
-        900,
-        ge=30,
-    )
-    refresh_token_ttl_seconds: int = Field(
-        7 * 24 * 3600,
-        ge=60,
-    )
+    access_token_ttl_seconds: int = Field(900, ge=30)
+    refresh_token_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     allow_registration: bool = True
     password_min_length: int = Field(8, ge=8, le=128)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
@@ -78,11 +72,7 @@ class Settings(BaseSettings):
     llm_models: str = ""
     llm_default_model: str = ""
     llm_model_alias: str = ""
-    llm_context_size: int = Field(
-        4096,
-        ge=256,
-        le=131072,
-    )
+    llm_context_size: int = Field(4096, ge=256, le=131072)
     llm_threads: int = Field(0, ge=0, le=256)
     llm_batch_size: int = Field(512, ge=16, le=8192)
     llm_gpu_layers: int = Field(0, ge=-1)
@@ -93,21 +83,12 @@ class Settings(BaseSettings):
     llm_prefill_chunk: int = Field(256, ge=16)
     llm_state_cache_mb: int = Field(256, ge=0)
     llm_queue_size: int = Field(16, ge=1, le=10000)
-    llm_request_timeout_seconds: float = Field(
-        120.0,
-        gt=0,
-    )
+    llm_request_timeout_seconds: float = Field(120.0, gt=0)
     llm_max_tokens: int = Field(1024, ge=1)
     llm_default_max_tokens: int = Field(256, ge=1)
-    llm_default_temperature: float = Field(
-        0.7,
-        ge=0,
-        le=2,
-    )
+    llm_default_temperature: float = Field(0.7, ge=0, le=2)
     llm_max_temperature: float = Field(2.0, ge=0, le=5)
-    llm_default_system_prompt: str = Field(
-        "",
-    )
+    llm_default_system_prompt: str = Field("")
 
     redis_url: str = ""
     cache_enabled: bool = True
@@ -115,18 +96,9 @@ class Settings(BaseSettings):
     cache_max_entries: int = Field(1000, ge=1)
     cache_scope: Literal["user", "global"] = "user"
 
-    rate_limit_requests_per_minute: int = Field(
-        60,
-        ge=0,
-    )
-    rate_limit_tokens_per_minute: int = Field(
-        20000,
-        ge=0,
-    )
-    rate_limit_tokens_per_day: int = Field(
-        500000,
-        ge=0,
-    )
+    rate_limit_requests_per_minute: int = Field(60, ge=0)
+    rate_limit_tokens_per_minute: int = Field(20000, ge=0)
+    rate_limit_tokens_per_day: int = Field(500000, ge=0)
     # JSON: {"role": {"requests_per_minute": N, "tokens_per_minute": N, "tokens_per_day": N}}
     rate_limit_role_overrides: dict[str, dict[str, int]] = Field(
         default_factory=lambda: {
@@ -137,18 +109,9 @@ class Settings(BaseSettings):
             }
         },
     )
-    login_attempts_per_minute_per_ip: int = Field(
-        20,
-        ge=0,
-    )
-    login_failures_per_account: int = Field(
-        10,
-        ge=0,
-    )
-    login_failure_window_seconds: int = Field(
-        900,
-        ge=60,
-    )
+    login_attempts_per_minute_per_ip: int = Field(20, ge=0)
+    login_failures_per_account: int = Field(10, ge=0)
+    login_failure_window_seconds: int = Field(900, ge=60)
 
     sanitizer_max_chars: int = Field(32000, ge=1)
     sanitizer_max_messages: int = Field(64, ge=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, delete, get, patch
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -51,15 +52,9 @@ class ConversationController(Controller):
     ) -> ConversationDetail:
         conversation = await conversation_service.get_owned(request.user.id, conversation_id)
         messages = await conversation_service.messages(conversation.id)
-        return ConversationDetail(
-            id=conversation.id,
-            title=conversation.title,
-            model=conversation.model,
-            created_at=conversation.created_at,
-            updated_at=conversation.updated_at,
-            system_prompt=conversation.system_prompt,
-            messages=[MessageRead.from_model(m) for m in messages],
-        )
+        detail = msgspec.convert(conversation, ConversationDetail, from_attributes=True)
+        detail.messages = [MessageRead.from_model(m) for m in messages]
+        return detail
 
     @patch("/{conversation_id:uuid}")
     async def rename_conversation(

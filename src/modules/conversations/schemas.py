@@ -22,13 +22,7 @@ class ConversationRead(msgspec.Struct):
 
     @classmethod
     def from_model(cls, conversation: Conversation) -> ConversationRead:
-        return cls(
-            id=conversation.id,
-            title=conversation.title,
-            model=conversation.model,
-            created_at=conversation.created_at,
-            updated_at=conversation.updated_at,
-        )
+        return msgspec.convert(conversation, cls, from_attributes=True)
 
 
 class MessageRead(msgspec.Struct):
@@ -43,16 +37,7 @@ class MessageRead(msgspec.Struct):
 
     @classmethod
     def from_model(cls, message: Message) -> MessageRead:
-        return cls(
-            id=message.id,
-            role=message.role,
-            content=message.content,
-            created_at=message.created_at,
-            prompt_tokens=message.prompt_tokens,
-            completion_tokens=message.completion_tokens,
-            generation_seconds=message.generation_seconds,
-            time_to_first_token=message.time_to_first_token,
-        )
+        return msgspec.convert(message, cls, from_attributes=True)
 
 
 class ConversationDetail(ConversationRead):

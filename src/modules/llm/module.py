@@ -24,7 +24,7 @@ from modules.llm.inference import (
     ModelRegistry,
     ModelSpec,
 )
-from modules.llm.inference.llamacpp import LlamaCppBackend, LocalOptions
+from modules.llm.inference.llamacpp import LlamaCppBackend, LocalOptions, ModelOptions
 from modules.llm.turns import Caller, ProfileStore, PromptPreparer, SessionFactory, TurnService
 from modules.ratelimit import RateLimiter
 
@@ -34,16 +34,18 @@ logger = structlog.get_logger(__name__)
 def local_backend_factory(settings: Settings) -> BackendFactory:
     """GGUF files loaded in this process (llama.cpp)."""
     options = LocalOptions(
-        n_ctx=settings.llm_context_size,
-        n_threads=settings.effective_threads,
-        n_batch=settings.llm_batch_size,
-        n_gpu_layers=settings.llm_gpu_layers,
-        parallel=settings.llm_parallel,
+        ModelOptions(
+            n_ctx=settings.llm_context_size,
+            n_threads=settings.effective_threads,
+            n_batch=settings.llm_batch_size,
+            n_gpu_layers=settings.llm_gpu_layers,
+            parallel=settings.llm_parallel,
+            cpu_extra_buffers=settings.llm_cpu_extra_buffers,
+        ),
         queue_size=settings.llm_queue_size,
         prefill_chunk=settings.llm_prefill_chunk,
         state_cache_bytes=settings.llm_state_cache_mb * 1024 * 1024,
         default_system_prompt=settings.llm_default_system_prompt,
-        cpu_extra_buffers=settings.llm_cpu_extra_buffers,
     )
     return lambda spec: LlamaCppBackend.from_file(spec.alias, spec.path, options)
 

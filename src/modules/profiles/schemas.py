@@ -43,12 +43,4 @@ class ProfileRead(msgspec.Struct):
 
     @classmethod
     def from_model(cls, profile: Profile) -> ProfileRead:
-        return cls(
-            id=profile.id,
-            name=profile.name,
-            description=profile.description,
-            system_prompt=profile.system_prompt,
-            settings=msgspec.convert(profile.settings or {}, GenerationSettings),
-            created_at=profile.created_at,
-            updated_at=profile.updated_at,
-        )
+        return msgspec.convert(profile, cls, from_attributes=True)

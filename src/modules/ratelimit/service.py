@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -91,30 +92,24 @@ class RedisCounters:
         return int(value or 0)
 
 
-def _window(length: int) -> tuple[int, int]:
+def window_at(now: float, length: int) -> tuple[int, int]:
     """(window number, seconds until it ends) for fixed windows of `length` seconds."""
-    now = time.time()
     number = int(now // length)
     return number, max(1, math.ceil((number + 1) * length - now))
 
 
+@dataclass
 class RateLimiter:
-    def __init__(
-        self,
-        counters: Counters,
-        *,
-        default: Limits,
-        per_role: dict[str, Limits],
-        login_per_ip_per_minute: int,
-        login_failures_per_account: int,
-        login_failure_window_seconds: int,
-    ) -> None:
-        self.counters = counters
-        self.default = default
-        self.per_role = per_role
-        self.login_per_ip_per_minute = login_per_ip_per_minute
-        self.login_failures_per_account = login_failures_per_account
-        self.login_failure_window = login_failure_window_seconds
+    counters: Counters
+    default: Limits
+    per_role: dict[str, Limits]
+    login_per_ip_per_minute: int
+    login_failures_per_account: int
+    login_failure_window: int  # seconds
+    clock: Callable[[], float] = time.time
+
+    def _window(self, length: int) -> tuple[int, int]:
+        return window_at(self.clock(), length)
 
     def limits_for(self, role: str) -> Limits:
         return self.per_role.get(role, self.default)
@@ -136,14 +131,14 @@ class RateLimiter:
     async def check_request(self, user_id: str, role: str) -> None:
         """Count one generation request; raise when a per-user limit is used up."""
         limits = self.limits_for(role)
-        minute, minute_left = _window(MINUTE)
+        minute, minute_left = self._window(MINUTE)
         if limits.requests_per_minute:
             used = await self._count(f"req:{user_id}:{minute}", 1, MINUTE + 5)
             if used is not None and used > limits.requests_per_minute:
                 raise RateLimitExceededError(
                     "requests", limits.requests_per_minute, "minute", minute_left
                 )
-        day, day_left = _window(DAY)
+        day, day_left = self._window(DAY)
         if limits.tokens_per_minute:
             used = await self._read(f"tok:{user_id}:{minute}")
             if used >= limits.tokens_per_minute:
@@ -160,13 +155,13 @@ class RateLimiter:
     async def add_tokens(self, user_id: str, tokens: int) -> None:
         if tokens <= 0:
             return
-        minute, _ = _window(MINUTE)
-        day, _ = _window(DAY)
+        minute, _ = self._window(MINUTE)
+        day, _ = self._window(DAY)
         await self._count(f"tok:{user_id}:{minute}", tokens, MINUTE + 5)
         await self._count(f"tokday:{user_id}:{day}", tokens, DAY + 60)
 
     async def check_login(self, client_ip: str, email: str) -> None:
-        minute, minute_left = _window(MINUTE)
+        minute, minute_left = self._window(MINUTE)
         if self.login_per_ip_per_minute:
             used = await self._count(f"login-ip:{client_ip}:{minute}", 1, MINUTE + 5)
             if used is not None and used > self.login_per_ip_per_minute:
@@ -177,7 +172,7 @@ class RateLimiter:
                     minute_left,
                 )
         if self.login_failures_per_account:
-            window, left = _window(self.login_failure_window)
+            window, left = self._window(self.login_failure_window)
             failures = await self._read(f"login-fail:{email}:{window}")
             if failures >= self.login_failures_per_account:
                 raise RateLimitExceededError(
@@ -188,7 +183,7 @@ class RateLimiter:
                 )
 
     async def record_login_failure(self, email: str) -> None:
-        window, _ = _window(self.login_failure_window)
+        window, _ = self._window(self.login_failure_window)
         await self._count(f"login-fail:{email}:{window}", 1, self.login_failure_window + 5)
 
 
@@ -201,7 +196,7 @@ def rate_limiter_from_settings(settings: Settings, redis: Any | None) -> RateLim
         tokens_per_day=settings.rate_limit_tokens_per_day,
     )
     return RateLimiter(
-        counters,
+        counters=counters,
         default=default,
         # A role's override replaces only the limits it names.
         per_role={
@@ -210,5 +205,5 @@ def rate_limiter_from_settings(settings: Settings, redis: Any | None) -> RateLim
         },
         login_per_ip_per_minute=settings.login_attempts_per_minute_per_ip,
         login_failures_per_account=settings.login_failures_per_account,
-        login_failure_window_seconds=settings.login_failure_window_seconds,
+        login_failure_window=settings.login_failure_window_seconds,
     )

@@ -34,13 +34,7 @@ class UserController(Controller):
         auth_service: NamedDependency[CredentialsChanger],
     ) -> UserRead:
         """Change one's email or password; `current_password` must be right."""
-        user = await auth_service.update_credentials(
-            request.user,
-            current_password=data.current_password,
-            email=data.email,
-            new_password=data.new_password,
-        )
-        return UserRead.from_model(user)
+        return UserRead.from_model(await auth_service.update_credentials(request.user, data))
 
     @get("/", guards=[requires_admin])
     async def list_users(

@@ -27,14 +27,7 @@ class UserRead(msgspec.Struct):
 
     @classmethod
     def from_model(cls, user: User) -> UserRead:
-        return cls(
-            id=user.id,
-            email=user.email,
-            role=user.role,
-            is_active=user.is_active,
-            created_at=user.created_at,
-            updated_at=user.updated_at,
-        )
+        return msgspec.convert(user, cls, from_attributes=True)
 
 
 class UserPage(msgspec.Struct):

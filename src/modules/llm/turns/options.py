@@ -51,20 +51,17 @@ def merge_settings(base: GenerationSettings, override: GenerationSettings) -> Ge
 
 def sampling_params(settings: Settings, requested: GenerationSettings) -> SamplingParams:
     """The server's defaults for what the request leaves out; a 400 for what it caps."""
-    if requested.max_tokens is not None and requested.max_tokens > settings.llm_max_tokens:
-        raise InvalidTurnRequest(
-            f"settings.max_tokens is {requested.max_tokens}; this server allows at most "
-            f"{settings.llm_max_tokens} (LLM_MAX_TOKENS)",
-            field="settings.max_tokens",
-            status_code=400,
-        )
-    if requested.temperature is not None and requested.temperature > settings.llm_max_temperature:
-        raise InvalidTurnRequest(
-            f"settings.temperature is {requested.temperature}; this server allows at most "
-            f"{settings.llm_max_temperature} (LLM_MAX_TEMPERATURE)",
-            field="settings.temperature",
-            status_code=400,
-        )
+    caps = (
+        ("max_tokens", requested.max_tokens, settings.llm_max_tokens, "LLM_MAX_TOKENS"),
+        ("temperature", requested.temperature, settings.llm_max_temperature, "LLM_MAX_TEMPERATURE"),
+    )
+    for name, value, cap, setting in caps:
+        if value is not None and value > cap:
+            raise InvalidTurnRequest(
+                f"settings.{name} is {value}; this server allows at most {cap} ({setting})",
+                field=f"settings.{name}",
+                status_code=400,
+            )
     return SamplingParams(
         temperature=(
             settings.llm_default_temperature

@@ -44,34 +44,22 @@ class Caller:
     role: str
 
 
+@dataclass(frozen=True, slots=True)
 class TurnService:
     """Request-scoped: one caller's turns.
 
     A turn is its own unit of work: a stream outlives its request, so the turn reads and
     writes conversations through sessions of its own and commits them itself."""
 
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        registry: ModelRegistry,
-        preparer: PromptPreparer,
-        limiter: RateLimiter,
-        cache: ResponseCache,
-        profiles: ProfileStore,
-        sessions: SessionFactory,
-        caller: Caller,
-        log: dict[str, Any],
-    ) -> None:
-        self.settings = settings
-        self.registry = registry
-        self.preparer = preparer
-        self.limiter = limiter
-        self.cache = cache
-        self.profiles = profiles
-        self.sessions = sessions
-        self.caller = caller
-        self.log = log  # fields for this request's log line
+    settings: Settings
+    registry: ModelRegistry
+    preparer: PromptPreparer
+    limiter: RateLimiter
+    cache: ResponseCache
+    profiles: ProfileStore
+    sessions: SessionFactory
+    caller: Caller
+    log: dict[str, Any]  # fields for this request's log line
 
     async def start(self, request: TurnRequest) -> Turn:
         owner = str(self.caller.user_id)

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.response import ServerSentEventMessage
@@ -79,14 +79,13 @@ class OpenAIController(Controller):
         request: Request[Any, Any, Any],
         data: JSONBody[ChatCompletionRequest],
         turn_service: NamedDependency[TurnService],
-    ) -> Response[ChatCompletion] | EventStream:
+    ) -> ChatCompletion | EventStream:
         """OpenAI chat completions, whole or streamed. Extensions (the openai SDK sends them
         with `extra_body`): `conversation_id` continues a stored conversation, `profile`
         applies an admin-managed profile, `use_cache` (default true) allows the cache."""
         turn = await turn_service.start(chat_turn(data))
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        headers = {"X-Conversation-Id": str(turn.conversation_id)}
         if data.stream:
             first = True
 
@@ -105,24 +104,24 @@ class OpenAIController(Controller):
                 )
 
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
-            return EventStream(_openai_stream(turn, chunk_of, include_usage), headers=headers)
+            return EventStream(
+                _openai_stream(turn, chunk_of, include_usage),
+                headers={"X-Conversation-Id": str(turn.conversation_id)},
+            )
         completion = await whole_answer(request, turn)
-        return Response(
-            ChatCompletion(
-                id=completion_id,
-                created=created,
-                model=turn.model,
-                conversation_id=turn.conversation_id,
-                choices=[
-                    ChatChoice(
-                        index=0,
-                        message=AssistantMessage(content=completion.text),
-                        finish_reason=finish_reason(completion.finished),
-                    )
-                ],
-                usage=usage(completion.finished),
-            ),
-            headers=headers,
+        return ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=turn.model,
+            conversation_id=turn.conversation_id,
+            choices=[
+                ChatChoice(
+                    index=0,
+                    message=AssistantMessage(content=completion.text),
+                    finish_reason=finish_reason(completion.finished),
+                )
+            ],
+            usage=usage(completion.finished),
         )
 
     @post("/completions", status_code=200)

@@ -25,17 +25,12 @@ T = TypeVar("T")
 class LocalOptions:
     """How to load and serve a local model (from the service's settings)."""
 
-    n_ctx: int
-    n_threads: int
-    n_batch: int
-    n_gpu_layers: int
-    parallel: int
+    model: ModelOptions
     queue_size: int
     prefill_chunk: int
     state_cache_bytes: int
     # Prompts that start with this system turn share its cached state across users.
     default_system_prompt: str = ""
-    cpu_extra_buffers: bool = False
 
 
 class LlamaCppBackend:
@@ -64,18 +59,7 @@ class LlamaCppBackend:
     @classmethod
     def from_file(cls, alias: str, path: Path, options: LocalOptions) -> LlamaCppBackend:
         """Blocking: reads the GGUF and starts the engine thread."""
-        model = LoadedModel(
-            ModelOptions(
-                path=path,
-                alias=alias,
-                n_ctx=options.n_ctx,
-                n_threads=options.n_threads,
-                n_batch=options.n_batch,
-                n_gpu_layers=options.n_gpu_layers,
-                parallel=options.parallel,
-                cpu_extra_buffers=options.cpu_extra_buffers,
-            )
-        )
+        model = LoadedModel(path, alias, options.model)
         engine = LLMEngine(
             model,
             queue_size=options.queue_size,
@@ -138,7 +122,7 @@ class LlamaCppBackend:
     def describe(self) -> dict[str, Any]:
         return {
             "backend": "llama.cpp",
-            "file": self.model.options.path.name,
+            "file": self.model.path.name,
             "size_bytes": self.model.size_bytes,
             "context_size": self.model.n_ctx,
             "saved_states": self.engine.saved_states,

@@ -24,8 +24,6 @@ class ModelClosedError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class ModelOptions:
-    path: Path
-    alias: str
     n_ctx: int  # tokens per sequence
     n_threads: int
     n_batch: int
@@ -40,7 +38,8 @@ class LoadedModel:
     """Owns the model and its context. Only the engine thread decodes; tokenizing is
     read-only on the vocabulary and safe from any thread."""
 
-    def __init__(self, options: ModelOptions) -> None:
+    def __init__(self, path: Path, alias: str, options: ModelOptions) -> None:
+        self.path = path
         self.options = options
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers < 0 else options.n_gpu_layers
@@ -55,9 +54,7 @@ class LoadedModel:
         context_params.n_threads_batch = options.n_threads
         # llama.cpp logs through llama-cpp-python's logger: errors only.
         llama_log.set_verbose(False)
-        self.model = internals.LlamaModel(
-            path_model=str(options.path), params=model_params, verbose=False
-        )
+        self.model = internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
         self.context = internals.LlamaContext(
             model=self.model, params=context_params, verbose=False
         )
@@ -69,8 +66,8 @@ class LoadedModel:
         self._pieces: dict[int, bytes] = {}
         self._lifecycle = threading.Lock()
         self.closed = False
-        self.alias = options.alias or options.path.stem
-        self.size_bytes = options.path.stat().st_size
+        self.alias = alias or path.stem
+        self.size_bytes = path.stat().st_size
         metadata = self.model.metadata()
         self.chat_template: str | None = metadata.get("tokenizer.chat_template")
         self.bos_id = self.model.token_bos()

@@ -1,0 +1,69 @@
+"""Refresh-token rotation and reuse detection, on the auth service itself (SQLite)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from app.database import metadata
+from modules.auth import AuthError, AuthService, PasswordHasher, TokenCodec
+from modules.users import UserService
+
+SECRET = "unit-secret-" + "x" * 40
+PASSWORD = "correct-horse-42"
+
+
+@pytest.fixture
+async def auth(tmp_path: Path) -> AsyncIterator[AuthService]:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata().create_all)
+    async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+        yield service(session)
+    await engine.dispose()
+
+
+def service(session: AsyncSession) -> AuthService:
+    codec = TokenCodec(
+        SECRET, issuer="test", access_ttl=timedelta(minutes=5), refresh_ttl=timedelta(days=1)
+    )
+    hasher = PasswordHasher(memory_kib=1024, rounds=1)  # fast: the rules are the subject
+    return AuthService(session, UserService(session=session), hasher, codec, password_min_length=8)
+
+
+async def test_each_refresh_token_works_once_and_reuse_ends_the_login(auth: AuthService) -> None:
+    await auth.register("a@example.com", PASSWORD)
+    first = await auth.login("a@example.com", PASSWORD)
+    second = await auth.refresh(first.refresh_token)
+    assert second.refresh_token != first.refresh_token
+    assert second.access_token != first.access_token
+    third = await auth.refresh(second.refresh_token)
+    # Replaying a used token is theft: the whole family (this login) is revoked...
+    with pytest.raises(AuthError, match="already used"):
+        await auth.refresh(first.refresh_token)
+    # ...so even the newest token of that login stops working.
+    with pytest.raises(AuthError):
+        await auth.refresh(third.refresh_token)
+    # Another login of the same user is a family of its own and keeps working.
+    other = await auth.login("a@example.com", PASSWORD)
+    assert (await auth.refresh(other.refresh_token)).refresh_token
+
+
+async def test_access_tokens_are_not_refresh_tokens(auth: AuthService) -> None:
+    await auth.register("b@example.com", PASSWORD)
+    pair = await auth.login("b@example.com", PASSWORD)
+    with pytest.raises(AuthError, match="invalid refresh token"):
+        await auth.refresh(pair.access_token)
+
+
+async def test_logout_revokes_the_family(auth: AuthService) -> None:
+    await auth.register("c@example.com", PASSWORD)
+    pair = await auth.login("c@example.com", PASSWORD)
+    claims = auth.codec.decode(pair.refresh_token, "refresh")
+    await auth.logout(claims["fam"])
+    with pytest.raises(AuthError):
+        await auth.refresh(pair.refresh_token)
