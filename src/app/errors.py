@@ -18,6 +18,7 @@ from modules.auth import (
     AuthError,
     EmailTakenError,
     PasswordPolicyError,
+    RegistrationClosedError,
     WrongPasswordError,
 )
 from modules.conversations import ConversationNotFoundError
@@ -157,6 +158,7 @@ def problem_details_config() -> ProblemDetailsConfig:
             PasswordPolicyError: _from_password_policy,
             EmailTakenError: lambda exc: _problem(409, str(exc)),
             WrongPasswordError: lambda exc: _problem(422, str(exc)),
+            RegistrationClosedError: lambda exc: _problem(403, str(exc)),
             SelfLockoutError: lambda exc: _problem(409, str(exc)),
             UserNotFoundError: lambda exc: _problem(404, str(exc)),
             ApiKeyNotFoundError: lambda exc: _problem(404, str(exc)),

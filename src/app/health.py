@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+import msgspec
 from litestar import Controller, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -15,6 +16,53 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modules.cache import ResponseCache
 from modules.llm.inference import ModelEntry, ModelRegistry
+
+
+class ProcessHealth(msgspec.Struct):
+    status: str
+    pid: int
+    uptime_seconds: float
+    version: str
+
+
+class DatabaseHealth(msgspec.Struct, omit_defaults=True):
+    status: str
+    dialect: str
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class ModelHealth(msgspec.Struct, omit_defaults=True):
+    """One configured model; the load and outcome counts are there while it is loaded."""
+
+    status: str
+    name: str
+    state: str
+    error: str | None = None
+    backend: str | None = None
+    file: str | None = None
+    size_bytes: int | None = None
+    context_size: int | None = None
+    saved_states: int | None = None
+    busy: bool | None = None
+    parallel: int | None = None
+    busy_slots: int | None = None
+    queue_depth: int | None = None
+    queue_size: int | None = None
+    completed: int | None = None
+    cancelled: int | None = None
+    timed_out: int | None = None
+    failed: int | None = None
+    rejected: int | None = None
+
+
+class HealthReport(msgspec.Struct):
+    status: str  # ok, degraded (the cache is down) or unavailable
+    process: ProcessHealth
+    database: DatabaseHealth
+    model: ModelHealth  # the default model
+    models: list[ModelHealth]
+    cache: dict[str, Any]
 
 
 class HealthController(Controller):
@@ -27,61 +75,50 @@ class HealthController(Controller):
         state: State,
         model_registry: NamedDependency[ModelRegistry],
         response_cache: NamedDependency[ResponseCache],
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[HealthReport]:
         """The process, the database, every model and the cache; 503 when the database or
         the default model is down."""
         database = await _database_health(state.db_config.get_engine())
         models = [_model_health(entry) for entry in model_registry.entries.values()]
         model = models[0]  # the default model comes first
         cache = await response_cache.health()
-        healthy = database["status"] == "ok" and model["status"] == "ok"
+        healthy = database.status == "ok" and model.status == "ok"
         # A cache outage degrades the service but it keeps answering: still 200.
         status = "unavailable" if not healthy else "ok" if cache["status"] == "ok" else "degraded"
-        body = {
-            "status": status,
-            "process": {
-                "status": "ok",
-                "pid": os.getpid(),
-                "uptime_seconds": round(time.monotonic() - state.started_at, 1),
-                "version": state.version,
-            },
-            "database": database,
-            "model": model,
-            "models": models,
-            "cache": cache,
-        }
+        body = HealthReport(
+            status=status,
+            process=ProcessHealth(
+                status="ok",
+                pid=os.getpid(),
+                uptime_seconds=round(time.monotonic() - state.started_at, 1),
+                version=state.version,
+            ),
+            database=database,
+            model=model,
+            models=models,
+            cache=cache,
+        )
         return Response(body, status_code=200 if healthy else 503)
 
 
-async def _database_health(engine: AsyncEngine) -> dict[str, Any]:
+async def _database_health(engine: AsyncEngine) -> DatabaseHealth:
     started = time.perf_counter()
     try:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except Exception as exc:
-        return {
-            "status": "unavailable",
-            "dialect": engine.dialect.name,
-            "error": type(exc).__name__,
-        }
-    return {
-        "status": "ok",
-        "dialect": engine.dialect.name,
-        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-    }
+        return DatabaseHealth("unavailable", engine.dialect.name, error=type(exc).__name__)
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    return DatabaseHealth("ok", engine.dialect.name, latency_ms=latency)
 
 
-def _model_health(entry: ModelEntry) -> dict[str, Any]:
+def _model_health(entry: ModelEntry) -> ModelHealth:
     backend = entry.backend
     if backend is None:
-        return {
-            "status": "unavailable",
-            "name": entry.alias,
-            "state": entry.state,
-            "error": entry.error or "not loaded",
-        }
+        error = entry.error or "not loaded"
+        return ModelHealth("unavailable", entry.alias, entry.state, error=error)
     load, stats = backend.load(), backend.stats
-    return {
+    values = {
         "status": "ok" if load.running else "unavailable",
         "name": entry.alias,
         "state": entry.state,
@@ -97,3 +134,4 @@ def _model_health(entry: ModelEntry) -> dict[str, Any]:
         "failed": stats.failed,
         "rejected": stats.rejected,
     }
+    return msgspec.convert(values, ModelHealth)

@@ -1,4 +1,5 @@
-"""Refresh-token rotation and reuse detection, on the auth service itself (SQLite)."""
+"""Refresh-token rotation, reuse detection and registration rules, on the auth service
+itself (SQLite)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from app.database import metadata
-from modules.auth import AuthError, AuthService, PasswordHasher, TokenCodec
+from modules.auth import AuthError, AuthService, PasswordHasher, RegistrationClosedError, TokenCodec
 from modules.users import UserService
 
 SECRET = "unit-secret-" + "x" * 40
@@ -67,3 +68,11 @@ async def test_logout_revokes_the_family(auth: AuthService) -> None:
     await auth.logout(claims["fam"])
     with pytest.raises(AuthError):
         await auth.refresh(pair.refresh_token)
+
+
+async def test_sign_up_obeys_allow_registration(auth: AuthService) -> None:
+    auth.allow_registration = False
+    with pytest.raises(RegistrationClosedError):
+        await auth.sign_up("d@example.com", PASSWORD)
+    # An operator (create-admin) still registers users directly.
+    assert (await auth.register("d@example.com", PASSWORD)).email == "d@example.com"

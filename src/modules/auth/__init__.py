@@ -15,6 +15,7 @@ from modules.auth.service import (
     AuthService,
     EmailTakenError,
     PasswordPolicyError,
+    RegistrationClosedError,
     WrongPasswordError,
 )
 from modules.auth.tokens import TokenCodec
@@ -36,6 +37,7 @@ def providers(settings: Settings, codec: TokenCodec, hasher: PasswordHasher) -> 
             hasher,
             codec,
             password_min_length=settings.password_min_length,
+            allow_registration=settings.allow_registration,
         )
 
     return {
@@ -56,6 +58,7 @@ __all__ = [
     "PasswordHasher",
     "PasswordPolicyError",
     "RefreshToken",
+    "RegistrationClosedError",
     "TokenCodec",
     "WrongPasswordError",
     "build_jwt_auth",

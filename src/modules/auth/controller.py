@@ -10,7 +10,7 @@ import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.exceptions import ClientException, ValidationException
 from litestar.params import FromPath, JSONBody
 from litestar.security.jwt import Token
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -26,7 +26,6 @@ from modules.auth.schemas import (
     TokenResponse,
 )
 from modules.auth.service import AuthError, AuthService, TokenPair
-from modules.config import Settings
 from modules.ratelimit import RateLimiter
 from modules.users.models import User
 from modules.users.schemas import UserRead
@@ -59,12 +58,9 @@ class AuthController(Controller):
         self,
         data: JSONBody[RegisterRequest],
         auth_service: NamedDependency[AuthService],
-        settings: NamedDependency[Settings],
     ) -> UserRead:
-        """Create an account with the `user` role."""
-        if not settings.allow_registration:
-            raise HTTPException(status_code=403, detail="registration is disabled on this server")
-        user = await auth_service.register(data.email, data.password)
+        """Create an account with the `user` role (403 when ALLOW_REGISTRATION=false)."""
+        user = await auth_service.sign_up(data.email, data.password)
         return UserRead.from_model(user)
 
     @post("/login", status_code=200, exclude_from_auth=True)

@@ -38,6 +38,10 @@ class EmailTakenError(ValueError):
     pass
 
 
+class RegistrationClosedError(PermissionError):
+    """Self-service registration is off (ALLOW_REGISTRATION=false)."""
+
+
 class WrongPasswordError(ValueError):
     """The current password, asked for to confirm a change, is wrong."""
 
@@ -77,12 +81,14 @@ class AuthService:
         codec: TokenCodec,
         *,
         password_min_length: int,
+        allow_registration: bool = True,
     ) -> None:
         self.session = session
         self.users = users
         self.hasher = hasher
         self.codec = codec
         self.password_min_length = password_min_length
+        self.allow_registration = allow_registration
 
     def check_password_policy(
         self, password: str, email: str = "", field: str = "password"
@@ -90,6 +96,12 @@ class AuthService:
         problems = password_problems(password, min_length=self.password_min_length, email=email)
         if problems:
             raise PasswordPolicyError(problems, field)
+
+    async def sign_up(self, email: str, password: str) -> User:
+        """Self-service registration, with the `user` role, where the server allows it."""
+        if not self.allow_registration:
+            raise RegistrationClosedError("registration is disabled on this server")
+        return await self.register(email, password)
 
     async def register(self, email: str, password: str, role: str = ROLE_USER) -> User:
         email = normalize_email(email)
