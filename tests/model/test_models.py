@@ -13,12 +13,10 @@ from typing import Any
 import httpx
 import llama_cpp
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import create_app
 from app.migrations import upgrade_to_head
-from tests.support import PASSWORD, RunningServer, make_settings
+from tests.support import PASSWORD, RunningServer, make_settings, promote
 
 TINY = {"prompt": "Say hi.", "settings": {"max_tokens": 4, "temperature": 0}, "use_cache": False}
 
@@ -57,18 +55,7 @@ def multi(
         admin_email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
         for address in (email, admin_email):
             c.post("/auth/register", json={"email": address, "password": PASSWORD})
-
-        async def promote() -> None:
-            engine = create_async_engine(database_url)
-            async with engine.begin() as connection:
-                await connection.execute(
-                    text("UPDATE users SET role = 'admin' WHERE email = :e"), {"e": admin_email}
-                )
-            await engine.dispose()
-
-        import asyncio
-
-        asyncio.run(promote())
+        promote(database_url, admin_email)
 
         def login(address: str) -> dict[str, str]:
             token = c.post("/auth/login", json={"email": address, "password": PASSWORD}).json()

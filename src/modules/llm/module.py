@@ -67,6 +67,7 @@ class LLMModule:
         self.backend_factory = backend_factory or local_backend_factory(settings)
         self.preparer = PromptPreparer(settings)
         self.registry: ModelRegistry | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     def routers(
         self, to_problem: Mapping[type[Exception], Callable[[Any], ProblemDetailsException]]
@@ -123,7 +124,9 @@ class LLMModule:
 
     def _models_changed(self, alias: str) -> None:
         # A loaded or unloaded model invalidates the cached answers.
-        asyncio.get_running_loop().create_task(self._clear_cache_quietly())
+        task = asyncio.get_running_loop().create_task(self._clear_cache_quietly())
+        self._background.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._background.discard)
         if self.registry is not None:
             logger.info("model state changed", model=alias, state=self.registry.entry(alias).state)
 
