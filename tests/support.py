@@ -23,6 +23,7 @@ from sqlalchemy import Executable, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app import create_app
+from modules.auth import PasswordHasher
 from modules.config import Settings
 from modules.llm.inference import ModelRegistry
 from modules.ratelimit.service import DAY
@@ -204,9 +205,21 @@ def promote(database_url: str, email: str) -> None:
     asyncio.run(run())
 
 
-def fake_app(settings: Settings, **fake_options: Any) -> Litestar:
-    """The real app on a fake inference backend (the fast tier)."""
-    return create_app(settings, backend_factory=FakeBackends(**fake_options))
+# The fast tier's argon2 parameters: hashing is not what its tests are about, and at the
+# OWASP parameters a user's register and login cost ~45 ms. tests/unit/test_auth_service.py
+# checks the real parameters, the timing of unknown emails included.
+CHEAP_HASHER = PasswordHasher(memory_kib=1024, rounds=1)
+
+
+def fake_app(
+    settings: Settings, backends: FakeBackends | None = None, **fake_options: Any
+) -> Litestar:
+    """The real app on a fake inference backend and a cheap password hasher (fast tier)."""
+    return create_app(
+        settings,
+        backend_factory=backends or FakeBackends(**fake_options),
+        password_hasher=CHEAP_HASHER,
+    )
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> bool:

@@ -63,11 +63,15 @@ def _logging(settings: Settings) -> StructlogPlugin:
 
 
 def create_app(
-    settings: Settings | None = None, *, backend_factory: BackendFactory | None = None
+    settings: Settings | None = None,
+    *,
+    backend_factory: BackendFactory | None = None,
+    password_hasher: auth.PasswordHasher | None = None,
 ) -> Litestar:
     """Build the app. Nothing heavy happens here: models load in the lifespan.
 
-    `backend_factory` replaces how models are loaded (the fast tests pass a fake)."""
+    `backend_factory` replaces how models are loaded and `password_hasher` the argon2
+    parameters: the fast tests pass a fake backend and a cheap hasher."""
     settings = settings or Settings()
     db_config = database_config(settings.effective_database_url, echo=settings.database_echo)
     codec = auth.TokenCodec(
@@ -105,7 +109,7 @@ def create_app(
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             **users.providers(),
-            **auth.providers(settings, codec, auth.PasswordHasher()),
+            **auth.providers(settings, codec, password_hasher or auth.PasswordHasher()),
             **profiles.providers(),
             **cache.providers(response_cache),
             **ratelimit.providers(rate_limiter),

@@ -7,10 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from app import create_app
 from app.migrations import upgrade_to_head
 from tests.fakes import FakeBackend, FakeBackends
-from tests.support import Api, RunningServer, make_settings
+from tests.support import Api, RunningServer, fake_app, make_settings
 
 
 class FakeApi(Api):
@@ -33,7 +32,7 @@ def api(
     )
     upgrade_to_head(database_url)
     backends = FakeBackends(parallel=8, queue_size=4)
-    app = create_app(make_settings(database_url, tmp_path), backend_factory=backends)
+    app = fake_app(make_settings(database_url, tmp_path), backends)
     with RunningServer(app) as server:
         fake_api = FakeApi(base_url=server.base_url, app=app, database_url=database_url)
         fake_api.backends = backends

@@ -3,6 +3,8 @@ itself (SQLite)."""
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -76,3 +78,26 @@ async def test_sign_up_obeys_allow_registration(auth: AuthService) -> None:
         await auth.sign_up("d@example.com", PASSWORD)
     # An operator (create-admin) still registers users directly.
     assert (await auth.register("d@example.com", PASSWORD)).email == "d@example.com"
+
+
+async def test_unknown_email_costs_what_a_wrong_password_does(tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'timing.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata().create_all)
+    async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+        auth = service(session)
+        auth.hasher = PasswordHasher()  # the real OWASP parameters
+        await auth.register("t@example.com", PASSWORD)
+
+        async def attempt(email: str) -> float:
+            started = time.perf_counter()
+            with pytest.raises(AuthError, match="invalid email or password"):
+                await auth.authenticate(email, "wrong-password-1")
+            return time.perf_counter() - started
+
+        wrong = [await attempt("t@example.com") for _ in range(5)]
+        unknown = [await attempt(f"ghost-{i}@example.com") for i in range(5)]
+    await engine.dispose()
+    # Both paths verify an argon2 hash: a missing dummy hash would be ~100x faster.
+    ratio = statistics.median(unknown) / statistics.median(wrong)
+    assert 0.5 < ratio < 2.0, ratio
