@@ -101,3 +101,18 @@ async def test_unknown_email_costs_what_a_wrong_password_does(tmp_path: Path) ->
     # Both paths verify an argon2 hash: a missing dummy hash would be ~100x faster.
     ratio = statistics.median(unknown) / statistics.median(wrong)
     assert 0.5 < ratio < 2.0, ratio
+
+
+async def test_passwords_are_nfkc_normalized_and_old_hashes_upgrade(auth: AuthService) -> None:
+    precomposed, combining = "caf\u00e9-password-1", "cafe\u0301-password-1"
+    await auth.register("e@example.com", precomposed)
+    assert (await auth.login("e@example.com", combining)).access_token
+    # A hash made before normalization (from the password as typed) still verifies, and the
+    # login replaces it with the hash of the normalized password.
+    user = await auth.users.get_by_email("e@example.com")
+    assert user is not None
+    user.password_hash = auth.hasher._context.hash(combining)
+    await auth.users.update(user)
+    assert (await auth.login("e@example.com", combining)).access_token
+    assert auth.hasher._context.verify(precomposed, user.password_hash)
+    assert (await auth.login("e@example.com", precomposed)).access_token

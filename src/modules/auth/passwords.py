@@ -1,9 +1,11 @@
-"""Password hashing with argon2id through passlib, off the event loop."""
+"""Password hashing with argon2id through passlib, off the event loop, on NFKC-normalized
+passwords."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import unicodedata
 import warnings
 
 with warnings.catch_warnings():
@@ -40,14 +42,26 @@ class PasswordHasher:
             self._dummy_hash = self._context.hash(secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._context.hash, password)
+        return await asyncio.to_thread(self._context.hash, normalize_password(password))
 
     async def verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
-        """(matches, new hash if the stored one uses outdated parameters)."""
-        result: tuple[bool, str | None] = await asyncio.to_thread(
-            self._context.verify_and_update, password, password_hash
-        )
-        return result
+        """(matches, new hash if the stored one is outdated: older parameters, or made from
+        the password as typed, before passwords were normalized)."""
+        return await asyncio.to_thread(self._verify, password, password_hash)
+
+    def _verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
+        normal = normalize_password(password)
+        matches, new_hash = self._context.verify_and_update(normal, password_hash)
+        if not matches and normal != password and self._context.verify(password, password_hash):
+            return True, self._context.hash(normal)
+        return bool(matches), new_hash
 
     async def verify_dummy(self, password: str) -> None:
-        await asyncio.to_thread(self._context.verify, password, self._dummy_hash)
+        await asyncio.to_thread(
+            self._context.verify, normalize_password(password), self._dummy_hash
+        )
+
+
+def normalize_password(password: str) -> str:
+    """NFKC (NIST SP 800-63B): a precomposed and a combining accent are the same password."""
+    return unicodedata.normalize("NFKC", password)
