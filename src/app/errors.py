@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from modules.auth import (
+    ApiKeyNotAllowedError,
     ApiKeyNotFoundError,
     AuthError,
     EmailTakenError,
@@ -159,6 +160,7 @@ def problem_details_config() -> ProblemDetailsConfig:
             EmailTakenError: lambda exc: _problem(409, str(exc)),
             WrongPasswordError: lambda exc: _problem(422, str(exc)),
             RegistrationClosedError: lambda exc: _problem(403, str(exc)),
+            ApiKeyNotAllowedError: lambda exc: _problem(403, str(exc)),
             SelfLockoutError: lambda exc: _problem(409, str(exc)),
             UserNotFoundError: lambda exc: _problem(404, str(exc)),
             ApiKeyNotFoundError: lambda exc: _problem(404, str(exc)),

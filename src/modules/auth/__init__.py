@@ -7,10 +7,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from modules.auth.api_keys import ApiKeyAuth, ApiKeyNotFoundError, provide_api_key_service
 from modules.auth.controller import ApiKeyController, AuthController
+from modules.auth.guards import requires_login_session
 from modules.auth.models import ApiKey, RefreshToken
 from modules.auth.passwords import PasswordHasher
 from modules.auth.security import build_jwt_auth, requires_admin
 from modules.auth.service import (
+    ApiKeyNotAllowedError,
     AuthError,
     AuthService,
     EmailTakenError,
@@ -51,6 +53,7 @@ def providers(settings: Settings, codec: TokenCodec, hasher: PasswordHasher) -> 
 __all__ = [
     "ApiKey",
     "ApiKeyAuth",
+    "ApiKeyNotAllowedError",
     "ApiKeyNotFoundError",
     "AuthError",
     "AuthService",
@@ -65,4 +68,5 @@ __all__ = [
     "create_router",
     "providers",
     "requires_admin",
+    "requires_login_session",
 ]

@@ -16,6 +16,7 @@ from litestar.security.jwt import Token
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from modules.auth.api_keys import ApiKeyService
+from modules.auth.guards import requires_login_session
 from modules.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -113,19 +114,28 @@ class AuthController(Controller):
             )
         await auth_service.logout(uuid.UUID(str(request.auth.extras["fam"])))
 
+    @post("/logout-all", status_code=HTTP_204_NO_CONTENT, guards=[requires_login_session])
+    async def logout_everywhere(
+        self, request: Request[User, Any, Any], auth_service: NamedDependency[AuthService]
+    ) -> None:
+        """End every login of this account, this one included (API keys stay: revoke them
+        with DELETE /auth/api-keys/{id})."""
+        await auth_service.end_logins(request.user.id)
+
 
 class ApiKeyController(Controller):
     path = "/auth/api-keys"
     tags = ("auth",)
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post("/", status_code=HTTP_201_CREATED, guards=[requires_login_session])
     async def create_key(
         self,
         request: Request[User, Any, Any],
         data: JSONBody[ApiKeyCreate],
         api_key_service: NamedDependency[ApiKeyService],
     ) -> ApiKeyCreated:
-        """Create a key for programs; the secret is in this answer only."""
+        """Create a key for programs; the secret is in this answer only. Needs a login:
+        an API key cannot make keys."""
         expires_at = (
             datetime.now(UTC) + timedelta(days=data.expires_in_days)
             if data.expires_in_days

@@ -87,4 +87,8 @@ def build_jwt_auth(
     )
 
 
-__all__ = ["build_jwt_auth", "load_active_user", "requires_admin"]
+__all__ = [
+    "build_jwt_auth",
+    "load_active_user",
+    "requires_admin",
+]

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from modules.auth.models import RefreshToken
+from modules.auth.guards import login_family
+from modules.auth.models import ApiKey, RefreshToken
 from modules.auth.passwords import PasswordHasher
 from modules.auth.policy import password_problems
 from modules.auth.tokens import InvalidTokenError, TokenCodec
@@ -40,6 +41,10 @@ class EmailTakenError(ValueError):
 
 class RegistrationClosedError(PermissionError):
     """Self-service registration is off (ALLOW_REGISTRATION=false)."""
+
+
+class ApiKeyNotAllowedError(PermissionError):
+    """An API key tried what needs a password-confirmed login."""
 
 
 class WrongPasswordError(ValueError):
@@ -175,8 +180,37 @@ class AuthService:
     async def logout(self, family_id: uuid.UUID) -> None:
         await self.revoke_family(family_id)
 
-    async def update_credentials(self, user: User, change: UserSelfUpdate) -> User:
-        """Change one's email or password; the current password confirms either."""
+    async def end_logins(self, user_id: uuid.UUID, keep: uuid.UUID | None = None) -> None:
+        """Revoke every login (refresh-token family) of the user but `keep`: their refresh
+        and access tokens stop working at once."""
+        statement = update(RefreshToken).where(
+            RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)
+        )
+        if keep is not None:
+            statement = statement.where(RefreshToken.family_id != keep)
+        await self.session.execute(statement.values(revoked_at=datetime.now(UTC)))
+
+    async def end_all_sessions(self, user_id: uuid.UUID, keep: uuid.UUID | None = None) -> None:
+        """Every login (but `keep`) and every API key of the user, for good: reactivating
+        the user does not bring them back."""
+        await self.end_logins(user_id, keep)
+        await self.session.execute(
+            update(ApiKey)
+            .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+
+    async def update_credentials(
+        self, user: User, change: UserSelfUpdate, credential: object
+    ) -> User:
+        """Change one's email or password; the current password confirms either. Every
+        other login and every API key of the user end: whoever knew the old credentials
+        is out."""
+        login = login_family(credential)
+        if login is None:
+            raise ApiKeyNotAllowedError(
+                "an API key cannot change the email or password; log in with your password"
+            )
         email, new_password = change.email, change.new_password
         matches, _ = await self.hasher.verify(change.current_password, user.password_hash)
         if not matches:
@@ -190,7 +224,10 @@ class AuthService:
         if new_password is not None:
             self.check_password_policy(new_password, user.email, field="new_password")
             user.password_hash = await self.hasher.hash(new_password)
-        return await self.users.update(user)
+        user = await self.users.update(user)
+        # This login, which the current password just confirmed, goes on.
+        await self.end_all_sessions(user.id, keep=login)
+        return user
 
     async def _issue_pair(self, user: User, family_id: uuid.UUID) -> TokenPair:
         refresh = self.codec.issue_refresh(user.id, family_id)

@@ -13,7 +13,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from modules.users.guards import requires_admin
 from modules.users.models import User
-from modules.users.ports import CredentialsChanger
+from modules.users.ports import AccountSecurity
 from modules.users.schemas import UserAdminUpdate, UserPage, UserRead, UserSelfUpdate
 from modules.users.service import UserService
 
@@ -31,10 +31,12 @@ class UserController(Controller):
         self,
         request: Request[User, Any, Any],
         data: JSONBody[UserSelfUpdate],
-        auth_service: NamedDependency[CredentialsChanger],
+        auth_service: NamedDependency[AccountSecurity],
     ) -> UserRead:
-        """Change one's email or password; `current_password` must be right."""
-        return UserRead.from_model(await auth_service.update_credentials(request.user, data))
+        """Change one's email or password; `current_password` must be right, and an API key
+        cannot. Every other login and every API key of the account end."""
+        user = await auth_service.update_credentials(request.user, data, request.auth)
+        return UserRead.from_model(user)
 
     @get("/", guards=[requires_admin])
     async def list_users(
@@ -64,11 +66,15 @@ class UserController(Controller):
         user_id: FromPath[uuid.UUID],
         data: JSONBody[UserAdminUpdate],
         users_service: NamedDependency[UserService],
+        auth_service: NamedDependency[AccountSecurity],
     ) -> UserRead:
-        """Change a user's role or deactivate them; their tokens follow at once."""
+        """Change a user's role or deactivate them. Deactivation ends their logins and API
+        keys for good: reactivating them does not bring those back."""
         user = await users_service.change_access(
             request.user, user_id, role=data.role, is_active=data.is_active
         )
+        if data.is_active is False:
+            await auth_service.end_all_sessions(user.id)
         return UserRead.from_model(user)
 
     @delete("/{user_id:uuid}", guards=[requires_admin], status_code=HTTP_204_NO_CONTENT)
