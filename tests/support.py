@@ -58,6 +58,8 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "rate_limit_tokens_per_day": 0,
         "rate_limit_role_overrides": {},
         "login_attempts_per_minute_per_ip": 0,
+        "registrations_per_hour_per_ip": 0,
+        "llm_max_in_flight_per_user": 0,
     }
     values.update(overrides)
     return Settings(**values)

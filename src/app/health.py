@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modules.cache import ResponseCache
 from modules.llm.inference import ModelEntry, ModelRegistry
+from modules.ratelimit import RateLimiter
 
 
 class ProcessHealth(msgspec.Struct):
@@ -63,6 +64,7 @@ class HealthReport(msgspec.Struct):
     model: ModelHealth  # the default model
     models: list[ModelHealth]
     cache: dict[str, Any]
+    limits: dict[str, Any]  # where rate limits are counted; degraded: per process
 
 
 class HealthController(Controller):
@@ -75,6 +77,7 @@ class HealthController(Controller):
         state: State,
         model_registry: NamedDependency[ModelRegistry],
         response_cache: NamedDependency[ResponseCache],
+        rate_limiter: NamedDependency[RateLimiter],
     ) -> Response[HealthReport]:
         """The process, the database, every model and the cache; 503 when the database or
         the default model is down."""
@@ -83,8 +86,10 @@ class HealthController(Controller):
         model = models[0]  # the default model comes first
         cache = await response_cache.health()
         healthy = database.status == "ok" and model.status == "ok"
-        # A cache outage degrades the service but it keeps answering: still 200.
-        status = "unavailable" if not healthy else "ok" if cache["status"] == "ok" else "degraded"
+        limits = rate_limiter.health()
+        # A Redis outage degrades the service but it keeps answering: still 200.
+        redis_ok = cache["status"] == "ok" and limits["status"] == "ok"
+        status = "unavailable" if not healthy else "ok" if redis_ok else "degraded"
         body = HealthReport(
             status=status,
             process=ProcessHealth(
@@ -97,6 +102,7 @@ class HealthController(Controller):
             model=model,
             models=models,
             cache=cache,
+            limits=limits,
         )
         return Response(body, status_code=200 if healthy else 503)
 

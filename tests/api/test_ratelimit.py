@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,14 @@ TINY = {"prompt": "Hi", "settings": {"max_tokens": 2, "temperature": 0}, "use_ca
 
 
 @contextmanager
-def server(tmp_path: Path, **overrides: Any) -> Iterator[httpx.Client]:
+def server(
+    tmp_path: Path, fake: dict[str, Any] | None = None, **overrides: Any
+) -> Iterator[httpx.Client]:
     """An app whose limiter's clock stands still one second into a minute, so a test's
     requests all fall in one fixed window."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"
     upgrade_to_head(database_url)
-    app = fake_app(make_settings(database_url, tmp_path, **overrides))
+    app = fake_app(make_settings(database_url, tmp_path, **overrides), **(fake or {}))
     now = time.time()
     app.state.llm.limiter.clock = lambda: now - now % 60 + 1
     with RunningServer(app) as running, httpx.Client(base_url=running.base_url, timeout=60) as c:
@@ -106,3 +109,50 @@ def test_login_attempts_per_ip_and_per_account(tmp_path: Path) -> None:
             for _ in range(4)
         ]
         assert statuses[-1] == 429  # the 7th attempt from this address within the minute
+
+
+def test_requests_in_flight_are_capped_per_user(tmp_path: Path) -> None:
+    slow = {"token_delay": 0.02, "answer_tokens": 50}
+    with server(tmp_path, slow, llm_max_in_flight_per_user=2) as client:
+        headers = {"Authorization": f"Bearer {token_for(client)}"}
+        other = {"Authorization": f"Bearer {token_for(client)}"}
+        body = {"prompt": "Go on.", "use_cache": False}
+        with ThreadPoolExecutor(3) as pool:
+            running = [
+                pool.submit(client.post, "/llm/generate", json=body, headers=headers)
+                for _ in range(2)
+            ]
+            time.sleep(0.3)  # both are generating (a second each)
+            third = client.post("/llm/generate", json=body, headers=headers)
+            # Another user is not held back by the first one's requests.
+            assert client.post("/llm/generate", json=body, headers=other).status_code == 200
+            assert [f.result().status_code for f in running] == [200, 200]
+        assert third.status_code == 429
+        assert "requests in flight" in third.json()["detail"]
+        # Places come back when requests end.
+        assert client.post("/llm/generate", json=body, headers=headers).status_code == 200
+
+
+def test_registration_is_limited_per_address(tmp_path: Path) -> None:
+    with server(tmp_path, registrations_per_hour_per_ip=2) as client:
+        for _ in range(2):
+            email = f"{uuid.uuid4().hex[:8]}@example.com"
+            response = client.post("/auth/register", json={"email": email, "password": PASSWORD})
+            assert response.status_code == 201
+        refused = client.post(
+            "/auth/register", json={"email": "late@example.com", "password": PASSWORD}
+        )
+        assert refused.status_code == 429
+        assert "registrations from this address" in refused.json()["detail"]
+
+
+def test_password_confirmations_count_like_logins(tmp_path: Path) -> None:
+    with server(tmp_path, login_failures_per_account=2) as client:
+        headers = {"Authorization": f"Bearer {token_for(client)}"}
+        change = {"current_password": "wrong-guess-1", "new_password": "new-pass-12345"}
+        for _ in range(2):
+            assert client.patch("/users/me", json=change, headers=headers).status_code == 422
+        locked = client.patch("/users/me", json=change, headers=headers)
+        assert locked.status_code == 429
+        right = {**change, "current_password": PASSWORD}
+        assert client.patch("/users/me", json=right, headers=headers).status_code == 429

@@ -1,6 +1,9 @@
-"""Fixed rate-limit windows on a controlled clock."""
+"""Rate limits on a controlled clock: fixed windows, token reservations, requests in flight,
+login throttling per account and address, and a Redis outage."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -16,16 +19,17 @@ class Clock:
         return self.now
 
 
-def limiter(clock: Clock, **limits: int) -> RateLimiter:
+def limiter(clock: Clock, counters: Any = None, **limits: int) -> RateLimiter:
+    none = {"requests_per_minute": 0, "tokens_per_minute": 0, "tokens_per_day": 0}
     return RateLimiter(
-        counters=MemoryCounters(),
-        default=Limits(
-            **{"requests_per_minute": 0, "tokens_per_minute": 0, "tokens_per_day": 0, **limits}
-        ),
-        per_role={"admin": Limits(requests_per_minute=0, tokens_per_minute=0, tokens_per_day=0)},
+        counters=counters or MemoryCounters(),
+        default=Limits(**{**none, **limits}),
+        per_role={"admin": Limits(**none)},
         login_per_ip_per_minute=0,
         login_failures_per_account=2,
         login_failure_window=900,
+        registrations_per_hour_per_ip=2,
+        in_flight_per_user=2,
         clock=clock,
     )
 
@@ -39,43 +43,86 @@ def test_window_numbers_and_time_left() -> None:
 async def test_requests_per_minute_reset_with_the_next_window() -> None:
     clock = Clock(6000.0)
     rates = limiter(clock, requests_per_minute=2)
-    await rates.check_request("u", "user")
-    await rates.check_request("u", "user")
+    await rates.admit("u", "user", 1)
+    await rates.admit("u", "user", 1)
     with pytest.raises(RateLimitExceededError) as refused:
-        await rates.check_request("u", "user")
+        await rates.admit("u", "user", 1)
     assert refused.value.retry_after == 60
     clock.now += 59
     with pytest.raises(RateLimitExceededError) as still:
-        await rates.check_request("u", "user")
+        await rates.admit("u", "user", 1)
     assert still.value.retry_after == 1
     clock.now += 1  # a new minute
-    await rates.check_request("u", "user")
-    await rates.check_request("other", "user")  # each user has their own count
+    await rates.admit("u", "user", 1)
+    await rates.admit("other", "user", 1)  # each user has their own count
 
 
-async def test_tokens_are_charged_after_and_checked_before() -> None:
+async def test_tokens_are_reserved_at_admission_and_settled_after() -> None:
     clock = Clock(6000.0)
     rates = limiter(clock, tokens_per_minute=10, tokens_per_day=15)
-    await rates.check_request("u", "user")
-    await rates.add_tokens("u", 10)
+    first = await rates.admit("u", "user", 8)
+    second = await rates.admit("u", "user", 8)  # 8 reserved < 10: admitted
+    # Concurrent requests see each other's reservations: the third is refused, so the
+    # budget can be overshot by at most one request's max_tokens.
     with pytest.raises(RateLimitExceededError, match="per minute"):
-        await rates.check_request("u", "user")
-    await rates.check_request("u", "admin")  # the admin role has no limit
+        await rates.admit("u", "user", 8)
+    await rates.settle(first, 2)  # generated 2 of the 8 set aside
+    await rates.settle(second, 3)
+    third = await rates.admit("u", "user", 4)  # 5 used: room again
+    await rates.settle(third, 4)
+    await rates.admit("u", "admin", 100)  # the admin role has no limit
     clock.now += 60
-    await rates.add_tokens("u", 5)
     with pytest.raises(RateLimitExceededError, match="per day"):
-        await rates.check_request("u", "user")
+        await rates.admit("u", "user", 1)  # 9 used today... plus the admin's 100
 
 
-async def test_failed_logins_lock_within_their_window() -> None:
+async def test_requests_in_flight_are_capped_per_user() -> None:
+    rates = limiter(Clock(0.0))
+    rates.enter("u")
+    rates.enter("u")
+    with pytest.raises(RateLimitExceededError, match="in flight"):
+        rates.enter("u")
+    rates.enter("other")
+    rates.leave("u")
+    rates.enter("u")
+
+
+async def test_registrations_per_address() -> None:
+    rates = limiter(Clock(7200.0))
+    await rates.check_registration("1.2.3.4")
+    await rates.check_registration("1.2.3.4")
+    with pytest.raises(RateLimitExceededError, match="registrations"):
+        await rates.check_registration("1.2.3.4")
+    await rates.check_registration("5.6.7.8")
+
+
+async def test_failed_logins_lock_only_that_address_for_that_account() -> None:
     clock = Clock(9000.0)
     rates = limiter(clock)
-    await rates.record_login_failure("a@b.co")
-    await rates.record_login_failure("a@b.co")
+    await rates.record_login_failure("6.6.6.6", "a@b.co")
+    await rates.record_login_failure("6.6.6.6", "a@b.co")
     with pytest.raises(RateLimitExceededError, match="failed logins"):
-        await rates.check_login("1.2.3.4", "a@b.co")
-    clock.now += 900
+        await rates.check_login("6.6.6.6", "a@b.co")
+    # The attacker's guesses do not lock the owner out from their own address.
     await rates.check_login("1.2.3.4", "a@b.co")
+    clock.now += 900
+    await rates.check_login("6.6.6.6", "a@b.co")
+
+
+class BrokenCounters:
+    async def add(self, key: str, amount: int, ttl: int) -> int:
+        raise ConnectionError("redis is down")
+
+    async def get(self, key: str) -> int:
+        raise ConnectionError("redis is down")
+
+
+async def test_an_unreachable_store_falls_back_to_per_process_limits() -> None:
+    rates = limiter(Clock(6000.0), BrokenCounters(), requests_per_minute=1)
+    await rates.admit("u", "user", 1)
+    with pytest.raises(RateLimitExceededError):
+        await rates.admit("u", "user", 1)  # still limited, never unlimited
+    assert rates.health()["status"] == "degraded"
 
 
 async def test_memory_counters_expire() -> None:

@@ -1,7 +1,9 @@
 """Auth: password hashing, JWTs, refresh-token families, API keys, guards, the /auth routes.
 Its AuthService also changes credentials for PATCH /users/me (users' CredentialsChanger)."""
 
-from litestar import Router
+from typing import Any
+
+from litestar import Request, Router
 from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +24,7 @@ from modules.auth.service import (
 )
 from modules.auth.tokens import TokenCodec
 from modules.config import Settings
+from modules.ratelimit import RateLimiter
 from modules.users import UserService
 
 
@@ -31,7 +34,10 @@ def create_router() -> Router:
 
 def providers(settings: Settings, codec: TokenCodec, hasher: PasswordHasher) -> dict[str, Provide]:
     def provide_auth_service(
-        db_session: NamedDependency[AsyncSession], users_service: NamedDependency[UserService]
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        users_service: NamedDependency[UserService],
+        rate_limiter: NamedDependency[RateLimiter],
     ) -> AuthService:
         return AuthService(
             db_session,
@@ -40,6 +46,8 @@ def providers(settings: Settings, codec: TokenCodec, hasher: PasswordHasher) -> 
             codec,
             password_min_length=settings.password_min_length,
             allow_registration=settings.allow_registration,
+            limiter=rate_limiter,
+            client_ip=request.client.host if request.client else "unknown",
         )
 
     return {

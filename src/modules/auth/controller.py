@@ -26,8 +26,7 @@ from modules.auth.schemas import (
     RegisterRequest,
     TokenResponse,
 )
-from modules.auth.service import AuthError, AuthService, TokenPair
-from modules.ratelimit import RateLimiter
+from modules.auth.service import AuthService, TokenPair
 from modules.users.models import User
 from modules.users.schemas import UserRead
 
@@ -69,7 +68,6 @@ class AuthController(Controller):
         self,
         request: Request[Any, Any, Any],
         auth_service: NamedDependency[AuthService],
-        rate_limiter: NamedDependency[RateLimiter],
     ) -> TokenResponse:
         """Log in with `{"email", "password"}` as JSON, or `username`/`password` as an
         OAuth2 password-grant form (`application/x-www-form-urlencoded`)."""
@@ -84,14 +82,7 @@ class AuthController(Controller):
             credentials = LoginRequest(email=username, password=password)
         else:
             credentials = _decode_login(await request.body())
-        email = credentials.email.strip().lower()
-        client_ip = request.client.host if request.client else "unknown"
-        await rate_limiter.check_login(client_ip, email)
-        try:
-            pair = await auth_service.login(credentials.email, credentials.password)
-        except AuthError:
-            await rate_limiter.record_login_failure(email)
-            raise
+        pair = await auth_service.login(credentials.email, credentials.password)
         return _token_response(pair)
 
     @post("/refresh", status_code=200, exclude_from_auth=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +16,7 @@ from modules.auth.models import ApiKey, RefreshToken
 from modules.auth.passwords import PasswordHasher
 from modules.auth.policy import password_problems
 from modules.auth.tokens import InvalidTokenError, TokenCodec
+from modules.ratelimit import RateLimiter
 from modules.users.models import ROLE_USER, User
 from modules.users.schemas import UserSelfUpdate
 from modules.users.service import UserService, normalize_email
@@ -52,6 +55,7 @@ class WrongPasswordError(ValueError):
 
 
 INVALID_CREDENTIALS = "invalid email or password"
+T = TypeVar("T")
 
 
 async def family_revoked(session: AsyncSession, family_id: uuid.UUID) -> bool:
@@ -87,6 +91,8 @@ class AuthService:
         *,
         password_min_length: int,
         allow_registration: bool = True,
+        limiter: RateLimiter | None = None,
+        client_ip: str = "unknown",
     ) -> None:
         self.session = session
         self.users = users
@@ -94,6 +100,8 @@ class AuthService:
         self.codec = codec
         self.password_min_length = password_min_length
         self.allow_registration = allow_registration
+        self.limiter = limiter
+        self.client_ip = client_ip
 
     def check_password_policy(
         self, password: str, email: str = "", field: str = "password"
@@ -106,6 +114,8 @@ class AuthService:
         """Self-service registration, with the `user` role, where the server allows it."""
         if not self.allow_registration:
             raise RegistrationClosedError("registration is disabled on this server")
+        if self.limiter is not None:
+            await self.limiter.check_registration(self.client_ip)
         return await self.register(email, password)
 
     async def register(self, email: str, password: str, role: str = ROLE_USER) -> User:
@@ -136,8 +146,25 @@ class AuthService:
         return user
 
     async def login(self, email: str, password: str) -> TokenPair:
-        user = await self.authenticate(email, password)
+        user = await self._throttled(email, self.authenticate(email, password))
         return await self._issue_pair(user, family_id=uuid.uuid4())
+
+    async def _throttled(self, email: str, check: Coroutine[Any, Any, T]) -> T:
+        """A password check, counted per account and client address: wrong guesses lock
+        out that address for that account, never the account's owner elsewhere."""
+        email = normalize_email(email)
+        if self.limiter is None:
+            return await check
+        try:
+            await self.limiter.check_login(self.client_ip, email)
+        except BaseException:
+            check.close()
+            raise
+        try:
+            return await check
+        except (AuthError, WrongPasswordError):
+            await self.limiter.record_login_failure(self.client_ip, email)
+            raise
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         try:
@@ -180,6 +207,11 @@ class AuthService:
     async def logout(self, family_id: uuid.UUID) -> None:
         await self.revoke_family(family_id)
 
+    async def _confirm(self, user: User, password: str) -> None:
+        matches, _ = await self.hasher.verify(password, user.password_hash)
+        if not matches:
+            raise WrongPasswordError("current_password is wrong")
+
     async def end_logins(self, user_id: uuid.UUID, keep: uuid.UUID | None = None) -> None:
         """Revoke every login (refresh-token family) of the user but `keep`: their refresh
         and access tokens stop working at once."""
@@ -212,9 +244,7 @@ class AuthService:
                 "an API key cannot change the email or password; log in with your password"
             )
         email, new_password = change.email, change.new_password
-        matches, _ = await self.hasher.verify(change.current_password, user.password_hash)
-        if not matches:
-            raise WrongPasswordError("current_password is wrong")
+        await self._throttled(user.email, self._confirm(user, change.current_password))
         if email is not None:
             email = normalize_email(email)
             other = await self.users.get_by_email(email)

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
         },
     )
     login_attempts_per_minute_per_ip: int = Field(20, ge=0)
+    registrations_per_hour_per_ip: int = Field(10, ge=0)
+    # Generation requests one user may have running or queued at once (0: no cap).
+    llm_max_in_flight_per_user: int = Field(4, ge=0)
     login_failures_per_account: int = Field(10, ge=0)
     login_failure_window_seconds: int = Field(900, ge=60)
 

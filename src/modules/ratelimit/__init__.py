@@ -8,6 +8,7 @@ from modules.ratelimit.service import (
     RateLimiter,
     RateLimitExceededError,
     RedisCounters,
+    Reservation,
     rate_limiter_from_settings,
 )
 
@@ -22,6 +23,7 @@ __all__ = [
     "RateLimitExceededError",
     "RateLimiter",
     "RedisCounters",
+    "Reservation",
     "providers",
     "rate_limiter_from_settings",
 ]

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -98,15 +98,32 @@ def window_at(now: float, length: int) -> tuple[int, int]:
     return number, max(1, math.ceil((number + 1) * length - now))
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Tokens set aside at admission (the request's max_tokens), settled at the end."""
+
+    user_id: str
+    minute: int
+    day: int
+    tokens: int
+
+
 @dataclass
 class RateLimiter:
     counters: Counters
     default: Limits
     per_role: dict[str, Limits]
     login_per_ip_per_minute: int
-    login_failures_per_account: int
+    login_failures_per_account: int  # per account and address: nobody else can lock you out
     login_failure_window: int  # seconds
+    registrations_per_hour_per_ip: int = 0
+    in_flight_per_user: int = 0
     clock: Callable[[], float] = time.time
+    # Where the counts go while the shared store (Redis) is unreachable: limits then hold
+    # per process, never vanish.
+    fallback: MemoryCounters = field(default_factory=MemoryCounters)
+    store_error: str | None = None
+    _in_flight: dict[str, int] = field(default_factory=dict)
 
     def _window(self, length: int) -> tuple[int, int]:
         return window_at(self.clock(), length)
@@ -114,57 +131,101 @@ class RateLimiter:
     def limits_for(self, role: str) -> Limits:
         return self.per_role.get(role, self.default)
 
-    async def _count(self, key: str, amount: int, ttl: int) -> int | None:
+    @property
+    def degraded(self) -> bool:
+        return self.store_error is not None
+
+    async def _count(self, key: str, amount: int, ttl: int) -> int:
         try:
-            return await self.counters.add(key, amount, ttl)
-        except Exception as exc:  # fail open: limits must not take the service down
-            logger.warning("rate limit store unavailable", error=str(exc))
-            return None
+            value = await self.counters.add(key, amount, ttl)
+        except Exception as exc:
+            self._store_failed(exc)
+            return await self.fallback.add(key, amount, ttl)
+        self.store_error = None
+        return value
 
     async def _read(self, key: str) -> int:
         try:
-            return await self.counters.get(key)
+            value = await self.counters.get(key)
         except Exception as exc:
-            logger.warning("rate limit store unavailable", error=str(exc))
-            return 0
+            self._store_failed(exc)
+            return await self.fallback.get(key)
+        self.store_error = None
+        return value
 
-    async def check_request(self, user_id: str, role: str) -> None:
-        """Count one generation request; raise when a per-user limit is used up."""
+    def _store_failed(self, exc: Exception) -> None:
+        if self.store_error is None:
+            logger.warning("rate limit store unavailable; counting per process", error=str(exc))
+        self.store_error = type(exc).__name__
+
+    async def admit(self, user_id: str, role: str, max_tokens: int) -> Reservation:
+        """Count one generation request and set its `max_tokens` aside in the token
+        budgets, so concurrent requests cannot overshoot a budget by more than one
+        request's `max_tokens`; raise when a per-user limit is used up."""
         limits = self.limits_for(role)
         minute, minute_left = self._window(MINUTE)
+        day, day_left = self._window(DAY)
         if limits.requests_per_minute:
             used = await self._count(f"req:{user_id}:{minute}", 1, MINUTE + 5)
-            if used is not None and used > limits.requests_per_minute:
+            if used > limits.requests_per_minute:
                 raise RateLimitExceededError(
                     "requests", limits.requests_per_minute, "minute", minute_left
                 )
-        day, day_left = self._window(DAY)
-        if limits.tokens_per_minute:
-            used = await self._read(f"tok:{user_id}:{minute}")
-            if used >= limits.tokens_per_minute:
-                raise RateLimitExceededError(
-                    "completion tokens", limits.tokens_per_minute, "minute", minute_left
-                )
-        if limits.tokens_per_day:
-            used = await self._read(f"tokday:{user_id}:{day}")
-            if used >= limits.tokens_per_day:
-                raise RateLimitExceededError(
-                    "completion tokens", limits.tokens_per_day, "day", day_left
-                )
+        budgets = (
+            (f"tok:{user_id}:{minute}", limits.tokens_per_minute, "minute", minute_left, MINUTE),
+            (f"tokday:{user_id}:{day}", limits.tokens_per_day, "day", day_left, DAY),
+        )
+        reserved: list[tuple[str, int]] = []
+        for key, limit, window, left, length in budgets:
+            total = await self._count(key, max_tokens, length + 60)
+            reserved.append((key, length))
+            if limit and total - max_tokens >= limit:
+                for taken, taken_length in reserved:  # give the reservation back
+                    await self._count(taken, -max_tokens, taken_length + 60)
+                raise RateLimitExceededError("completion tokens", limit, window, left)
+        return Reservation(user_id, minute, day, max_tokens)
 
-    async def add_tokens(self, user_id: str, tokens: int) -> None:
-        if tokens <= 0:
+    async def settle(self, reservation: Reservation, generated: int) -> None:
+        """Charge what was generated: the reservation is replaced by the real count."""
+        change = generated - reservation.tokens
+        if change:
+            user = reservation.user_id
+            await self._count(f"tok:{user}:{reservation.minute}", change, MINUTE + 60)
+            await self._count(f"tokday:{user}:{reservation.day}", change, DAY + 60)
+
+    def enter(self, user_id: str) -> None:
+        """One more request of this user in flight (in this process); raise at the cap, so
+        one user cannot take every place in the queue."""
+        current = self._in_flight.get(user_id, 0)
+        if self.in_flight_per_user and current >= self.in_flight_per_user:
+            raise RateLimitExceededError(
+                "requests in flight", self.in_flight_per_user, "user at once", 1
+            )
+        self._in_flight[user_id] = current + 1
+
+    def leave(self, user_id: str) -> None:
+        current = self._in_flight.get(user_id, 0) - 1
+        if current > 0:
+            self._in_flight[user_id] = current
+        else:
+            self._in_flight.pop(user_id, None)
+
+    async def check_registration(self, client_ip: str) -> None:
+        if not self.registrations_per_hour_per_ip:
             return
-        minute, _ = self._window(MINUTE)
-        day, _ = self._window(DAY)
-        await self._count(f"tok:{user_id}:{minute}", tokens, MINUTE + 5)
-        await self._count(f"tokday:{user_id}:{day}", tokens, DAY + 60)
+        hour, left = self._window(3600)
+        used = await self._count(f"register-ip:{client_ip}:{hour}", 1, 3600 + 5)
+        if used > self.registrations_per_hour_per_ip:
+            raise RateLimitExceededError(
+                "registrations from this address", self.registrations_per_hour_per_ip, "hour", left
+            )
 
     async def check_login(self, client_ip: str, email: str) -> None:
+        """Before a password is checked (a login, or a password confirmation)."""
         minute, minute_left = self._window(MINUTE)
         if self.login_per_ip_per_minute:
             used = await self._count(f"login-ip:{client_ip}:{minute}", 1, MINUTE + 5)
-            if used is not None and used > self.login_per_ip_per_minute:
+            if used > self.login_per_ip_per_minute:
                 raise RateLimitExceededError(
                     "login attempts from this address",
                     self.login_per_ip_per_minute,
@@ -173,18 +234,30 @@ class RateLimiter:
                 )
         if self.login_failures_per_account:
             window, left = self._window(self.login_failure_window)
-            failures = await self._read(f"login-fail:{email}:{window}")
+            failures = await self._read(f"login-fail:{email}:{client_ip}:{window}")
             if failures >= self.login_failures_per_account:
                 raise RateLimitExceededError(
-                    "failed logins for this account",
+                    "failed logins for this account from this address",
                     self.login_failures_per_account,
                     f"{self.login_failure_window // 60} minutes",
                     left,
                 )
 
-    async def record_login_failure(self, email: str) -> None:
+    async def record_login_failure(self, client_ip: str, email: str) -> None:
         window, _ = self._window(self.login_failure_window)
-        await self._count(f"login-fail:{email}:{window}", 1, self.login_failure_window + 5)
+        key = f"login-fail:{email}:{client_ip}:{window}"
+        await self._count(key, 1, self.login_failure_window + 5)
+
+    def health(self) -> dict[str, Any]:
+        shared = isinstance(self.counters, RedisCounters)
+        status: dict[str, Any] = {"backend": "redis" if shared else "memory", "status": "ok"}
+        if self.degraded:
+            status |= {
+                "status": "degraded",
+                "error": self.store_error,
+                "note": "Redis is unreachable: limits are counted per process",
+            }
+        return status
 
 
 def rate_limiter_from_settings(settings: Settings, redis: Any | None) -> RateLimiter:
@@ -206,4 +279,6 @@ def rate_limiter_from_settings(settings: Settings, redis: Any | None) -> RateLim
         login_per_ip_per_minute=settings.login_attempts_per_minute_per_ip,
         login_failures_per_account=settings.login_failures_per_account,
         login_failure_window=settings.login_failure_window_seconds,
+        registrations_per_hour_per_ip=settings.registrations_per_hour_per_ip,
+        in_flight_per_user=settings.llm_max_in_flight_per_user,
     )

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from modules.cache import ResponseCache
+from modules.cache import CachedAnswer, ResponseCache
 from modules.config import Settings
 from modules.conversations import Conversation, ConversationService, NewMessage, title_from
 from modules.llm.inference import (
@@ -33,7 +33,7 @@ from modules.llm.turns.ports import ProfileStore
 from modules.llm.turns.preparation import PreparedPrompt, PromptPreparer
 from modules.llm.turns.turn import Turn
 from modules.llm.turns.types import TurnRequest
-from modules.ratelimit import RateLimiter
+from modules.ratelimit import RateLimiter, Reservation
 
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
@@ -63,43 +63,62 @@ class TurnService:
 
     async def start(self, request: TurnRequest) -> Turn:
         owner = str(self.caller.user_id)
-        await self.limiter.check_request(owner, self.caller.role)
-        backend = self.registry.get(request.model)
-        request = await self._with_profile(request)
-        params = sampling_params(self.settings, request.settings)
-        conversation, history = await self._history(request.conversation_id)
-        prepared = await self._prepare(backend, request, conversation, history, params)
-        key = self._cache_key(backend, prepared, params, request) if request.use_cache else None
-        cached = await self.cache.get(key) if key else None
-        self.log["cache_hit"] = cached is not None
-        if self.settings.log_prompts:
-            self.log["prompt"] = [m.content for m in prepared.new_messages]
-        source = (
-            Completion(cached.text, _finished_from_cache(cached.finish_reason, cached))
-            if cached is not None
-            else backend.stream(
-                prepared.prompt,
-                params,
-                owner=owner,
-                timeout=self.settings.llm_request_timeout_seconds,
-            )
-        )
+        self.limiter.enter(owner)  # requests in flight: released when the turn ends
+        reservation: Reservation | None = None
+        settled = False
+
+        async def release() -> None:
+            # However the turn ended (finished, failed, never started), the in-flight place
+            # is freed and an unsettled reservation is given back.
+            if reservation is not None and not settled:
+                await self.limiter.settle(reservation, 0)
+            self.limiter.leave(owner)
+
         try:
-            conversation_id = (
-                None
-                if request.raw
-                else conversation.id
-                if conversation is not None
-                else await self._start_conversation(backend.alias, prepared)
+            backend = self.registry.get(request.model)
+            request = await self._with_profile(request)
+            params = sampling_params(self.settings, request.settings)
+            reservation = await self.limiter.admit(owner, self.caller.role, params.max_tokens)
+            conversation, history = await self._history(request.conversation_id)
+            prepared = await self._prepare(backend, request, conversation, history, params)
+            key = self._cache_key(backend, prepared, params, request) if request.use_cache else None
+            cached = await self.cache.get(key) if key else None
+            self.log["cache_hit"] = cached is not None
+            if self.settings.log_prompts:
+                self.log["prompt"] = [m.content for m in prepared.new_messages]
+            source = (
+                Completion(cached.text, _finished_from_cache(cached))
+                if cached is not None
+                else backend.stream(
+                    prepared.prompt,
+                    params,
+                    owner=owner,
+                    timeout=self.settings.llm_request_timeout_seconds,
+                )
             )
+            try:
+                conversation_id = (
+                    None
+                    if request.raw
+                    else conversation.id
+                    if conversation is not None
+                    else await self._start_conversation(backend.alias, prepared)
+                )
+            except BaseException:
+                if not isinstance(source, Completion):
+                    source.cancel()
+                raise
         except BaseException:
-            if not isinstance(source, Completion):
-                source.cancel()
+            await release()
             raise
 
         async def settle(text: str, finished: Finished) -> None:
+            nonlocal settled
+            # Every generated token is charged (a cache hit generated none).
+            assert reservation is not None
+            await self.limiter.settle(reservation, 0 if cached else finished.completion_tokens)
+            settled = True
             if cached is None:
-                await self.limiter.add_tokens(owner, finished.completion_tokens)
                 self.log["tokens"] = finished.prompt_tokens + finished.completion_tokens
             if conversation_id is not None and finished.finish_reason != "cancelled":
                 await self._store(conversation_id, prepared, text, finished)
@@ -113,6 +132,7 @@ class TurnService:
             prepared=prepared,
             source=source,
             settle=settle,
+            release=release,
             # A margin over the backend's own deadline, in case a prompt evaluation overruns.
             timeout=self.settings.llm_request_timeout_seconds + 30,
         )
@@ -211,8 +231,8 @@ class TurnService:
             await session.commit()
 
 
-def _finished_from_cache(reason: str, cached: Any) -> Finished:
-    finish_reason: FinishReason = "length" if reason == "length" else "stop"
+def _finished_from_cache(cached: CachedAnswer) -> Finished:
+    finish_reason: FinishReason = "length" if cached.finish_reason == "length" else "stop"
     return Finished(
         finish_reason=finish_reason,
         prompt_tokens=cached.prompt_tokens,

@@ -25,6 +25,7 @@ from modules.llm.turns.preparation import PreparedPrompt
 
 logger = structlog.get_logger(__name__)
 Settle = Callable[[str, Finished], Awaitable[None]]
+Release = Callable[[], Awaitable[None]]
 # Strong references: the event loop keeps only weak ones to running tasks.
 _pumps: set[asyncio.Task[None]] = set()
 
@@ -38,6 +39,7 @@ class Turn:
         prepared: PreparedPrompt,
         source: Generation | Completion,
         settle: Settle,
+        release: Release,
         timeout: float,
     ) -> None:
         self.model = model
@@ -47,7 +49,7 @@ class Turn:
         self.cache_hit = isinstance(source, Completion)
         self._generation = None if isinstance(source, Completion) else source
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        task = asyncio.get_running_loop().create_task(self._pump(source, settle, timeout))
+        task = asyncio.get_running_loop().create_task(self._pump(source, settle, release, timeout))
         _pumps.add(task)
         task.add_done_callback(_pumps.discard)
 
@@ -78,7 +80,9 @@ class Turn:
                 return Completion("".join(parts), event)
         raise RuntimeError("the turn ended without a result")
 
-    async def _pump(self, source: Generation | Completion, settle: Settle, limit: float) -> None:
+    async def _pump(
+        self, source: Generation | Completion, settle: Settle, release: Release, limit: float
+    ) -> None:
         parts: list[str] = []
         try:
             async with asyncio.timeout(limit):
@@ -96,6 +100,8 @@ class Turn:
         except Exception as exc:  # e.g. the database went away while storing the turn
             logger.warning("turn failed", error=type(exc).__name__)
             self._queue.put_nowait(Failed(exc))
+        finally:
+            await release()
 
 
 async def _events_of(source: Generation | Completion) -> AsyncIterator[Event]:
