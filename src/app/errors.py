@@ -170,9 +170,7 @@ def problem_details_config() -> ProblemDetailsConfig:
             ModelNotFoundError: lambda exc: _problem(
                 404, str(exc), extra={"available": exc.available}
             ),
-            ProfileNotFoundError: lambda exc: _problem(
-                404, str(exc), extra={"available": exc.available}
-            ),
+            ProfileNotFoundError: lambda exc: _problem(404, str(exc)),
             NotFoundError: lambda exc: _problem(404, "not found"),
             DuplicateKeyError: lambda exc: _problem(409, "a record with these values exists"),
             InvalidTurnRequest: _from_invalid_turn,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import func, select
@@ -149,3 +150,28 @@ def test_streamed_turn_is_stored(api: Api, user_token: str) -> None:
     with api.client(user_token) as client:
         detail = client.get(f"/conversations/{conversation_id}").json()
     assert [m["role"] for m in detail["messages"]] == ["user", "assistant"]
+
+
+def test_concurrent_turns_on_one_conversation_stay_consistent(
+    api: FakeApi, user_token: str
+) -> None:
+    first = turn(api, user_token, "Start.", use_cache=False)
+    conversation_id = first["conversation_id"]
+
+    def one(i: int) -> int:
+        with api.client(user_token) as client:
+            body = {"prompt": f"Turn {i}.", "conversation_id": conversation_id, "use_cache": False}
+            return client.post("/llm/generate", json=body).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(one, range(6)))
+    assert statuses == [200] * 6
+    rows = api.sql(
+        select(Message.position, Message.role, Message.content)
+        .where(Message.conversation_id == uuid.UUID(conversation_id))
+        .order_by(Message.position)
+    )
+    assert [row.position for row in rows] == list(range(14))  # no duplicates, no gaps
+    # No interleaving: every question is followed by its own answer.
+    assert [row.role for row in rows] == ["user", "assistant"] * 7
+    assert sorted(row.content for row in rows[2::2]) == [f"Turn {i}." for i in range(6)]

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.migrations import upgrade_to_head
+from tests.api.conftest import FakeApi
 from tests.support import Api, RunningServer, fake_app, make_settings
 
 GREEDY = {"temperature": 0, "max_tokens": 24}
@@ -191,16 +192,29 @@ def test_profile_is_applied_and_request_settings_win(
     assert overridden["usage"]["completion_tokens"] == 5
     with api.client(user_token) as client:
         detail = client.get(f"/conversations/{by_profile['conversation_id']}").json()
-    assert detail["system_prompt"] == profile["system_prompt"]
+    # The conversation names its profile; the admin's prompt does not come back to users.
+    assert detail["profile"] == profile["name"]
+    assert detail["system_prompt"] is None
+    assert profile["system_prompt"] not in str(detail)
 
 
-def test_unknown_profile_is_404_listing_the_available(
+def test_a_profile_conversation_continues_with_its_profile(
+    api: FakeApi, user_token: str, profile: dict[str, Any]
+) -> None:
+    first = generate(api, user_token, prompt="Ahoy!", profile=profile["name"])
+    again = generate(api, user_token, prompt="And then?", conversation_id=first["conversation_id"])
+    assert again["usage"]["completion_tokens"] == 3  # still the profile's settings
+    system = api.backend.prompts[-1].messages[0]
+    assert (system.role, system.content) == ("system", profile["system_prompt"])
+
+
+def test_unknown_profile_is_404_without_the_names_of_the_others(
     api: Api, user_token: str, profile: dict[str, Any]
 ) -> None:
     with api.client(user_token) as client:
         response = client.post("/llm/generate", json={"prompt": "hi", "profile": "nobody"})
     assert response.status_code == 404
-    assert profile["name"] in response.json()["available"]
+    assert profile["name"] not in response.text
 
 
 def test_redis_backed_cache_and_redis_outage(tmp_path: Path) -> None:

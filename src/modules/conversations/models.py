@@ -6,7 +6,7 @@ import uuid
 
 from advanced_alchemy.base import UUIDAuditBase
 from advanced_alchemy.types import GUID
-from sqlalchemy import Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 
@@ -19,6 +19,8 @@ class Conversation(UUIDAuditBase):
     title: Mapped[str] = mapped_column(String(200))
     model: Mapped[str] = mapped_column(String(200))
     system_prompt: Mapped[str | None] = mapped_column(Text, default=None)
+    # A profile's conversation names it; its (admin-only) system prompt is not copied here.
+    profile: Mapped[str | None] = mapped_column(String(100), default=None)
     messages: Mapped[list[Message]] = relationship(
         back_populates="conversation",
         order_by="Message.position",
@@ -32,6 +34,9 @@ class Message(UUIDAuditBase):
     """One turn's message; `content` is what the model saw (sanitized) or said."""
 
     __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "position", name="uq_messages_conversation_position"),
+    )
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(
         GUID, ForeignKey("conversations.id", ondelete="CASCADE"), index=True

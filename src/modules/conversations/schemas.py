@@ -41,7 +41,8 @@ class MessageRead(msgspec.Struct):
 
 
 class ConversationDetail(ConversationRead):
-    system_prompt: str | None = None
+    system_prompt: str | None = None  # one the user sent; a profile's stays the admin's
+    profile: str | None = None
     messages: list[MessageRead] = msgspec.field(default_factory=list)
 
 

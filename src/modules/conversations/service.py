@@ -77,7 +77,12 @@ class ConversationService(SQLAlchemyAsyncRepositoryService[Conversation, Convers
         )
 
     async def start(
-        self, owner_id: uuid.UUID, title: str, model: str, system_prompt: str | None
+        self,
+        owner_id: uuid.UUID,
+        title: str,
+        model: str,
+        system_prompt: str | None,
+        profile: str | None = None,
     ) -> Conversation:
         return await self.create(
             Conversation(
@@ -85,6 +90,7 @@ class ConversationService(SQLAlchemyAsyncRepositoryService[Conversation, Convers
                 title=title or "New conversation",
                 model=model,
                 system_prompt=system_prompt,
+                profile=profile,
             )
         )
 
@@ -101,8 +107,13 @@ class ConversationService(SQLAlchemyAsyncRepositoryService[Conversation, Convers
         await self.delete(conversation.id)
 
     async def append(self, conversation_id: uuid.UUID, new: Sequence[NewMessage]) -> None:
-        """Store a turn's messages after the ones already there."""
+        """Store a turn's messages after the ones already there, in one block. The
+        conversation's row is locked first (PostgreSQL; SQLite has one writer at a time), so
+        concurrent turns take their positions one after the other."""
         session = self.repository.session
+        await session.execute(
+            select(Conversation.id).where(Conversation.id == conversation_id).with_for_update()
+        )
         last = await session.scalar(
             select(func.max(Message.position)).where(Message.conversation_id == conversation_id)
         )

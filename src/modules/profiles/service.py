@@ -15,10 +15,10 @@ from modules.profiles.schemas import ProfileCreate, ProfileUpdate
 
 
 class ProfileNotFoundError(LookupError):
-    def __init__(self, name: str, available: list[str]) -> None:
-        listed = ", ".join(available) if available else "none"
-        super().__init__(f"no profile named {name!r}; available: {listed}")
-        self.available = available
+    """Says nothing of the profiles that exist: their names are the admins' to list."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no profile named {name!r}")
 
 
 class ProfileIdNotFoundError(LookupError):
@@ -50,8 +50,7 @@ class ProfileService(SQLAlchemyAsyncRepositoryService[Profile, ProfileRepository
     async def by_name(self, name: str) -> Profile:
         profile = await self.get_one_or_none(Profile.name == _normal(name))
         if profile is None:
-            names = [p.name for p in await self.get_many()]
-            raise ProfileNotFoundError(name, sorted(names))
+            raise ProfileNotFoundError(name)
         return profile
 
     async def get_existing(self, profile_id: uuid.UUID) -> Profile:

@@ -7,13 +7,17 @@ times out or cancels), the turn stored, the answer cached."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import msgspec
+from advanced_alchemy.exceptions import DuplicateKeyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modules.cache import CachedAnswer, ResponseCache
@@ -36,6 +40,15 @@ from modules.llm.turns.types import TurnRequest
 from modules.ratelimit import RateLimiter, Reservation
 
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+STORE_ATTEMPTS = 5
+_append_locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def _append_lock(conversation_id: uuid.UUID) -> asyncio.Lock:
+    lock = _append_locks.get(conversation_id)
+    if lock is None:
+        lock = _append_locks[conversation_id] = asyncio.Lock()
+    return lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +89,11 @@ class TurnService:
 
         try:
             backend = self.registry.get(request.model)
-            request = await self._with_profile(request)
+            conversation, history = await self._history(request.conversation_id)
+            own_system = request.system
+            request, profile = await self._with_profile(request, conversation)
             params = sampling_params(self.settings, request.settings)
             reservation = await self.limiter.admit(owner, self.caller.role, params.max_tokens)
-            conversation, history = await self._history(request.conversation_id)
             prepared = await self._prepare(backend, request, conversation, history, params)
             key = self._cache_key(backend, prepared, params, request) if request.use_cache else None
             cached = await self.cache.get(key) if key else None
@@ -102,7 +116,14 @@ class TurnService:
                     if request.raw
                     else conversation.id
                     if conversation is not None
-                    else await self._start_conversation(backend.alias, prepared)
+                    else await self._start_conversation(
+                        backend.alias,
+                        prepared,
+                        # A profile's prompt is the admin's: the conversation names the
+                        # profile and keeps only a system prompt the user sent.
+                        system=prepared.system if profile is None or own_system else None,
+                        profile=profile,
+                    )
                 )
             except BaseException:
                 if not isinstance(source, Completion):
@@ -137,18 +158,28 @@ class TurnService:
             timeout=self.settings.llm_request_timeout_seconds + 30,
         )
 
-    async def _with_profile(self, request: TurnRequest) -> TurnRequest:
-        """Request settings override the profile's, which override the server's defaults;
-        a request's own system prompt overrides the profile's."""
-        if not request.profile:
-            return request
-        profile = await self.profiles.by_name(request.profile)
+    async def _with_profile(
+        self, request: TurnRequest, conversation: Conversation | None
+    ) -> tuple[TurnRequest, str | None]:
+        """Apply the request's profile, or the conversation's. Request settings override
+        the profile's, which override the server's defaults; a request's own system prompt
+        overrides the profile's. Returns the request and the profile applied."""
+        name = request.profile or (conversation.profile if conversation is not None else None)
+        if not name:
+            return request, None
+        try:
+            profile = await self.profiles.by_name(name)
+        except LookupError:
+            if request.profile:
+                raise
+            return request, None  # the conversation's profile was deleted since: go on
         base = msgspec.convert(profile.settings or {}, GenerationSettings)
-        return replace(
+        applied = replace(
             request,
             system=request.system or profile.system_prompt,
             settings=merge_settings(base, request.settings),
         )
+        return applied, name
 
     async def _history(
         self, conversation_id: uuid.UUID | None
@@ -196,7 +227,9 @@ class TurnService:
             str(self.caller.user_id),
         )
 
-    async def _start_conversation(self, model: str, prepared: PreparedPrompt) -> uuid.UUID:
+    async def _start_conversation(
+        self, model: str, prepared: PreparedPrompt, *, system: str | None, profile: str | None
+    ) -> uuid.UUID:
         first_user = next(
             (m.content for m in prepared.new_messages if m.role == "user"), "New conversation"
         )
@@ -205,7 +238,8 @@ class TurnService:
                 self.caller.user_id,
                 title=title_from(first_user),
                 model=model,
-                system_prompt=prepared.system,
+                system_prompt=system,
+                profile=profile,
             )
             await session.commit()
             return conversation.id
@@ -226,9 +260,20 @@ class TurnService:
                 time_to_first_token=round(finished.time_to_first_token, 4),
             )
         )
-        async with self.sessions() as session:
-            await ConversationService(session=session).append(conversation_id, new)
-            await session.commit()
+        # Two turns at once on one conversation: this process appends them one at a time;
+        # across processes the append locks the conversation's row (PostgreSQL) and positions
+        # are unique, so the loser of a race retries on fresh numbers.
+        async with _append_lock(conversation_id):
+            for attempt in range(STORE_ATTEMPTS):
+                try:
+                    async with self.sessions() as session:
+                        await ConversationService(session=session).append(conversation_id, new)
+                        await session.commit()
+                    return
+                except (IntegrityError, DuplicateKeyError):
+                    if attempt == STORE_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.05 * (attempt + 1))
 
 
 def _finished_from_cache(cached: CachedAnswer) -> Finished:
