@@ -106,6 +106,9 @@ class FakeGeneration:
             if count >= limit:
                 break
             await asyncio.sleep(backend.token_delay)
+            if backend.fail_with is not None and count == 1:
+                self.queue.put_nowait(Failed(backend.fail_with))
+                return
             first = first or time.monotonic()
             text += ("" if count == 0 else " ") + self._word(count)
             count += 1
@@ -164,6 +167,7 @@ class FakeBackend:
         self.token_delay = token_delay
         self.answer_tokens = answer_tokens
         self.prompts: list[Prompt] = []
+        self.fail_with: Exception | None = None  # set: generations fail after one token
         self.owners: list[str] = []
         self.waiting = 0
         self.busy = 0

@@ -13,6 +13,7 @@ from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetail
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from app.request_log import current_request_id
 from modules.auth import (
     ApiKeyNotAllowedError,
     ApiKeyNotFoundError,
@@ -45,6 +46,13 @@ def _problem(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> ProblemDetailsException:
+    # Every error names its request, so a user's report finds its log line.
+    request_id = current_request_id.get()
+    if request_id is not None:
+        extra = {**(extra or {}), "request_id": request_id}
+        # Errors raised before the request-log middleware's own send (authentication) get
+        # the header here.
+        headers = {**(headers or {}), "X-Request-ID": request_id}
     return ProblemDetailsException(
         status_code=status,
         title=HTTPStatus(status).phrase,
@@ -137,6 +145,7 @@ def _from_rate_limit(exc: RateLimitExceededError) -> ProblemDetailsException:
 
 
 def _unavailable(exc: Exception) -> ProblemDetailsException:
+    # Our own messages, which never carry a dependency's exception text.
     return _problem(503, str(exc), headers={"Retry-After": "5"})
 
 

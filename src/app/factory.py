@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
+from litestar.config.app import AppConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -60,6 +61,13 @@ def _logging(settings: Settings) -> StructlogPlugin:
             enable_middleware_logging=False,  # RequestLogMiddleware writes the line
         )
     )
+
+
+def _request_log_outermost(config: AppConfig) -> AppConfig:
+    """The request id and log line wrap everything, authentication included, so a 401
+    names its request too."""
+    config.middleware.insert(0, RequestLogMiddleware())
+    return config
 
 
 def create_app(
@@ -121,7 +129,7 @@ def create_app(
             ProblemDetailsPlugin(errors),
             _logging(settings),
         ],
-        on_app_init=[jwt_auth.on_app_init],
+        on_app_init=[jwt_auth.on_app_init, _request_log_outermost],
         lifespan=[llm.lifespan],
         state=State(
             {
@@ -132,7 +140,7 @@ def create_app(
                 "llm": llm,
             }
         ),
-        middleware=[RequestLogMiddleware(), metrics.prometheus_config().middleware],
+        middleware=[metrics.prometheus_config().middleware],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="llm-service", version=_package_version()),
         logging_config=None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -19,6 +20,8 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# The request being served, for error bodies and SSE error events to name it.
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 logger = structlog.get_logger("llm_service.requests")
 
 
@@ -38,6 +41,7 @@ class RequestLogMiddleware(ASGIMiddleware):
         request_id = _request_id(scope)
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
+        current_request_id.set(request_id)
         started = time.perf_counter()
         status = 500
 
@@ -50,6 +54,9 @@ class RequestLogMiddleware(ASGIMiddleware):
 
         try:
             await next_app(scope, receive, send_with_id)
+        except Exception as exc:  # answered by Litestar's outer exception handler
+            status = getattr(exc, "status_code", 500)
+            raise
         finally:
             fields: dict[str, Any] = {
                 "request_id": request_id,

@@ -181,7 +181,9 @@ def test_errors_use_openai_shape_for_auth_and_bad_json(api: Api) -> None:
     with api.client("not-a-token") as raw:
         response = raw.post("/v1/chat/completions", json={"messages": HELLO})
     assert response.status_code == 401
-    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code", "request_id"}
+    assert error["request_id"] == response.headers["x-request-id"]
 
 
 def test_malformed_json_is_openai_400(api: Api, user_token: str) -> None:

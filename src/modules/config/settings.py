@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     login_failures_per_account: int = Field(10, ge=0)
     login_failure_window_seconds: int = Field(900, ge=60)
 
+    # Empty: /metrics is public (request counts and latencies by route, token counts, queue
+    # depth; no user data). Set: only `Authorization: Bearer <METRICS_TOKEN>` may scrape.
+    metrics_token: str = ""
+
     sanitizer_max_chars: int = Field(32000, ge=1)
     sanitizer_max_messages: int = Field(64, ge=1)
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import resource
 import time
 from typing import Any
 
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.exceptions import NotAuthorizedException
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.response import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from modules.auth import requires_admin
 from modules.cache import ResponseCache
+from modules.config import Settings
 from modules.llm.inference import GenerationStats, ModelRegistry
 from modules.metrics.collector import OUTCOMES
 
@@ -44,9 +47,18 @@ class MetricsController(Controller):
 
     @get("/", exclude_from_auth=True, cache=False, include_in_schema=True)
     async def metrics(
-        self, metrics_registry: NamedDependency[CollectorRegistry]
+        self,
+        request: Request[Any, Any, Any],
+        metrics_registry: NamedDependency[CollectorRegistry],
+        settings: NamedDependency[Settings],
     ) -> Response[bytes]:
-        """Prometheus text format: HTTP metrics, then every model's and the cache's."""
+        """Prometheus text format: HTTP metrics, then every model's and the cache's. With
+        METRICS_TOKEN set, only for `Authorization: Bearer <METRICS_TOKEN>`."""
+        if settings.metrics_token:
+            presented = request.headers.get("authorization", "")
+            expected = f"Bearer {settings.metrics_token}"
+            if not hmac.compare_digest(presented.encode(), expected.encode()):
+                raise NotAuthorizedException("/metrics needs the metrics token (METRICS_TOKEN)")
         body = generate_latest(REGISTRY) + generate_latest(metrics_registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -22,7 +22,13 @@ from modules.llm.api.schemas import (
     Timings,
     Usage,
 )
-from modules.llm.api.streaming import EventStream, sse, whole_answer
+from modules.llm.api.streaming import (
+    STREAM_FAILED,
+    EventStream,
+    request_id_of,
+    sse,
+    whole_answer,
+)
 from modules.llm.inference import Finished
 from modules.llm.turns import InputMessage, InvalidTurnRequest, Turn, TurnRequest, TurnService
 
@@ -78,7 +84,7 @@ class LLMController(Controller):
         started = time.monotonic()
         turn = await turn_service.start(to_turn_request(data))
         if data.stream:
-            return EventStream(_events(turn))
+            return EventStream(_events(turn, request_id_of(request)))
         completion = await whole_answer(request, turn)
         finished = completion.finished
         assert turn.conversation_id is not None
@@ -113,7 +119,7 @@ def _done(turn: Turn, finished: Finished) -> StreamDone:
     )
 
 
-async def _events(turn: Turn) -> AsyncIterator[ServerSentEventMessage]:
+async def _events(turn: Turn, request_id: str | None) -> AsyncIterator[ServerSentEventMessage]:
     yield sse(
         StreamStart(
             model=turn.model,
@@ -130,5 +136,5 @@ async def _events(turn: Turn) -> AsyncIterator[ServerSentEventMessage]:
                 yield sse(_done(turn, event), "done")
             else:
                 yield sse({"text": event.text}, "token")
-    except Exception as exc:
-        yield sse({"status": 503, "detail": f"generation failed: {type(exc).__name__}"}, "error")
+    except Exception:  # logged by the turn; the client gets a stable message, no internals
+        yield sse({"status": 503, "detail": STREAM_FAILED, "request_id": request_id}, "error")

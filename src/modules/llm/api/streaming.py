@@ -47,3 +47,12 @@ async def whole_answer(request: Request[Any, Any, Any], turn: Turn) -> Completio
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+
+
+STREAM_FAILED = "the generation failed; retry later"
+
+
+def request_id_of(request: Request[Any, Any, Any]) -> str | None:
+    state = request.scope.get("state") or {}
+    request_id = state.get("request_id")
+    return str(request_id) if request_id else None

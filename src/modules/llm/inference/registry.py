@@ -79,8 +79,8 @@ class ModelRegistry:
         """The serving backend of that alias (the default when None)."""
         entry = self.entry(name)
         if entry.backend is None or entry.state != "loaded":
-            detail = f": {entry.error}" if entry.error else ""
-            raise BackendUnavailableError(f"model {entry.alias!r} is {entry.state}{detail}")
+            # The load error stays in the log and /llm/models: no file paths in answers.
+            raise BackendUnavailableError(f"model {entry.alias!r} is {entry.state}")
         return entry.backend
 
     @property

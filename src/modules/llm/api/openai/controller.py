@@ -28,7 +28,13 @@ from modules.llm.api.openai.schemas import (
     TextCompletion,
 )
 from modules.llm.api.openai.translate import chat_turn, completion_turn, finish_reason, usage
-from modules.llm.api.streaming import EventStream, sse, whole_answer
+from modules.llm.api.streaming import (
+    STREAM_FAILED,
+    EventStream,
+    request_id_of,
+    sse,
+    whole_answer,
+)
 from modules.llm.inference import Finished, ModelRegistry
 from modules.llm.turns import Turn, TurnService
 
@@ -37,7 +43,7 @@ ChunkOf = Callable[[str | None, str | None], ChatCompletionChunk | TextCompletio
 
 
 async def _openai_stream(
-    turn: Turn, chunk_of: ChunkOf, include_usage: bool
+    turn: Turn, chunk_of: ChunkOf, include_usage: bool, request_id: str | None
 ) -> AsyncIterator[ServerSentEventMessage]:
     try:
         async for event in turn.events():
@@ -50,9 +56,9 @@ async def _openai_stream(
                     yield sse(final)
             else:
                 yield sse(chunk_of(event.text, None))
-    except Exception as exc:
+    except Exception:  # logged by the turn; the client gets a stable message, no internals
         error = OpenAIError(
-            f"generation failed: {type(exc).__name__}", status=503, error_type="server_error"
+            STREAM_FAILED, status=503, error_type="server_error", request_id=request_id
         )
         yield sse(error.body())
         return
@@ -105,7 +111,7 @@ class OpenAIController(Controller):
 
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
             return EventStream(
-                _openai_stream(turn, chunk_of, include_usage),
+                _openai_stream(turn, chunk_of, include_usage, request_id_of(request)),
                 headers={"X-Conversation-Id": str(turn.conversation_id)},
             )
         completion = await whole_answer(request, turn)
@@ -146,7 +152,9 @@ class OpenAIController(Controller):
 
         if data.stream:
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
-            return EventStream(_openai_stream(turn, chunk_of, include_usage))
+            return EventStream(
+                _openai_stream(turn, chunk_of, include_usage, request_id_of(request))
+            )
         completion = await whole_answer(request, turn)
         whole = chunk_of(completion.text, finish_reason(completion.finished))
         whole.usage = usage(completion.finished)

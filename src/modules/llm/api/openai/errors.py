@@ -31,19 +31,21 @@ class OpenAIError(Exception):
     code: str | None = None
     error_type: str = "invalid_request_error"
     headers: dict[str, str] | None = None
+    request_id: str | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
+        error = {
+            "message": self.message,
+            "type": self.error_type,
+            "param": self.param,
+            "code": self.code,
         }
+        if self.request_id is not None:
+            error["request_id"] = self.request_id
+        return {"error": error}
 
 
 def from_validation(message: str, where: str) -> OpenAIError:
@@ -78,6 +80,7 @@ def _from_problem(problem: ProblemDetailsException) -> OpenAIError:
         param=param,
         error_type=error_type,
         headers=dict(problem.headers or {}) or None,
+        request_id=extra.get("request_id"),
     )
 
 
