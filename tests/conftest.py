@@ -64,6 +64,15 @@ def admin_token(api: Any) -> str:
     return token
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Two workers for the fast tier (each with its own database and app); one for the
+    model tier, whose tests measure the engine and would fight over the CPU."""
+    expression = str(config.option.markexpr or "")
+    if "model" in expression and "not model" not in expression:
+        return 0
+    return min(2, os.cpu_count() or 1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/model/ needs the real model: the `model` tier."""
     model_dir = Path(__file__).parent / "model"

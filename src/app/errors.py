@@ -194,6 +194,9 @@ def problem_details_config() -> ProblemDetailsConfig:
             OperationalError: _database_down,
             InterfaceError: _database_down,
             OSError: _database_down,  # connection refused before the driver wraps it
+            # Bodies that decode to nothing usable are the client's mistake, named as such.
+            UnicodeDecodeError: lambda exc: _problem(400, "the request body is not valid UTF-8"),
+            RecursionError: lambda exc: _problem(400, "the request body nests too deeply"),
             Exception: _internal,
         },
     )

@@ -49,6 +49,14 @@ def _decode_login(body: bytes) -> LoginRequest:
         raise ClientException("malformed JSON body") from exc
 
 
+def _login_request(fields: dict[str, str]) -> LoginRequest:
+    """The form's fields under the JSON body's rules (lengths included)."""
+    try:
+        return msgspec.convert(fields, LoginRequest)
+    except msgspec.ValidationError as exc:
+        raise ValidationException(f"invalid login form: {exc}") from exc
+
+
 class AuthController(Controller):
     path = "/auth"
     tags = ("auth",)
@@ -79,7 +87,7 @@ class AuthController(Controller):
             username, password = form.get("username"), form.get("password")
             if not isinstance(username, str) or not isinstance(password, str):
                 raise ValidationException("form fields 'username' and 'password' are required")
-            credentials = LoginRequest(email=username, password=password)
+            credentials = _login_request({"email": username, "password": password})
         else:
             credentials = _decode_login(await request.body())
         pair = await auth_service.login(credentials.email, credentials.password)

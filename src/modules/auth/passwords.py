@@ -17,6 +17,8 @@ with warnings.catch_warnings():
 ARGON2_MEMORY_KIB = 19 * 1024
 ARGON2_ROUNDS = 2
 ARGON2_PARALLELISM = 1
+# passlib's own limit; the password policy keeps new passwords far below it.
+MAX_PASSWORD_BYTES = 4096
 
 
 class PasswordHasher:
@@ -51,6 +53,8 @@ class PasswordHasher:
 
     def _verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
         normal = normalize_password(password)
+        if len(normal.encode()) > MAX_PASSWORD_BYTES:
+            return False, None  # longer than any password that could have been set
         matches, new_hash = self._context.verify_and_update(normal, password_hash)
         if not matches and normal != password and self._context.verify(password, password_hash):
             return True, self._context.hash(normal)

@@ -21,6 +21,9 @@ from modules.conversations.schemas import (
 from modules.conversations.service import ConversationService
 from modules.users.models import User
 
+# Far past any real list, and inside what every database takes as an OFFSET.
+MAX_OFFSET = 1_000_000_000
+
 
 class ConversationController(Controller):
     path = "/conversations"
@@ -32,7 +35,7 @@ class ConversationController(Controller):
         request: Request[User, Any, Any],
         conversation_service: NamedDependency[ConversationService],
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 20,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
     ) -> ConversationPage:
         """One's conversations, most recently used first."""
         items, total = await conversation_service.list_owned(request.user.id, limit, offset)

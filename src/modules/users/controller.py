@@ -17,6 +17,9 @@ from modules.users.ports import AccountSecurity
 from modules.users.schemas import UserAdminUpdate, UserPage, UserRead, UserSelfUpdate
 from modules.users.service import UserService
 
+# Far past any real list, and inside what every database takes as an OFFSET.
+MAX_OFFSET = 1_000_000_000
+
 
 class UserController(Controller):
     path = "/users"
@@ -43,7 +46,7 @@ class UserController(Controller):
         self,
         users_service: NamedDependency[UserService],
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
     ) -> UserPage:
         """Every user, oldest first (admin)."""
         users, total = await users_service.get_many_and_count(

@@ -24,7 +24,7 @@ from modules.llm.api.schemas import (
 )
 from modules.llm.api.streaming import (
     STREAM_FAILED,
-    EventStream,
+    event_stream,
     request_id_of,
     sse,
     whole_answer,
@@ -73,7 +73,7 @@ class LLMController(Controller):
         request: Request[Any, Any, Any],
         data: JSONBody[GenerateRequest],
         turn_service: NamedDependency[TurnService],
-    ) -> GenerateResponse | EventStream:
+    ) -> GenerateResponse:
         """Sanitize the messages, then generate with the chosen (or default) model.
 
         The turn is stored in a conversation (`conversation_id`, new when absent) and the
@@ -84,7 +84,7 @@ class LLMController(Controller):
         started = time.monotonic()
         turn = await turn_service.start(to_turn_request(data))
         if data.stream:
-            return EventStream(_events(turn, request_id_of(request)))
+            return event_stream(GenerateResponse, _events(turn, request_id_of(request)))
         completion = await whole_answer(request, turn)
         finished = completion.finished
         assert turn.conversation_id is not None

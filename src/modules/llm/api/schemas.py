@@ -11,8 +11,9 @@ from msgspec import Meta
 from modules.llm.inference import Finished
 from modules.llm.turns import GenerationSettings, SanitizationReport
 
-# Generous static bounds; the configured limits (characters, tokens) are checked later.
-Content = Annotated[str, Meta(max_length=1_000_000)]
+# A static bound that a body under the 1 MiB limit can hold; the configured limits
+# (SANITIZER_MAX_CHARS, tokens) are checked next, before any cleaning.
+Content = Annotated[str, Meta(max_length=100_000)]
 ProfileName = Annotated[str, Meta(min_length=1, max_length=100)]
 ModelName = Annotated[str, Meta(min_length=1, max_length=200)]
 

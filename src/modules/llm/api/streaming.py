@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar, cast
 
 import msgspec
 from litestar import Request
@@ -13,6 +14,8 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from modules.llm.inference import Completion
 from modules.llm.turns import Turn
+
+T = TypeVar("T")
 
 
 class EventStream(ServerSentEvent):
@@ -23,6 +26,17 @@ class EventStream(ServerSentEvent):
     def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["media_type"] = None
         return super().to_asgi_response(*args, **kwargs)
+
+
+def event_stream(
+    declared: type[T],
+    events: AsyncIterator[ServerSentEventMessage],
+    headers: dict[str, str] | None = None,
+) -> T:
+    """A Server-Sent Events answer from a route whose declared type is its JSON answer.
+    Litestar sends any Response as it is, and the OpenAPI schema keeps one exact JSON shape
+    (a union with the stream would be a `oneOf` that every JSON answer matches twice)."""
+    return cast(T, EventStream(events, headers=headers))
 
 
 def sse(payload: Any, event: str | None = None) -> ServerSentEventMessage:

@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import ServerSentEventMessage
 
@@ -22,6 +23,7 @@ from modules.llm.api.openai.schemas import (
     ChatCompletionRequest,
     ChunkChoice,
     CompletionRequest,
+    ErrorBody,
     ModelCard,
     ModelCards,
     TextChoice,
@@ -30,13 +32,25 @@ from modules.llm.api.openai.schemas import (
 from modules.llm.api.openai.translate import chat_turn, completion_turn, finish_reason, usage
 from modules.llm.api.streaming import (
     STREAM_FAILED,
-    EventStream,
+    event_stream,
     request_id_of,
     sse,
     whole_answer,
 )
 from modules.llm.inference import Finished, ModelRegistry
 from modules.llm.turns import Turn, TurnService
+
+# /v1 answers errors in OpenAI's shape, not as problem details.
+ERRORS = {
+    status: ResponseSpec(data_container=ErrorBody, description=description)
+    for status, description in (
+        (400, "Invalid request (OpenAI error shape)"),
+        (401, "Missing or invalid credentials"),
+        (404, "Unknown model or conversation"),
+        (429, "Rate limit or quota exceeded"),
+        (503, "The model or the database is unavailable"),
+    )
+}
 
 # Builds one chunk from (text delta, finish reason or None); `usage` is added by the stream.
 ChunkOf = Callable[[str | None, str | None], ChatCompletionChunk | TextCompletion]
@@ -79,13 +93,13 @@ class OpenAIController(Controller):
             ]
         )
 
-    @post("/chat/completions", status_code=200)
+    @post("/chat/completions", status_code=200, responses=ERRORS)
     async def chat_completions(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[ChatCompletionRequest],
         turn_service: NamedDependency[TurnService],
-    ) -> ChatCompletion | EventStream:
+    ) -> ChatCompletion:
         """OpenAI chat completions, whole or streamed. Extensions (the openai SDK sends them
         with `extra_body`): `conversation_id` continues a stored conversation, `profile`
         applies an admin-managed profile, `use_cache` (default true) allows the cache."""
@@ -110,7 +124,8 @@ class OpenAIController(Controller):
                 )
 
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
-            return EventStream(
+            return event_stream(
+                ChatCompletion,
                 _openai_stream(turn, chunk_of, include_usage, request_id_of(request)),
                 headers={"X-Conversation-Id": str(turn.conversation_id)},
             )
@@ -130,13 +145,13 @@ class OpenAIController(Controller):
             usage=usage(completion.finished),
         )
 
-    @post("/completions", status_code=200)
+    @post("/completions", status_code=200, responses=ERRORS)
     async def completions(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[CompletionRequest],
         turn_service: NamedDependency[TurnService],
-    ) -> TextCompletion | EventStream:
+    ) -> TextCompletion:
         """OpenAI text completions: the prompt continued as is, without a chat template."""
         turn = await turn_service.start(completion_turn(data))
         completion_id = f"cmpl-{uuid.uuid4().hex}"
@@ -152,8 +167,9 @@ class OpenAIController(Controller):
 
         if data.stream:
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
-            return EventStream(
-                _openai_stream(turn, chunk_of, include_usage, request_id_of(request))
+            return event_stream(
+                TextCompletion,
+                _openai_stream(turn, chunk_of, include_usage, request_id_of(request)),
             )
         completion = await whole_answer(request, turn)
         whole = chunk_of(completion.text, finish_reason(completion.finished))

@@ -191,3 +191,17 @@ class ModelCard(msgspec.Struct):
 class ModelCards(msgspec.Struct):
     data: list[ModelCard]
     object: str = "list"
+
+
+class ErrorDetail(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+    request_id: str | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    """Every /v1 error, in OpenAI's shape."""
+
+    error: ErrorDetail
