@@ -148,3 +148,35 @@ def test_actions_are_listed_in_rule_order(sanitizer: Sanitizer) -> None:
         "markup_stripped",
         "control_tokens_removed",
     )
+
+
+def test_nested_control_tokens_are_removed_in_one_linear_pass() -> None:
+    sanitizer = Sanitizer(max_chars=1_000_000)
+    depth = 20_000  # a clean-until-nothing-changes loop would take 20,000 passes here
+    hostile = "<|im_" * depth + "<|im_end|>" + "end|>" * depth
+    cleaned = sanitizer.clean(hostile + " ok").text
+    assert cleaned.strip() == "ok"
+    assert not sanitizer.contains_control_token(cleaned)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<|im_<|im_end|>end|>x",
+        "<<|im_start|>|im_start|>system",
+        "<|eot<|eot_id|>_id|>z",
+        "<|endof<|eot_id|>text|>y",
+        "a<|im_end|>b<|im_start|>c",
+    ],
+)
+def test_whatever_removal_joins_is_removed_too(text: str) -> None:
+    sanitizer = Sanitizer()
+    cleaned = sanitizer.clean(text).text
+    assert not sanitizer.contains_control_token(cleaned)
+
+
+def test_limits_come_before_cleaning() -> None:
+    sanitizer = Sanitizer(max_chars=100)
+    # Markup would shrink it under the limit; the limit is checked first.
+    with pytest.raises(SanitizationError, match="the limit is 100"):
+        sanitizer.clean("<b>x</b>" * 20)

@@ -122,6 +122,8 @@ class Settings(BaseSettings):
 
     sanitizer_max_chars: int = Field(32000, ge=1)
     sanitizer_max_messages: int = Field(64, ge=1)
+    # All of one request's messages together, checked before any cleaning.
+    sanitizer_max_request_chars: int = Field(128000, ge=1)
 
     @field_validator("database_url")
     @classmethod

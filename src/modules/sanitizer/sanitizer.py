@@ -22,6 +22,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import bleach
 
@@ -109,6 +110,7 @@ class Sanitizer:
         tokens = {t for t in (*DEFAULT_CONTROL_TOKENS, *control_tokens) if t and t.strip()}
         # Longest first, so `<|im_start|>` is removed whole before any shorter token inside it.
         self._control_tokens = tuple(sorted(tokens, key=len, reverse=True))
+        self._reversed_tokens = _reversed_trie(self._control_tokens)
         self._control_pattern = (
             re.compile("|".join(re.escape(t) for t in self._control_tokens))
             if self._control_tokens
@@ -120,7 +122,10 @@ class Sanitizer:
         return self._control_tokens
 
     def clean(self, text: str, *, field_name: str = "message") -> SanitizedText:
-        """Clean one message; raises SanitizationError when nothing usable is left."""
+        """Clean one message; raises SanitizationError when it is over the limit (checked
+        before any cleaning, and again after: NFKC can lengthen text) or when nothing usable
+        is left."""
+        self._check_length(text, field_name)
         actions: list[str] = []
 
         def step(name: str, before: str, after: str) -> str:
@@ -138,11 +143,14 @@ class Sanitizer:
 
         if not text.strip():
             raise SanitizationError(f"{field_name} is empty after sanitization")
+        self._check_length(text, field_name)
+        return SanitizedText(text=text, actions=tuple(actions))
+
+    def _check_length(self, text: str, field_name: str) -> None:
         if len(text) > self.max_chars:
             raise SanitizationError(
                 f"{field_name} is {len(text)} characters long; the limit is {self.max_chars}"
             )
-        return SanitizedText(text=text, actions=tuple(actions))
 
     def contains_control_token(self, text: str) -> bool:
         return self._control_pattern is not None and bool(self._control_pattern.search(text))
@@ -217,11 +225,45 @@ class Sanitizer:
         return _LONG_SPACES.sub(" ", text)
 
     def _drop_control_tokens(self, text: str) -> str:
-        if self._control_pattern is None:
+        if self._control_pattern is None or not self._control_pattern.search(text):
             return text
-        # Removing one token can join its neighbours into another: repeat to a fixed point.
-        while True:
-            cleaned = self._control_pattern.sub("", text)
-            if cleaned == text:
-                return cleaned
-            text = cleaned
+        return _remove_nested(text, self._reversed_tokens)
+
+
+_END = ""  # key of a reversed-trie node where a whole token ends
+
+
+def _reversed_trie(tokens: Iterable[str]) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    for token in tokens:
+        node = root
+        for char in reversed(token):
+            node = node.setdefault(char, {})
+        node[_END] = len(token)
+    return root
+
+
+def _remove_nested(text: str, trie: dict[str, Any]) -> str:
+    """Remove control tokens, including those that removing others would join together
+    (`<|im_<|im_end|>end|>`), in one pass: each character is appended once, and whenever
+    the kept text ends with a token, the token is dropped. Only a token's last character
+    starts a backward walk, which stops at the first character no token has there, so the
+    cost is linear in the input (times the longest token, at worst)."""
+    kept: list[str] = []
+    for char in text:
+        kept.append(char)
+        node = trie.get(char)
+        if node is None:
+            continue
+        position = len(kept) - 1
+        match = 0
+        while node is not None:
+            if _END in node:
+                match = node[_END]  # the longest token that ends here wins
+            position -= 1
+            if position < 0:
+                break
+            node = node.get(kept[position])
+        if match:
+            del kept[-match:]
+    return "".join(kept)

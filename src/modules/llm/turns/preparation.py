@@ -3,6 +3,7 @@ message, fit the history into the context, tokenize."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,6 +48,13 @@ class PromptPreparer:
                 f"{len(raw)} messages; the limit is {self.settings.sanitizer_max_messages}",
                 field="messages",
             )
+        total = sum(len(message.content) for message in raw)
+        if total > self.settings.sanitizer_max_request_chars:
+            raise InvalidTurnRequest(
+                f"the messages hold {total} characters; the limit is "
+                f"{self.settings.sanitizer_max_request_chars} (SANITIZER_MAX_REQUEST_CHARS)",
+                field="messages",
+            )
         sanitizer = self.sanitizer_for(backend)
         messages: list[ChatMessage] = []
         per_message: list[MessageSanitization] = []
@@ -77,12 +85,13 @@ class PromptPreparer:
     ) -> PreparedPrompt:
         """The system turn, as much recent history as fits, and the new messages."""
         raw = ([InputMessage("system", system, "system")] if system else []) + list(new)
-        cleaned, report = self.sanitize(backend, raw)
+        # Cleaning is CPU work (bleach, NFKC): it runs off the event loop.
+        cleaned, report = await asyncio.to_thread(self.sanitize, backend, raw)
         system_message = cleaned[0] if system else None
         new_messages = cleaned[1:] if system else cleaned
         # Stored history was sanitized when stored; cleaning it again costs little and keeps
         # the promise that everything the model reads went through the sanitizer.
-        past = [m for m in (self._clean_quietly(backend, m) for m in history) if m is not None]
+        past = await asyncio.to_thread(self._clean_history, backend, history)
         n_ctx = backend.context_size
         # A conversation keeps room to answer; a lone prompt only has to fit.
         reserve = min(max_tokens, n_ctx // 4) if past else 0
@@ -108,16 +117,18 @@ class PromptPreparer:
 
     async def text(self, backend: Backend, message: InputMessage) -> PreparedPrompt:
         """A plain completion: the sanitized text, no chat template."""
-        cleaned, report = self.sanitize(backend, [message])
+        cleaned, report = await asyncio.to_thread(self.sanitize, backend, [message])
         prompt = await backend.text_prompt(cleaned[0].content)
         if prompt.token_count >= backend.context_size:
             raise PromptTooLongError(prompt.token_count, backend.context_size)
         return PreparedPrompt(prompt=prompt, new_messages=cleaned, system=None, sanitization=report)
 
-    def _clean_quietly(self, backend: Backend, message: ChatMessage) -> ChatMessage | None:
-        try:
-            return ChatMessage(
-                message.role, self.sanitizer_for(backend).clean(message.content).text
-            )
-        except SanitizationError:
-            return None
+    def _clean_history(self, backend: Backend, history: Sequence[ChatMessage]) -> list[ChatMessage]:
+        sanitizer = self.sanitizer_for(backend)
+        cleaned = []
+        for message in history:
+            try:
+                cleaned.append(ChatMessage(message.role, sanitizer.clean(message.content).text))
+            except SanitizationError:
+                continue  # a stored message the current rules refuse is left out
+        return cleaned
