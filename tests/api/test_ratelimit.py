@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from app.migrations import upgrade_to_head
-from tests.support import RunningServer, fake_app, make_settings, promote
+from tests.support import RunningServer, charged_today, fake_app, make_settings, promote
 
 PASSWORD = "limit-pass-123"
 TINY = {"prompt": "Hi", "settings": {"max_tokens": 2, "temperature": 0}, "use_cache": False}
@@ -33,6 +33,7 @@ def server(
     app.state.llm.limiter.clock = lambda: now - now % 60 + 1
     with RunningServer(app) as running, httpx.Client(base_url=running.base_url, timeout=60) as c:
         c.database_url = database_url  # type: ignore[attr-defined]
+        c.app = app  # type: ignore[attr-defined]
         yield c
 
 
@@ -156,3 +157,16 @@ def test_password_confirmations_count_like_logins(tmp_path: Path) -> None:
         assert locked.status_code == 429
         right = {**change, "current_password": PASSWORD}
         assert client.patch("/users/me", json=right, headers=headers).status_code == 429
+
+
+def test_a_timed_out_generation_is_charged_what_it_generated(tmp_path: Path) -> None:
+    slow = {"token_delay": 0.02, "answer_tokens": 500}
+    with server(tmp_path, slow, llm_request_timeout_seconds=0.5) as client:
+        headers = {"Authorization": f"Bearer {token_for(client)}"}
+        body = {"prompt": "Go on.", "use_cache": False}
+        answer = client.post("/llm/generate", json=body, headers=headers).json()
+        assert answer["finish_reason"] == "timeout"
+        me = client.get("/users/me", headers=headers).json()["id"]
+        generated = answer["usage"]["completion_tokens"]
+        assert 5 <= generated < 500
+        assert charged_today(client.app, me) == generated  # type: ignore[attr-defined]
