@@ -24,6 +24,7 @@ logger = structlog.get_logger(__name__)
 
 MINUTE = 60
 DAY = 86400
+LOGIN_BACKOFF_SECONDS = 30
 
 
 class RateLimitExceededError(Exception):
@@ -233,20 +234,31 @@ class RateLimiter:
                     minute_left,
                 )
         if self.login_failures_per_account:
-            window, left = self._window(self.login_failure_window)
-            failures = await self._read(f"login-fail:{email}:{client_ip}:{window}")
-            if failures >= self.login_failures_per_account:
-                raise RateLimitExceededError(
-                    "failed logins for this account from this address",
-                    self.login_failures_per_account,
-                    f"{self.login_failure_window // 60} minutes",
-                    left,
-                )
+            window, _ = self._window(self.login_failure_window)
+            pair = f"{email}:{client_ip}:{window}"
+            failures = await self._read(f"login-fail:{pair}")
+            over = failures - self.login_failures_per_account
+            if over >= 0:
+                # Exponential backoff for this account from this address only: 30 s after
+                # the limit, then 60, 120, ... up to the window.
+                wait = min(LOGIN_BACKOFF_SECONDS * 2**over, self.login_failure_window)
+                waited = self.clock() - await self._read(f"login-last:{pair}")
+                if waited < wait:
+                    raise RateLimitExceededError(
+                        "failed logins for this account from this address",
+                        self.login_failures_per_account,
+                        f"{self.login_failure_window // 60} minutes",
+                        max(1, math.ceil(wait - waited)),
+                    )
 
     async def record_login_failure(self, client_ip: str, email: str) -> None:
         window, _ = self._window(self.login_failure_window)
-        key = f"login-fail:{email}:{client_ip}:{window}"
-        await self._count(key, 1, self.login_failure_window + 5)
+        pair = f"{email}:{client_ip}:{window}"
+        ttl = self.login_failure_window + 5
+        await self._count(f"login-fail:{pair}", 1, ttl)
+        # When the last failure was: the backoff counts from it.
+        last = await self._read(f"login-last:{pair}")
+        await self._count(f"login-last:{pair}", int(self.clock()) - last, ttl)
 
     def health(self) -> dict[str, Any]:
         shared = isinstance(self.counters, RedisCounters)
