@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import secrets
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from service import running_service
 
 from modules.sanitizer import SanitizationError, Sanitizer
 
@@ -76,73 +72,28 @@ def scaling(sizes: list[int]) -> None:
         print(f"| {name} | " + " | ".join(f"{s * 1000:.1f}" for s in row) + " |")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def health_under_load() -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as workdir:
-        env = {
-            **os.environ,
-            "PORT": str(port),
-            "DATA_DIR": workdir,
-            "DATABASE_URL": "",
-            "JWT_SECRET": secrets.token_urlsafe(48),
-            "LLM_PARALLEL": "2",
-            "RATE_LIMIT_REQUESTS_PER_MINUTE": "0",
-            "LLM_MAX_IN_FLIGHT_PER_USER": "0",
-        }
-        server = subprocess.Popen(
-            [str(BIN / "llm-service"), "serve"],
-            env=env,
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(120):
-                try:
-                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.5)
-            password = "bench-password-1"
-            httpx.post(f"{base}/auth/register", json={"email": "b@e.co", "password": password})
-            token = httpx.post(
-                f"{base}/auth/login", json={"email": "b@e.co", "password": password}
-            ).json()["access_token"]
-            idle = probe(base, 50)
-            # The largest hostile prompt the defaults admit (SANITIZER_MAX_CHARS=32000).
-            hostile = {
-                "prompt": nested(32000),
-                "settings": {"max_tokens": 1},
-                "use_cache": False,
-            }
-            stop = threading.Event()
+    with running_service(LLM_PARALLEL="2", LLM_MAX_IN_FLIGHT_PER_USER="0") as service:
+        idle = probe(service.base_url, 50)
+        # The largest hostile prompt the defaults admit (SANITIZER_MAX_CHARS=32000).
+        hostile = {"prompt": nested(32000), "settings": {"max_tokens": 1}, "use_cache": False}
+        stop = threading.Event()
 
-            def attack() -> None:
-                with httpx.Client(
-                    base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120
-                ) as client:
-                    while not stop.is_set():
-                        client.post("/llm/generate", json=hostile)
+        def attack() -> None:
+            with httpx.Client(
+                base_url=service.base_url, headers=service.headers, timeout=120
+            ) as client:
+                while not stop.is_set():
+                    client.post("/llm/generate", json=hostile)
 
-            attackers = [threading.Thread(target=attack) for _ in range(4)]
-            for thread in attackers:
-                thread.start()
-            time.sleep(1)
-            loaded = probe(base, 100)
-            stop.set()
-            for thread in attackers:
-                thread.join()
-        finally:
-            server.terminate()
-            server.wait(30)
+        attackers = [threading.Thread(target=attack) for _ in range(4)]
+        for thread in attackers:
+            thread.start()
+        time.sleep(1)
+        loaded = probe(service.base_url, 100)
+        stop.set()
+        for thread in attackers:
+            thread.join()
     print()
     print("| /health | p50 ms | p99 ms |")
     print("|---|---:|---:|")
