@@ -28,7 +28,7 @@ def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from app import create_app
-    from app.migrations import upgrade_to_head
+    from app.migrations import pending_migrations, upgrade_to_head
 
     settings = _settings()
     if args.host:
@@ -36,12 +36,24 @@ def serve(args: argparse.Namespace) -> None:
     if args.port:
         settings.port = args.port
     try:
-        settings.resolve_model_path()
-    except FileNotFoundError as exc:
+        specs = settings.model_specs()
+    except (FileNotFoundError, ValueError) as exc:
         sys.exit(f"llm-service: {exc}")
+    missing = [f"{alias}={path}" for alias, path in specs if not path.is_file()]
+    if len(missing) == len(specs):
+        sys.exit(f"llm-service: no model file found: {', '.join(missing)}")
+    for entry in missing:  # the others serve; /llm/models shows this one as failed
+        print(f"llm-service: warning: model file not found: {entry}", file=sys.stderr)
     if settings.uses_embedded_database:
         # The embedded default needs no operator: bring its schema up to date on start.
         upgrade_to_head(settings.effective_database_url)
+    else:
+        try:
+            problem = pending_migrations(settings.effective_database_url)
+        except Exception as exc:  # unreachable, wrong credentials: say so, no traceback
+            sys.exit(f"llm-service: cannot reach the database: {type(exc).__name__}: {exc}")
+        if problem:
+            sys.exit(f"llm-service: {problem}")
     uvicorn.run(
         create_app(settings),
         host=settings.host,

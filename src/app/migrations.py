@@ -36,3 +36,31 @@ def upgrade_to_head(database_url: str) -> None:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(database_url), "head")
+
+
+def pending_migrations(database_url: str) -> str | None:
+    """None when the database's schema is at head; else what is wrong, in a sentence.
+    Blocking (its own event loop), like upgrade_to_head."""
+    import asyncio
+
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+
+    async def current() -> str | None:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(
+                    lambda sync: MigrationContext.configure(sync).get_current_revision()
+                )
+        finally:
+            await engine.dispose()
+
+    revision = asyncio.run(current())
+    if revision == head:
+        return None
+    found = f"at revision {revision}" if revision else "not migrated"
+    return f"the database is {found}; the code needs {head}: run `llm-service migrate`"

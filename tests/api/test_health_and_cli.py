@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sqlite3
@@ -13,7 +14,8 @@ from pathlib import Path
 import httpx
 
 from app.migrations import upgrade_to_head
-from tests.support import Api, RunningServer, fake_app, make_settings
+from tests.conftest import _admin_execute
+from tests.support import Api, RunningServer, fake_app, free_port, make_settings
 
 CLI = shutil.which("llm-service") or str(Path(sys.executable).with_name("llm-service"))
 
@@ -96,3 +98,39 @@ def test_cli_create_admin_then_admin_api(api: Api) -> None:
     token = api.login(email, "admin-password-1")["access_token"]
     with api.client(token) as client:
         assert client.get("/users").status_code == 200
+
+
+def test_serve_refuses_an_unmigrated_database_saying_what_to_do(postgres_url: str) -> None:
+    # A database of its own, never migrated (the embedded SQLite default migrates itself).
+    name = f"llm_service_unmigrated_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin_execute(f'CREATE DATABASE "{name}"'))
+    try:
+        url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+        env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": "c" * 40, "PORT": str(free_port())}
+        result = subprocess.run(
+            [CLI, "serve"], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+    finally:
+        asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    assert result.returncode != 0
+    assert "not migrated" in result.stderr
+    assert "run `llm-service migrate`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_names_missing_model_files_without_a_traceback(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "",
+        "JWT_SECRET": "c" * 40,
+        "LLM_MODELS": f"a={tmp_path / 'a.gguf'},b={tmp_path / 'b.gguf'}",
+        "LLM_MODEL_PATH": str(tmp_path / "not-checked-when-LLM_MODELS-is-set.gguf"),
+    }
+    result = subprocess.run(
+        [CLI, "serve"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode != 0
+    assert "no model file found" in result.stderr
+    assert "a.gguf" in result.stderr
+    assert "Traceback" not in result.stderr

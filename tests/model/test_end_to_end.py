@@ -90,3 +90,24 @@ def test_openai_client_whole_and_streamed_agree(api: ModelApi, user_token: str) 
         model=MODEL, prompt="The sky is", max_tokens=6, temperature=0
     )
     assert completion.choices[0].text
+
+
+def test_an_answer_cut_inside_a_character_ends_cleanly(api: ModelApi, user_token: str) -> None:
+    # The model spells 🐍 with several tokens: max_tokens 1 and 2 cut it in the middle.
+    texts = []
+    for max_tokens in (1, 2, 3):
+        for stream in (False, True):
+            with api.client(user_token) as client:
+                response = client.post(
+                    "/llm/generate",
+                    json={
+                        "prompt": "Write an emoji: 🐍",
+                        "stream": stream,
+                        "use_cache": False,
+                        "settings": {**GREEDY, "max_tokens": max_tokens},
+                    },
+                )
+            assert response.status_code == 200
+            texts.append(response.text)
+    assert not any("\ufffd" in text for text in texts), texts
+    assert any("🐍" in text for text in texts)  # the whole character, once it is whole

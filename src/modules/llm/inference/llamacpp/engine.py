@@ -468,7 +468,8 @@ class LLMEngine:
             self.stats.failed += 1
             job.emit(Failed(failure))
             return
-        active.text += active.decoder.decode(b"", final=True)
+        # The decoder may still hold the first bytes of a character that max_tokens or the
+        # deadline cut off: they are dropped, never turned into U+FFFD.
         if len(active.text) > active.emitted:
             job.emit(TokenDelta(active.text[active.emitted :]))
         if reason == "cancelled":
