@@ -103,6 +103,8 @@ async def _create_admin(settings: Settings, email: str, password: str) -> str:
     problems = password_problems(password, min_length=settings.password_min_length, email=email)
     if problems:
         raise ValueError("password " + "; ".join(problems))
+    # Said out loud: run from another directory, the embedded default is another file.
+    where = _redact(settings.effective_database_url)
     engine = create_async_engine(settings.effective_database_url)
     try:
         async with async_sessionmaker(engine, expire_on_commit=False)() as session:
@@ -116,12 +118,12 @@ async def _create_admin(settings: Settings, email: str, password: str) -> str:
                     password_hash,
                 )
                 await users.update(existing, auto_commit=True)
-                return f"{email} is now an admin (password reset)"
+                return f"{email} is now an admin (password reset) in {where}"
             await users.create(
                 User(email=email, password_hash=password_hash, role=ROLE_ADMIN, is_active=True),
                 auto_commit=True,
             )
-            return f"admin {email} created"
+            return f"admin {email} created in {where}"
     finally:
         await engine.dispose()
 

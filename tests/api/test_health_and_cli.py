@@ -79,6 +79,7 @@ def test_cli_migrate_and_create_admin_on_sqlite(tmp_path: Path) -> None:
         stdin="boss-password-1\n",
     )
     assert created.returncode == 0, created.stderr
+    assert str(database) in created.stdout  # it says which database it wrote to
     with sqlite3.connect(database) as connection:
         rows = connection.execute("SELECT email, role FROM users").fetchall()
     assert rows == [("boss@example.com", "admin")]
