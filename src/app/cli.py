@@ -39,6 +39,12 @@ def serve(args: argparse.Namespace) -> None:
         specs = settings.model_specs()
     except (FileNotFoundError, ValueError) as exc:
         sys.exit(f"llm-service: {exc}")
+    if settings.llm_gpu_layers and not _gpu_offload_supported():
+        sys.exit(
+            f"llm-service: LLM_GPU_LAYERS={settings.llm_gpu_layers} asks for GPU offload, but "
+            "this build of llama-cpp-python is CPU-only: rebuild it for your GPU (README: GPU) "
+            "or set LLM_GPU_LAYERS=0"
+        )
     missing = [f"{alias}={path}" for alias, path in specs if not path.is_file()]
     if len(missing) == len(specs):
         sys.exit(f"llm-service: no model file found: {', '.join(missing)}")
@@ -126,6 +132,12 @@ async def _create_admin(settings: Settings, email: str, password: str) -> str:
             return f"admin {email} created in {where}"
     finally:
         await engine.dispose()
+
+
+def _gpu_offload_supported() -> bool:
+    from modules.llm.inference.llamacpp import gpu_offload_supported
+
+    return gpu_offload_supported()
 
 
 def _redact(url: str) -> str:

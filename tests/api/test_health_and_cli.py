@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.migrations import upgrade_to_head
 from tests.conftest import _admin_execute
@@ -134,4 +135,24 @@ def test_serve_names_missing_model_files_without_a_traceback(tmp_path: Path) -> 
     assert result.returncode != 0
     assert "no model file found" in result.stderr
     assert "a.gguf" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_gpu_offload_a_cpu_build_cannot_do(tmp_path: Path) -> None:
+    from modules.llm.inference.llamacpp import gpu_offload_supported
+
+    if gpu_offload_supported():
+        pytest.skip("this llama-cpp-python build can offload to a GPU")
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "",
+        "JWT_SECRET": "c" * 40,
+        "LLM_GPU_LAYERS": "-1",
+    }
+    result = subprocess.run(
+        [CLI, "serve"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode != 0
+    assert "CPU-only" in result.stderr
     assert "Traceback" not in result.stderr

@@ -93,21 +93,33 @@ def test_openai_client_whole_and_streamed_agree(api: ModelApi, user_token: str) 
 
 
 def test_an_answer_cut_inside_a_character_ends_cleanly(api: ModelApi, user_token: str) -> None:
-    # The model spells 🐍 with several tokens: max_tokens 1 and 2 cut it in the middle.
+    # The model spells 🐍 and katakana with several tokens each: the short cut-offs land in
+    # the middle of a character.
     texts = []
-    for max_tokens in (1, 2, 3):
-        for stream in (False, True):
-            with api.client(user_token) as client:
-                response = client.post(
-                    "/llm/generate",
-                    json={
-                        "prompt": "Write an emoji: 🐍",
-                        "stream": stream,
-                        "use_cache": False,
-                        "settings": {**GREEDY, "max_tokens": max_tokens},
-                    },
-                )
-            assert response.status_code == 200
-            texts.append(response.text)
+    for prompt in ("Write an emoji: 🐍", "Translate 'cat' to Japanese."):
+        for max_tokens in range(1, 7):
+            for stream in (False, True):
+                with api.client(user_token) as client:
+                    response = client.post(
+                        "/llm/generate",
+                        json={
+                            "prompt": prompt,
+                            "stream": stream,
+                            "use_cache": False,
+                            "settings": {**GREEDY, "max_tokens": max_tokens},
+                        },
+                    )
+                assert response.status_code == 200
+                texts.append(response.text)
     assert not any("\ufffd" in text for text in texts), texts
-    assert any("🐍" in text for text in texts)  # the whole character, once it is whole
+    # The whole characters, once they are whole.
+    assert any("🐍" in text for text in texts)
+    assert any("ア" in text for text in texts)
+
+
+def test_health_says_where_the_model_runs(api: ModelApi) -> None:
+    with api.client() as client:
+        model = client.get("/health").json()["model"]
+    assert model["backend"] == "llama.cpp"
+    assert model["layers"] == 30  # SmolLM2-135M
+    assert model["gpu_layers"] == 0  # LLM_GPU_LAYERS=0, and this build is CPU-only

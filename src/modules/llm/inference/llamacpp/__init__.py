@@ -1,6 +1,16 @@
 """llama.cpp in this process: the model, the continuous-batching engine, the backend."""
 
 from modules.llm.inference.llamacpp.backend import LlamaCppBackend, LocalOptions
-from modules.llm.inference.llamacpp.model import ModelOptions
+from modules.llm.inference.llamacpp.model import (
+    GpuUnavailableError,
+    ModelOptions,
+    gpu_offload_supported,
+)
 
-__all__ = ["LlamaCppBackend", "LocalOptions", "ModelOptions"]
+__all__ = [
+    "GpuUnavailableError",
+    "LlamaCppBackend",
+    "LocalOptions",
+    "ModelOptions",
+    "gpu_offload_supported",
+]

@@ -126,6 +126,9 @@ class LlamaCppBackend:
             "size_bytes": self.model.size_bytes,
             "context_size": self.model.n_ctx,
             "saved_states": self.engine.saved_states,
+            # Which llama.cpp device runs it: layers offloaded to a GPU, of how many.
+            "gpu_layers": self.model.gpu_layers,
+            "layers": self.model.n_layers,
         }
 
     def close(self) -> None:

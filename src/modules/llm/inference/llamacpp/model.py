@@ -22,6 +22,14 @@ class ModelClosedError(RuntimeError):
     """The model was unloaded (shutdown or failure)."""
 
 
+class GpuUnavailableError(RuntimeError):
+    """GPU offload was asked for, and this llama.cpp build cannot do it."""
+
+
+def gpu_offload_supported() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
 @dataclass(frozen=True, slots=True)
 class ModelOptions:
     n_ctx: int  # tokens per sequence
@@ -39,6 +47,12 @@ class LoadedModel:
     read-only on the vocabulary and safe from any thread."""
 
     def __init__(self, path: Path, alias: str, options: ModelOptions) -> None:
+        if options.n_gpu_layers and not gpu_offload_supported():
+            raise GpuUnavailableError(
+                f"LLM_GPU_LAYERS={options.n_gpu_layers} asks for GPU offload, but this build "
+                "of llama-cpp-python is CPU-only; rebuild it for your GPU (README: GPU) or "
+                "set LLM_GPU_LAYERS=0"
+            )
         self.path = path
         self.options = options
         model_params = llama_cpp.llama_model_default_params()
@@ -62,6 +76,10 @@ class LoadedModel:
         self.n_vocab = int(self.model.n_vocab())
         self.n_seq = int(llama_cpp.llama_n_seq_max(self.context.ctx))
         self.n_ctx = int(llama_cpp.llama_n_ctx_seq(self.context.ctx))
+        self.n_layers = int(llama_cpp.llama_model_n_layer(self.model.model))
+        wanted = self.n_layers if options.n_gpu_layers < 0 else options.n_gpu_layers
+        # llama.cpp offloads the repeating layers plus the output layer at most.
+        self.gpu_layers = min(wanted, self.n_layers + 1)
         self.memory = self.context.memory
         self._pieces: dict[int, bytes] = {}
         self._lifecycle = threading.Lock()
