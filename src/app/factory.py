@@ -16,11 +16,11 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.logging.config import StructLoggingConfig
-from litestar.openapi import OpenAPIConfig
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import docs
 from app.database import database_config
 from app.errors import problem_details_config
 from app.health import HealthController
@@ -113,6 +113,7 @@ def create_app(
             conversations.create_router(),
             profiles.create_router(),
             metrics.create_router(),
+            docs.assets_router(),
         ],
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
@@ -142,7 +143,7 @@ def create_app(
         ),
         middleware=[metrics.prometheus_config().middleware],
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="llm-service", version=_package_version()),
+        openapi_config=docs.openapi_config(_package_version()),
         logging_config=None,
         debug=False,
     )

@@ -156,3 +156,20 @@ def test_serve_refuses_gpu_offload_a_cpu_build_cannot_do(tmp_path: Path) -> None
     assert result.returncode != 0
     assert "CPU-only" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_conflicting_model_settings_in_one_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "",
+        "JWT_SECRET": "c" * 40,
+        "LLM_MODELS": f"a={tmp_path / 'a.gguf'}",
+        "LLM_DEFAULT_MODEL": "b",
+    }
+    result = subprocess.run(
+        [CLI, "serve"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode != 0
+    assert "LLM_DEFAULT_MODEL='b' is not in LLM_MODELS" in result.stderr
+    assert "Traceback" not in result.stderr
