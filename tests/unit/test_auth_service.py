@@ -116,3 +116,17 @@ async def test_passwords_are_nfkc_normalized_and_old_hashes_upgrade(auth: AuthSe
     assert (await auth.login("e@example.com", combining)).access_token
     assert auth.hasher._context.verify(precomposed, user.password_hash)
     assert (await auth.login("e@example.com", precomposed)).access_token
+
+
+async def test_the_bootstrap_email_becomes_the_first_admin_only(auth: AuthService) -> None:
+    auth.allow_registration = False
+    auth.bootstrap_admin_email = "boss@example.com"
+    first = await auth.sign_up("Boss@Example.com", PASSWORD)
+    assert first.role == "admin"
+    with pytest.raises(RegistrationClosedError):
+        await auth.sign_up("someone@example.com", PASSWORD)  # registration stays closed
+    await auth.users.delete(first.id)
+    auth.allow_registration = True
+    await auth.register("admin2@example.com", PASSWORD, role="admin")
+    # Once an admin exists, the bootstrap email is an ordinary account.
+    assert (await auth.sign_up("boss@example.com", PASSWORD)).role == "user"

@@ -46,6 +46,7 @@ def providers(settings: Settings, codec: TokenCodec, hasher: PasswordHasher) -> 
             codec,
             password_min_length=settings.password_min_length,
             allow_registration=settings.allow_registration,
+            bootstrap_admin_email=settings.bootstrap_admin_email,
             limiter=rate_limiter,
             client_ip=request.client.host if request.client else "unknown",
         )

@@ -17,7 +17,7 @@ from modules.auth.passwords import PasswordHasher
 from modules.auth.policy import password_problems
 from modules.auth.tokens import InvalidTokenError, TokenCodec
 from modules.ratelimit import RateLimiter
-from modules.users.models import ROLE_USER, User
+from modules.users.models import ROLE_ADMIN, ROLE_USER, User
 from modules.users.schemas import UserSelfUpdate
 from modules.users.service import UserService, normalize_email
 
@@ -91,6 +91,7 @@ class AuthService:
         *,
         password_min_length: int,
         allow_registration: bool = True,
+        bootstrap_admin_email: str = "",
         limiter: RateLimiter | None = None,
         client_ip: str = "unknown",
     ) -> None:
@@ -100,6 +101,7 @@ class AuthService:
         self.codec = codec
         self.password_min_length = password_min_length
         self.allow_registration = allow_registration
+        self.bootstrap_admin_email = normalize_email(bootstrap_admin_email)
         self.limiter = limiter
         self.client_ip = client_ip
 
@@ -111,12 +113,19 @@ class AuthService:
             raise PasswordPolicyError(problems, field)
 
     async def sign_up(self, email: str, password: str) -> User:
-        """Self-service registration, with the `user` role, where the server allows it."""
-        if not self.allow_registration:
+        """Self-service registration, with the `user` role, where the server allows it. The
+        BOOTSTRAP_ADMIN_EMAIL account, while no admin exists, registers as the first admin
+        (registration closed or not)."""
+        bootstrap = (
+            bool(self.bootstrap_admin_email)
+            and normalize_email(email) == self.bootstrap_admin_email
+            and not await self.users.exists(User.role == ROLE_ADMIN)
+        )
+        if not self.allow_registration and not bootstrap:
             raise RegistrationClosedError("registration is disabled on this server")
         if self.limiter is not None:
             await self.limiter.check_registration(self.client_ip)
-        return await self.register(email, password)
+        return await self.register(email, password, role=ROLE_ADMIN if bootstrap else ROLE_USER)
 
     async def register(self, email: str, password: str, role: str = ROLE_USER) -> User:
         email = normalize_email(email)

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(900, ge=30)
     refresh_token_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     allow_registration: bool = True
+    # This email, registering while no admin exists, becomes the first admin (even with
+    # registration off). Empty: admins come from `llm-service create-admin` only.
+    bootstrap_admin_email: str = ""
     password_min_length: int = Field(8, ge=8, le=128)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
 
