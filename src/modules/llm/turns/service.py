@@ -82,10 +82,11 @@ class TurnService:
 
         async def release() -> None:
             # However the turn ended (finished, failed, never started), the in-flight place
-            # is freed and an unsettled reservation is given back.
+            # is freed (first, and without awaiting: a cancelled task must not keep it) and
+            # an unsettled reservation is given back.
+            self.limiter.leave(owner)
             if reservation is not None and not settled:
                 await self.limiter.settle(reservation, 0)
-            self.limiter.leave(owner)
 
         try:
             backend = self.registry.get(request.model)
