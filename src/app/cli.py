@@ -45,7 +45,11 @@ def serve(args: argparse.Namespace) -> None:
             "this build of llama-cpp-python is CPU-only: rebuild it for your GPU (README: GPU) "
             "or set LLM_GPU_LAYERS=0"
         )
-    missing = [f"{alias}={path}" for alias, path in specs if not path.is_file()]
+    missing = [
+        f"{alias}={target}"
+        for alias, target in specs
+        if not isinstance(target, str) and not target.is_file()
+    ]
     if len(missing) == len(specs):
         sys.exit(f"llm-service: no model file found: {', '.join(missing)}")
     for entry in missing:  # the others serve; /llm/models shows this one as failed

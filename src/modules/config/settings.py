@@ -71,8 +71,13 @@ class Settings(BaseSettings):
     llm_model_path: str = Field(
         "", validation_alias=AliasChoices("LLM_MODEL_PATH", "LLM_NAME", "llm_model_path")
     )
-    # Several models: "alias=/path/a.gguf,other=/path/b.gguf"; empty: just LLM_MODEL_PATH.
+    # Several models: "alias=/path/a.gguf,other=http://host:8080/v1#model-id"; a URL is an
+    # OpenAI-compatible server. Empty: just LLM_MODEL_PATH.
     llm_models: str = ""
+    # "alias=key,...": the bearer keys of remote models (never logged or shown).
+    llm_remote_api_keys: str = Field("", repr=False)
+    llm_remote_connect_timeout_seconds: float = Field(3.0, gt=0)
+    llm_remote_read_timeout_seconds: float = Field(60.0, gt=0)
     llm_default_model: str = ""
     llm_model_alias: str = ""
     llm_context_size: int = Field(4096, ge=256, le=131072)
@@ -200,17 +205,19 @@ class Settings(BaseSettings):
             )
         return bundled
 
-    def model_specs(self) -> list[tuple[str, Path]]:
-        """(alias, GGUF path) of every configured model, the default first."""
+    def model_specs(self) -> list[tuple[str, Path | str]]:
+        """(alias, GGUF path or OpenAI-compatible URL) of every model, the default first."""
         if not self.llm_models.strip():
             path = self.resolve_model_path()
             return [(self.llm_model_alias or path.stem, path)]
-        specs: list[tuple[str, Path]] = []
+        specs: list[tuple[str, Path | str]] = []
         for item in self.llm_models.split(","):
-            alias, separator, raw_path = item.strip().partition("=")
-            if not separator or not alias.strip() or not raw_path.strip():
-                raise ValueError(f"LLM_MODELS entry {item!r} is not alias=path")
-            specs.append((alias.strip(), Path(raw_path.strip()).expanduser()))
+            alias, separator, target = item.strip().partition("=")
+            target = target.strip()
+            if not separator or not alias.strip() or not target:
+                raise ValueError(f"LLM_MODELS entry {item!r} is not alias=path or alias=URL")
+            remote = target.startswith(("http://", "https://"))
+            specs.append((alias.strip(), target if remote else Path(target).expanduser()))
         aliases = [alias for alias, _ in specs]
         if len(set(aliases)) != len(aliases):
             raise ValueError("LLM_MODELS names an alias twice")

@@ -19,10 +19,12 @@ from modules.llm.api.generate import LLMController
 from modules.llm.api.models import ModelsController
 from modules.llm.api.openai import OpenAIController, openai_exception_handlers
 from modules.llm.inference import (
+    Backend,
     BackendFactory,
     BackendUnavailableError,
     ModelRegistry,
     ModelSpec,
+    RemoteBackend,
 )
 from modules.llm.inference.llamacpp import LlamaCppBackend, LocalOptions, ModelOptions
 from modules.llm.turns import Caller, ProfileStore, PromptPreparer, SessionFactory, TurnService
@@ -32,7 +34,7 @@ logger = structlog.get_logger(__name__)
 
 
 def local_backend_factory(settings: Settings) -> BackendFactory:
-    """GGUF files loaded in this process (llama.cpp)."""
+    """GGUF files loaded in this process (llama.cpp), and OpenAI-compatible servers."""
     options = LocalOptions(
         ModelOptions(
             n_ctx=settings.llm_context_size,
@@ -47,7 +49,35 @@ def local_backend_factory(settings: Settings) -> BackendFactory:
         state_cache_bytes=settings.llm_state_cache_mb * 1024 * 1024,
         default_system_prompt=settings.llm_default_system_prompt,
     )
-    return lambda spec: LlamaCppBackend.from_file(spec.alias, spec.path, options)
+
+    def load(spec: ModelSpec) -> Backend:
+        if spec.url is not None:
+            return RemoteBackend.connect(
+                spec.alias,
+                spec.url,
+                spec.api_key,
+                context_size=settings.llm_context_size,
+                connect_timeout=settings.llm_remote_connect_timeout_seconds,
+                read_timeout=settings.llm_remote_read_timeout_seconds,
+            )
+        assert spec.path is not None
+        return LlamaCppBackend.from_file(spec.alias, spec.path, options)
+
+    return load
+
+
+def model_specs(settings: Settings) -> list[ModelSpec]:
+    keys = dict(
+        item.strip().split("=", 1)
+        for item in settings.llm_remote_api_keys.split(",")
+        if "=" in item
+    )
+    return [
+        ModelSpec(alias, url=target, api_key=keys.get(alias))
+        if isinstance(target, str)
+        else ModelSpec(alias, path=target)
+        for alias, target in settings.model_specs()
+    ]
 
 
 class LLMModule:
@@ -112,7 +142,7 @@ class LLMModule:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: Litestar) -> AsyncIterator[None]:
-        specs = [ModelSpec(alias, path) for alias, path in self.settings.model_specs()]
+        specs = model_specs(self.settings)
         registry = ModelRegistry(specs, self.backend_factory, on_change=self._models_changed)
         self.registry = registry
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
@@ -13,13 +14,19 @@ from modules.llm.api.schemas import ModelInfo, ModelList, ValidateReport, Valida
 from modules.llm.inference import ChatMessage, ModelEntry, ModelRegistry, SamplingParams, collect
 
 
+def _where(url: str) -> str:
+    """A remote model's server, without credentials or the model part."""
+    parts = urlsplit(url.partition("#")[0])
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}{parts.path}"
+
+
 def describe(entry: ModelEntry, default: str) -> ModelInfo:
     backend = entry.backend
     return ModelInfo(
         alias=entry.alias,
         state=entry.state,
         default=entry.alias == default,
-        file=entry.spec.path.name,
+        file=entry.spec.path.name if entry.spec.path else _where(entry.spec.url or ""),
         size_bytes=entry.size_bytes,
         context_size=backend.context_size if backend else None,
         slots=backend.load().slots if backend else None,

@@ -21,10 +21,12 @@ from modules.llm.inference.events import (
     TokenDelta,
 )
 from modules.llm.inference.registry import BackendFactory, ModelEntry, ModelRegistry, ModelSpec
+from modules.llm.inference.remote import REMOTE_CONTROL_TOKENS, RemoteBackend
 from modules.llm.inference.sampling import SamplingParams
 from modules.llm.inference.stats import GenerationStats, Histogram, Load
 
 __all__ = [
+    "REMOTE_CONTROL_TOKENS",
     "Backend",
     "BackendFactory",
     "BackendUnavailableError",
@@ -47,6 +49,7 @@ __all__ = [
     "PromptTooLongError",
     "QueueFullError",
     "QueueTimeoutError",
+    "RemoteBackend",
     "SamplingParams",
     "TokenDelta",
     "collect",

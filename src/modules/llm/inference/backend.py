@@ -23,10 +23,12 @@ class Prompt:
     shared_prefix: int = 0
     # A plain completion: the text as is, no chat template.
     raw: bool = False
+    # Where the tokens are not known here (a remote model): an estimate.
+    estimated_tokens: int = 0
 
     @property
     def token_count(self) -> int:
-        return len(self.tokens)
+        return len(self.tokens) or self.estimated_tokens
 
 
 @dataclass(frozen=True, slots=True)

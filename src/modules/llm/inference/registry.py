@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -23,8 +23,12 @@ ModelState = Literal["unloaded", "loading", "loaded", "failed"]
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
+    """A GGUF file (`path`), or an OpenAI-compatible server (`url`, `url#model`)."""
+
     alias: str
-    path: Path
+    path: Path | None = None
+    url: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never logged
 
 
 BackendFactory = Callable[[ModelSpec], Backend]  # blocking: called in a worker thread
@@ -43,6 +47,8 @@ class ModelEntry:
 
     @property
     def size_bytes(self) -> int | None:
+        if self.spec.path is None:
+            return None
         try:
             return self.spec.path.stat().st_size
         except OSError:

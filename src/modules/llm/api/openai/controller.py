@@ -178,6 +178,8 @@ class OpenAIController(Controller):
 
 
 def _created(path: Any) -> int:
+    if path is None:
+        return 0
     try:
         return int(path.stat().st_mtime)
     except OSError:
