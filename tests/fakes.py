@@ -26,6 +26,7 @@ from modules.llm.inference import (
     TokenDelta,
 )
 from modules.llm.inference.chat_template import ChatPromptBuilder
+from modules.llm.inference.events import drain
 from modules.llm.inference.sequences import find_stop
 
 CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
@@ -52,15 +53,8 @@ class FakeGeneration:
     def cancel(self) -> None:
         self.cancelled.set()
 
-    async def events(self) -> AsyncIterator[Event]:
-        try:
-            while True:
-                event = await self.queue.get()
-                yield event
-                if isinstance(event, Finished | Failed):
-                    return
-        finally:
-            self.cancel()
+    def events(self) -> AsyncIterator[Event]:
+        return drain(self.queue, self.cancel)
 
     def _word(self, index: int) -> str:
         """Deterministic for temperature 0 and for a seed; random otherwise."""
@@ -122,16 +116,14 @@ class FakeGeneration:
             self.queue.put_nowait(TokenDelta(text[emitted:]))
         now = time.monotonic()
         first = first or now
-        stats = backend.stats
-        if reason == "cancelled":
-            stats.cancelled += 1
-        elif reason == "timeout":
-            stats.timed_out += 1
-        else:
-            stats.completed += 1
-        stats.prompt_tokens += self.prompt.token_count
-        stats.completion_tokens += count
-        stats.request_seconds += now - submitted
+        backend.stats.record(
+            reason,
+            prompt_tokens=self.prompt.token_count,
+            completion_tokens=count,
+            submitted=submitted,
+            first=first,
+            now=now,
+        )
         self.queue.put_nowait(
             Finished(
                 finish_reason=reason,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -41,3 +42,16 @@ class Generation(Protocol):
     def events(self) -> AsyncIterator[Event]: ...
 
     def cancel(self) -> None: ...
+
+
+async def drain(queue: asyncio.Queue[Event], cancel: Callable[[], None]) -> AsyncIterator[Event]:
+    """A generation's events, up to its Finished or Failed. However the consumer stops
+    (disconnect, timeout, error), `cancel()` runs, so the model stops too."""
+    try:
+        while True:
+            event = await queue.get()
+            yield event
+            if isinstance(event, Finished | Failed):
+                return
+    finally:
+        cancel()

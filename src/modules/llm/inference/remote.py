@@ -18,7 +18,14 @@ import httpx
 from modules.llm.inference.backend import Prompt
 from modules.llm.inference.chat_template import ChatMessage
 from modules.llm.inference.errors import BackendUnavailableError, QueueFullError
-from modules.llm.inference.events import Event, Failed, Finished, FinishReason, TokenDelta
+from modules.llm.inference.events import (
+    Event,
+    Failed,
+    Finished,
+    FinishReason,
+    TokenDelta,
+    drain,
+)
 from modules.llm.inference.sampling import SamplingParams
 from modules.llm.inference.stats import GenerationStats, Load
 
@@ -90,15 +97,8 @@ class RemoteGeneration:
     def cancel(self) -> None:
         self.task.cancel()
 
-    async def events(self) -> AsyncIterator[Event]:
-        try:
-            while True:
-                event = await self.queue.get()
-                yield event
-                if isinstance(event, Finished | Failed):
-                    return
-        finally:
-            self.cancel()
+    def events(self) -> AsyncIterator[Event]:
+        return drain(self.queue, self.cancel)
 
     def _payload(self) -> tuple[str, dict[str, Any]]:
         params = self.params
@@ -159,7 +159,16 @@ class RemoteGeneration:
         first = self.first or now
         completion = int(usage.get("completion_tokens") or self.generated)
         prompt = int(usage.get("prompt_tokens") or self.prompt.token_count)
-        backend.record(reason, prompt, completion, started, first, now)
+        if completion:
+            backend.last_ttft = first - started
+        backend.stats.record(
+            reason,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            submitted=started,
+            first=first,
+            now=now,
+        )
         self.queue.put_nowait(
             Finished(
                 finish_reason=reason,
@@ -272,26 +281,6 @@ class RemoteBackend:
                 f"model {self.alias!r} is unavailable: its server keeps failing"
             )
         return RemoteGeneration(self, prompt, params, timeout)
-
-    def record(
-        self, reason: FinishReason, prompt: int, completion: int, started: float, first: float,
-        now: float,
-    ) -> None:  # fmt: skip
-        stats = self.stats
-        if reason == "cancelled":
-            stats.cancelled += 1
-        elif reason == "timeout":
-            stats.timed_out += 1
-        else:
-            stats.completed += 1
-        stats.prompt_tokens += prompt
-        stats.completion_tokens += completion
-        stats.request_seconds += now - started
-        if completion:
-            self.last_ttft = first - started
-            stats.time_to_first_token.observe(first - started)
-            if now > first:
-                stats.tokens_per_second.observe(completion / (now - first))
 
     def load(self) -> Load:
         return Load(

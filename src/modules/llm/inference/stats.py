@@ -47,6 +47,33 @@ class GenerationStats:
     def finished(self) -> int:
         return self.completed + self.cancelled + self.timed_out
 
+    def record(
+        self,
+        reason: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        submitted: float,
+        first: float,
+        now: float,
+        cached_tokens: int = 0,
+    ) -> None:
+        """Count one finished request: its outcome, tokens, time and speed."""
+        if reason == "cancelled":
+            self.cancelled += 1
+        elif reason == "timeout":
+            self.timed_out += 1
+        else:
+            self.completed += 1
+        self.prompt_tokens += prompt_tokens
+        self.cached_prompt_tokens += cached_tokens
+        self.completion_tokens += completion_tokens
+        self.request_seconds += now - submitted
+        if completion_tokens:
+            self.time_to_first_token.observe(first - submitted)
+            if now > first:
+                self.tokens_per_second.observe(completion_tokens / (now - first))
+
 
 @dataclass(frozen=True, slots=True)
 class Load:

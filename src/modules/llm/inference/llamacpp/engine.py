@@ -472,22 +472,17 @@ class LLMEngine:
         # deadline cut off: they are dropped, never turned into U+FFFD.
         if len(active.text) > active.emitted:
             job.emit(TokenDelta(active.text[active.emitted :]))
-        if reason == "cancelled":
-            self.stats.cancelled += 1
-        elif reason == "timeout":
-            self.stats.timed_out += 1
-        else:
-            self.stats.completed += 1
         prompt_tokens = len(job.prompt_tokens)
-        self.stats.prompt_tokens += prompt_tokens
-        self.stats.cached_prompt_tokens += active.cached_tokens
-        self.stats.completion_tokens += active.completion_tokens
         first = active.first_token_at or now
-        self.stats.request_seconds += now - job.submitted_at
-        if active.completion_tokens:
-            self.stats.time_to_first_token.observe(first - job.submitted_at)
-            if now > first:
-                self.stats.tokens_per_second.observe(active.completion_tokens / (now - first))
+        self.stats.record(
+            reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=active.completion_tokens,
+            submitted=job.submitted_at,
+            first=first,
+            now=now,
+            cached_tokens=active.cached_tokens,
+        )
         job.emit(
             Finished(
                 finish_reason=reason,

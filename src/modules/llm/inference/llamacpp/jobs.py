@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from modules.llm.inference.events import Event, Failed, Finished
+from modules.llm.inference.events import Event, drain
 from modules.llm.inference.sampling import SamplingParams
 
 
@@ -49,13 +49,5 @@ class GenerationHandle:
     def cancel(self) -> None:
         self._job.cancelled.set()
 
-    async def events(self) -> AsyncIterator[Event]:
-        try:
-            while True:
-                event = await self._job.events.get()
-                yield event
-                if isinstance(event, Finished | Failed):
-                    return
-        finally:
-            # However the consumer stops (disconnect, timeout, error), the model stops too.
-            self.cancel()
+    def events(self) -> AsyncIterator[Event]:
+        return drain(self._job.events, self.cancel)
