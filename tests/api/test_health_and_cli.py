@@ -54,8 +54,10 @@ def test_health_is_503_when_the_model_is_down(tmp_path: Path) -> None:
         assert response.headers["retry-after"]
 
 
-def run_cli(*args: str, database_url: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": "c" * 40}
+def run_cli(
+    *args: str, database_url: str, stdin: str = "", **settings: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": "c" * 40, **settings}
     return subprocess.run(
         [CLI, *args], input=stdin, env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -108,34 +110,32 @@ def test_serve_refuses_an_unmigrated_database_saying_what_to_do(postgres_url: st
     asyncio.run(_admin_execute(f'CREATE DATABASE "{name}"'))
     try:
         url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
-        env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": "c" * 40, "PORT": str(free_port())}
-        result = subprocess.run(
-            [CLI, "serve"], env=env, capture_output=True, text=True, timeout=120, check=False
-        )
+        result = run_cli("serve", database_url=url, PORT=str(free_port()))
     finally:
         asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    assert result.returncode != 0
-    assert "not migrated" in result.stderr
+    refused_in_one_line(result, "not migrated")
     assert "run `llm-service migrate`" in result.stderr
+
+
+def serve_embedded(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`llm-service serve` on the embedded database, with these settings."""
+    return run_cli("serve", database_url="", DATA_DIR=str(tmp_path), **settings)
+
+
+def refused_in_one_line(result: subprocess.CompletedProcess[str], reason: str) -> None:
+    assert result.returncode != 0
+    assert reason in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_serve_names_missing_model_files_without_a_traceback(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path),
-        "DATABASE_URL": "",
-        "JWT_SECRET": "c" * 40,
-        "LLM_MODELS": f"a={tmp_path / 'a.gguf'},b={tmp_path / 'b.gguf'}",
-        "LLM_MODEL_PATH": str(tmp_path / "not-checked-when-LLM_MODELS-is-set.gguf"),
-    }
-    result = subprocess.run(
-        [CLI, "serve"], env=env, capture_output=True, text=True, timeout=120, check=False
+    result = serve_embedded(
+        tmp_path,
+        LLM_MODELS=f"a={tmp_path / 'a.gguf'},b={tmp_path / 'b.gguf'}",
+        LLM_MODEL_PATH=str(tmp_path / "not-checked-when-LLM_MODELS-is-set.gguf"),
     )
-    assert result.returncode != 0
-    assert "no model file found" in result.stderr
+    refused_in_one_line(result, "no model file found")
     assert "a.gguf" in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_serve_refuses_gpu_offload_a_cpu_build_cannot_do(tmp_path: Path) -> None:
@@ -143,33 +143,9 @@ def test_serve_refuses_gpu_offload_a_cpu_build_cannot_do(tmp_path: Path) -> None
 
     if gpu_offload_supported():
         pytest.skip("this llama-cpp-python build can offload to a GPU")
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path),
-        "DATABASE_URL": "",
-        "JWT_SECRET": "c" * 40,
-        "LLM_GPU_LAYERS": "-1",
-    }
-    result = subprocess.run(
-        [CLI, "serve"], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode != 0
-    assert "CPU-only" in result.stderr
-    assert "Traceback" not in result.stderr
+    refused_in_one_line(serve_embedded(tmp_path, LLM_GPU_LAYERS="-1"), "CPU-only")
 
 
 def test_serve_refuses_conflicting_model_settings_in_one_line(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path),
-        "DATABASE_URL": "",
-        "JWT_SECRET": "c" * 40,
-        "LLM_MODELS": f"a={tmp_path / 'a.gguf'}",
-        "LLM_DEFAULT_MODEL": "b",
-    }
-    result = subprocess.run(
-        [CLI, "serve"], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode != 0
-    assert "LLM_DEFAULT_MODEL='b' is not in LLM_MODELS" in result.stderr
-    assert "Traceback" not in result.stderr
+    result = serve_embedded(tmp_path, LLM_MODELS=f"a={tmp_path / 'a.gguf'}", LLM_DEFAULT_MODEL="b")
+    refused_in_one_line(result, "LLM_DEFAULT_MODEL='b' is not in LLM_MODELS")
