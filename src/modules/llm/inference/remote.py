@@ -92,6 +92,7 @@ class RemoteGeneration:
         self.params = params
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.generated = 0
+        self.first: float | None = None  # when the first token arrived
         self.task = asyncio.get_running_loop().create_task(self._run(deadline=timeout))
 
     def cancel(self) -> None:
@@ -126,7 +127,6 @@ class RemoteGeneration:
         backend = self.backend
         backend.in_flight += 1
         started = time.monotonic()
-        self.first: float | None = None
         usage: dict[str, Any] = {}
         reason: FinishReason = "stop"
         try:
