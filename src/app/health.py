@@ -33,6 +33,16 @@ class DatabaseHealth(msgspec.Struct, omit_defaults=True):
     error: str | None = None
 
 
+class NodeHealth(msgspec.Struct):
+    """One server of a remote model's pool."""
+
+    url: str
+    breaker: str
+    in_flight: int
+    turns: int  # generations sent to it: its share of the model's
+    latency_ms: float | None
+
+
 class ModelHealth(msgspec.Struct, omit_defaults=True):
     """One configured model; the load and outcome counts are there while it is loaded."""
 
@@ -48,6 +58,7 @@ class ModelHealth(msgspec.Struct, omit_defaults=True):
     gpu_layers: int | None = None
     breaker: str | None = None  # a remote model's circuit breaker: closed or open
     latency_ms: float | None = None  # a remote model's last time to first token
+    nodes: list[NodeHealth] | None = None  # a remote model's servers
     layers: int | None = None
     busy: bool | None = None
     parallel: int | None = None

@@ -1,11 +1,22 @@
-"""The remote backend's pure parts: the control strings sent models must never receive, and
-the circuit breaker."""
+"""The remote backend's pure parts: the control strings sent models must never receive, the
+circuit breaker, and which node of a pool takes a turn."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-from modules.llm.inference.remote import REMOTE_CONTROL_TOKENS, CircuitBreaker
+from modules.llm.inference import ChatMessage
+from modules.llm.inference.remote import (
+    REMOTE_CONTROL_TOKENS,
+    CircuitBreaker,
+    RemoteNode,
+    affinity_key,
+    choose,
+    home,
+    public_url,
+)
+from modules.llm.inference.remote.routing import IMBALANCE
 from modules.sanitizer import Sanitizer
 
 
@@ -37,3 +48,59 @@ def test_the_breaker_opens_after_failures_in_a_row_and_closes_on_success() -> No
     assert not breaker.is_open
     breaker.succeeded()
     assert breaker.failures == 0
+
+
+def pool(count: int) -> list[RemoteNode]:
+    return [
+        RemoteNode(f"http://10.0.0.{n}:8080/v1", "m", None, httpx.Timeout(1))
+        for n in range(1, count + 1)
+    ]
+
+
+def opening(n: int) -> str:
+    return affinity_key([ChatMessage("system", "Be brief."), ChatMessage("user", f"Topic {n}")])
+
+
+def test_a_conversation_keeps_its_node_whatever_follows_its_opening() -> None:
+    nodes = pool(3)
+    first = [ChatMessage("system", "Be brief."), ChatMessage("user", "Hello")]
+    later = [*first, ChatMessage("assistant", "Hi."), ChatMessage("user", "And then?")]
+    assert affinity_key(first) == affinity_key(later)
+    assert choose(nodes, affinity_key(first)) is choose(nodes, affinity_key(later))
+    # Another replica with its own node objects picks the same server: no shared state.
+    other = pool(3)
+    for n in range(20):
+        assert home(opening(n), nodes).name == home(opening(n), other).name
+
+
+def test_conversations_spread_and_only_a_failed_nodes_move() -> None:
+    nodes = pool(3)
+    homes = {n: home(opening(n), nodes) for n in range(300)}
+    shares = [sum(1 for node in homes.values() if node is each) for each in nodes]
+    assert min(shares) > 60  # about 100 each
+    down = nodes[1]
+    for _ in range(down.breaker.threshold):
+        down.breaker.failed()
+    for n, before in homes.items():
+        after = choose(nodes, opening(n))
+        assert after is not down
+        if before is not down:
+            assert after is before  # the others' conversations keep their caches
+
+
+def test_a_busy_home_gives_the_turn_to_the_least_busy_node() -> None:
+    nodes = pool(2)
+    key = opening(1)
+    own = home(key, nodes)
+    other = next(node for node in nodes if node is not own)
+    own.in_flight = IMBALANCE - 1
+    assert choose(nodes, key) is own
+    own.in_flight = IMBALANCE
+    assert choose(nodes, key) is other
+    assert choose(nodes, key, exclude=[other]) is own
+    assert choose(nodes, key, exclude=nodes) is None
+
+
+def test_server_names_never_carry_credentials() -> None:
+    assert public_url("https://user:secret@gpu-1:8443/v1/#qwen") == "https://gpu-1:8443/v1"
+    assert public_url("http://gpu-2/v1") == "http://gpu-2/v1"

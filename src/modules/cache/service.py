@@ -1,8 +1,10 @@
 """Response cache on Litestar's stores: in memory, or Redis when REDIS_URL is set.
 
-Key: SHA-256 of the model, the sanitized messages the model would read and the sampling
-settings, scoped to the user unless CACHE_SCOPE=global. A broken Redis never fails a
-request: the cache answers "miss", counts the error, and /health says so."""
+Key: SHA-256 of the model and its file (or server), the sanitized messages the model would
+read and the sampling settings, scoped to the user unless CACHE_SCOPE=global. Each model's
+entries live in a namespace of their own, so one model's can be cleared and the others
+stay (replicas share a Redis). A broken Redis never fails a request: the cache answers
+"miss", counts the error, and /health says so."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 import structlog
-from litestar.stores.base import Store
+from litestar.stores.base import NamespacedStore, Store
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 
@@ -52,7 +54,8 @@ class ResponseCache:
     available: bool = True
     last_error: str | None = None
     # The memory store has expiry but no size bound: keep the LRU order here.
-    _recent: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _recent: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+    _stores: dict[str, Store] = field(default_factory=dict)
 
     def key(
         self,
@@ -60,10 +63,13 @@ class ResponseCache:
         messages: Sequence[tuple[str, str]],
         params: Mapping[str, Any],
         owner: str,
+        model_file: str = "",
     ) -> str:
-        """`messages` are (role, sanitized content) pairs; `params` the sampling settings."""
+        """`messages` are (role, sanitized content) pairs; `params` the sampling settings;
+        `model_file` what identifies the model's weights (file, size, time; or server)."""
         material = {
             "model": model,
+            "model_file": model_file,
             "messages": [list(m) for m in messages],
             "params": dict(params),
             "scope": owner if self.scope == "user" else "global",
@@ -71,47 +77,68 @@ class ResponseCache:
         encoded = json.dumps(material, sort_keys=True, ensure_ascii=False).encode()
         return hashlib.sha256(encoded).hexdigest()
 
-    async def get(self, key: str) -> CachedAnswer | None:
+    def _store(self, model: str) -> Store:
+        """The model's own namespace: a fixed-length digest of its alias, so that clearing
+        one never matches another's keys by prefix."""
+        store = self._stores.get(model)
+        if store is None:
+            name = hashlib.sha256(model.encode()).hexdigest()[:16]
+            store = (
+                self.store.with_namespace(name)
+                if isinstance(self.store, NamespacedStore)
+                else MemoryStore()
+            )
+            self._stores[model] = store
+        return store
+
+    async def get(self, model: str, key: str) -> CachedAnswer | None:
         if not self.enabled:
             return None
         try:
-            raw = await self.store.get(key)
+            raw = await self._store(model).get(key)
         except Exception as exc:
             self._failed(exc)
             return None
         self._ok()
         if raw is None:
             self.stats.misses += 1
-            self._recent.pop(key, None)
+            self._recent.pop((model, key), None)
             return None
         self.stats.hits += 1
-        if key in self._recent:
-            self._recent.move_to_end(key)
+        if (model, key) in self._recent:
+            self._recent.move_to_end((model, key))
         return msgspec.json.decode(raw, type=CachedAnswer)
 
-    async def put(self, key: str, text: str, finish_reason: str, usage: tuple[int, int]) -> None:
+    async def put(
+        self, model: str, key: str, text: str, finish_reason: str, usage: tuple[int, int]
+    ) -> None:
         if not self.enabled:
             return
         answer = CachedAnswer(text, finish_reason, usage[0], usage[1], time.time())
         try:
-            await self.store.set(key, msgspec.json.encode(answer), expires_in=self.ttl_seconds)
-            self._recent[key] = None
-            self._recent.move_to_end(key)
+            encoded = msgspec.json.encode(answer)
+            await self._store(model).set(key, encoded, expires_in=self.ttl_seconds)
+            self._recent[(model, key)] = None
+            self._recent.move_to_end((model, key))
             while len(self._recent) > self.max_entries:
-                oldest, _ = self._recent.popitem(last=False)
-                await self.store.delete(oldest)
+                (oldest_model, oldest), _ = self._recent.popitem(last=False)
+                await self._store(oldest_model).delete(oldest)
         except Exception as exc:
             self._failed(exc)
             return
         self._ok()
 
-    async def clear(self) -> None:
+    async def clear(self, model: str | None = None) -> None:
+        """Every model's entries, or one model's (on every replica sharing the store)."""
+        stores = [self._store(model)] if model is not None else [self.store, *self._stores.values()]
         try:
-            await self.store.delete_all()
+            for store in stores:
+                await store.delete_all()
         except Exception as exc:
             self._failed(exc)
             raise
-        self._recent.clear()
+        for entry in [e for e in self._recent if model is None or e[0] == model]:
+            del self._recent[entry]
         self._ok()
 
     async def health(self) -> dict[str, Any]:

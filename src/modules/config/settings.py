@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Adds the (sanitized) prompt to the request log line; off by default: prompts are data.
     log_prompts: bool = False
+    # Load balancers whose X-Forwarded-For / X-Forwarded-Proto are believed: addresses or
+    # networks, comma separated ("10.0.0.0/8,127.0.0.1"), "*" for any. Empty: none, and
+    # per-address limits count the address that connected.
+    trusted_proxies: str = ""
+    # On SIGTERM: stop accepting, let running requests (streams included) finish this long.
+    shutdown_grace_seconds: int = Field(30, ge=0)
 
     # Empty means the embedded SQLite file `<DATA_DIR>/llm_service.db`.
     database_url: str = ""
@@ -72,8 +78,10 @@ class Settings(BaseSettings):
         "", validation_alias=AliasChoices("LLM_MODEL_PATH", "LLM_NAME", "llm_model_path")
     )
     # Several models: "alias=/path/a.gguf,other=http://host:8080/v1#model-id"; a URL is an
-    # OpenAI-compatible server. Empty: just LLM_MODEL_PATH.
+    # OpenAI-compatible server, "URL1|URL2" a pool of them. Empty: just LLM_MODEL_PATH.
     llm_models: str = ""
+    # "alias=next,next=third": where a turn goes when its model is unavailable.
+    llm_fallbacks: str = ""
     # "alias=key,...": the bearer keys of remote models (never logged or shown).
     llm_remote_api_keys: str = Field("", repr=False)
     llm_remote_connect_timeout_seconds: float = Field(3.0, gt=0)
@@ -217,7 +225,10 @@ class Settings(BaseSettings):
             if not separator or not alias.strip() or not target:
                 raise ValueError(f"LLM_MODELS entry {item!r} is not alias=path or alias=URL")
             remote = target.startswith(("http://", "https://"))
-            specs.append((alias.strip(), target if remote else Path(target).expanduser()))
+            nodes = [node.strip() for node in target.split("|")]
+            if remote and not all(node.startswith(("http://", "https://")) for node in nodes):
+                raise ValueError(f"LLM_MODELS entry {item!r}: every server of a pool is a URL")
+            specs.append((alias.strip(), "|".join(nodes) if remote else Path(target).expanduser()))
         aliases = [alias for alias, _ in specs]
         if len(set(aliases)) != len(aliases):
             raise ValueError("LLM_MODELS names an alias twice")
@@ -225,6 +236,23 @@ class Settings(BaseSettings):
         if default not in aliases:
             raise ValueError(f"LLM_DEFAULT_MODEL={default!r} is not in LLM_MODELS")
         return sorted(specs, key=lambda spec: spec[0] != default)
+
+    def fallbacks(self, aliases: list[str]) -> dict[str, str]:
+        """LLM_FALLBACKS as {alias: next}; every name must be a configured model."""
+        links: dict[str, str] = {}
+        for item in self.llm_fallbacks.split(","):
+            if not item.strip():
+                continue
+            alias, separator, target = (part.strip() for part in item.partition("="))
+            if not separator or not alias or not target:
+                raise ValueError(f"LLM_FALLBACKS entry {item.strip()!r} is not alias=next")
+            for name in (alias, target):
+                if name not in aliases:
+                    raise ValueError(f"LLM_FALLBACKS names {name!r}, which is not a model")
+            if alias in links or alias == target:
+                raise ValueError(f"LLM_FALLBACKS: {alias!r} falls back twice or to itself")
+            links[alias] = target
+        return links
 
     def resolve_jwt_secret(self) -> str:
         """The configured secret, or (development only) one generated once and kept on disk."""

@@ -143,7 +143,12 @@ class LLMModule:
     @contextlib.asynccontextmanager
     async def lifespan(self, _: Litestar) -> AsyncIterator[None]:
         specs = model_specs(self.settings)
-        registry = ModelRegistry(specs, self.backend_factory, on_change=self._models_changed)
+        registry = ModelRegistry(
+            specs,
+            self.backend_factory,
+            on_change=self._models_changed,
+            fallbacks=self.settings.fallbacks([spec.alias for spec in specs]),
+        )
         self.registry = registry
         try:
             await registry.load_all()
@@ -153,13 +158,13 @@ class LLMModule:
             self.registry = None
 
     def _models_changed(self, alias: str) -> None:
-        # A loaded or unloaded model invalidates the cached answers.
-        task = asyncio.get_running_loop().create_task(self._clear_cache_quietly())
+        # An operator loaded or unloaded this model: its cached answers go, the others stay.
+        task = asyncio.get_running_loop().create_task(self._clear_cache_quietly(alias))
         self._background.add(task)  # the loop keeps only a weak reference
         task.add_done_callback(self._background.discard)
         if self.registry is not None:
             logger.info("model state changed", model=alias, state=self.registry.entry(alias).state)
 
-    async def _clear_cache_quietly(self) -> None:
+    async def _clear_cache_quietly(self, alias: str) -> None:
         with contextlib.suppress(Exception):  # counted and shown in /health by the cache
-            await self.cache.clear()
+            await self.cache.clear(alias)

@@ -71,8 +71,35 @@ class AppCollector(Collector):
         rate = HistogramMetricFamily(
             "llm_tokens_per_second", "Generation speed per request", labels=["model"]
         )
+        node_turns = CounterMetricFamily(
+            "llm_remote_node_turns",
+            "Generations sent to each server of a remote model (its share)",
+            labels=["model", "node"],
+        )
+        node_up = GaugeMetricFamily(
+            "llm_remote_node_up",
+            "1 while the server's circuit breaker is closed",
+            labels=["model", "node"],
+        )
+        node_busy = GaugeMetricFamily(
+            "llm_remote_node_in_flight",
+            "Generations running on the server",
+            labels=["model", "node"],
+        )
+        node_latency = GaugeMetricFamily(
+            "llm_remote_node_latency_seconds",
+            "The server's last time to first token",
+            labels=["model", "node"],
+        )
         for entry in entries:
             loaded.add_metric([entry.alias], 1 if entry.state == "loaded" else 0)
+            for node in entry.backend.describe().get("nodes", []) if entry.backend else []:
+                labels = [entry.alias, node["url"]]
+                node_turns.add_metric(labels, node["turns"])
+                node_up.add_metric(labels, 1 if node["breaker"] == "closed" else 0)
+                node_busy.add_metric(labels, node["in_flight"])
+                if node["latency_ms"] is not None:
+                    node_latency.add_metric(labels, node["latency_ms"] / 1000)
             backend = entry.backend
             if backend is None:
                 continue
@@ -88,6 +115,16 @@ class AppCollector(Collector):
             _histogram(ttft, entry.alias, stats.time_to_first_token)
             _histogram(rate, entry.alias, stats.tokens_per_second)
         yield from (loaded, prompt, cached, completion, outcomes, queue, busy, slots, ttft, rate)
+        yield from (node_turns, node_up, node_busy, node_latency)
+        fallbacks = CounterMetricFamily(
+            "llm_fallbacks",
+            "Turns handed to a fallback model because theirs was unavailable",
+            labels=["model", "fallback"],
+        )
+        taken = registry.fallbacks_taken.items() if registry is not None else []
+        for (origin, fallback), count in taken:
+            fallbacks.add_metric([origin, fallback], count)
+        yield fallbacks
         yield CounterMetricFamily(
             "llm_cache_hits", "Response cache hits", value=self._cache.stats.hits
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
@@ -12,12 +11,7 @@ from litestar.params import FromPath, JSONBody
 from modules.auth import requires_admin
 from modules.llm.api.schemas import ModelInfo, ModelList, ValidateReport, ValidateRequest
 from modules.llm.inference import ChatMessage, ModelEntry, ModelRegistry, SamplingParams, collect
-
-
-def _where(url: str) -> str:
-    """A remote model's server, without credentials or the model part."""
-    parts = urlsplit(url.partition("#")[0])
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}{parts.path}"
+from modules.llm.inference.remote import public_url
 
 
 def describe(entry: ModelEntry, default: str) -> ModelInfo:
@@ -26,7 +20,9 @@ def describe(entry: ModelEntry, default: str) -> ModelInfo:
         alias=entry.alias,
         state=entry.state,
         default=entry.alias == default,
-        file=entry.spec.path.name if entry.spec.path else _where(entry.spec.url or ""),
+        file=entry.spec.path.name
+        if entry.spec.path
+        else "|".join(public_url(url) for url in (entry.spec.url or "").split("|")),
         size_bytes=entry.size_bytes,
         context_size=backend.context_size if backend else None,
         slots=backend.load().slots if backend else None,

@@ -7,7 +7,8 @@ the others keep serving."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -40,6 +41,10 @@ class ModelEntry:
     state: ModelState = "unloaded"
     error: str | None = None
     backend: Backend | None = None
+    # What the loaded weights are: the file (path, size, modification time) or the
+    # server(s) and model. Cached answers are keyed by it, so a new file never serves
+    # answers of the old one.
+    fingerprint: str = ""
 
     @property
     def alias(self) -> str:
@@ -61,11 +66,14 @@ class ModelRegistry:
         specs: list[ModelSpec],
         factory: BackendFactory,
         on_change: Callable[[str], object] | None = None,
+        fallbacks: Mapping[str, str] | None = None,
     ) -> None:
         if not specs:
             raise ValueError("at least one model is required")
         self.entries = {spec.alias: ModelEntry(spec) for spec in specs}
         self.default_alias = specs[0].alias
+        self.fallbacks = dict(fallbacks or {})  # alias -> the model that stands in for it
+        self.fallbacks_taken: Counter[tuple[str, str]] = Counter()
         self._factory = factory
         self._on_change = on_change
         self._lock = asyncio.Lock()
@@ -89,6 +97,17 @@ class ModelRegistry:
             raise BackendUnavailableError(f"model {entry.alias!r} is {entry.state}")
         return entry.backend
 
+    def chain(self, name: str | None) -> list[str]:
+        """The model asked for, then its fallbacks in order (unknown names raise)."""
+        chain = [self.entry(name).alias]
+        while (following := self.fallbacks.get(chain[-1])) and following not in chain:
+            chain.append(following)
+        return chain
+
+    def fell_back(self, origin: str, to: str) -> None:
+        self.fallbacks_taken[(origin, to)] += 1
+        logger.warning("model unavailable: falling back", model=origin, fallback=to)
+
     @property
     def default(self) -> Backend | None:
         return self.entries[self.default_alias].backend
@@ -97,7 +116,8 @@ class ModelRegistry:
     def loaded(self) -> list[ModelEntry]:
         return [entry for entry in self.entries.values() if entry.state == "loaded"]
 
-    async def load(self, name: str) -> ModelEntry:
+    async def load(self, name: str, *, announce: bool = True) -> ModelEntry:
+        """Load a model; `announce` tells `on_change` (an operator's load, not start-up)."""
         entry = self.entry(name)
         async with self._lock:
             if entry.state == "loaded":
@@ -109,31 +129,44 @@ class ModelRegistry:
                 logger.error("model failed to load", model=entry.alias, error=str(exc))
                 entry.state, entry.error, entry.backend = "failed", str(exc), None
                 return entry
-            entry.state = "loaded"
-        self._changed(entry.alias)
+            entry.state, entry.fingerprint = "loaded", _fingerprint(entry.spec)
+        if announce:
+            self._changed(entry.alias)
         return entry
 
-    async def unload(self, name: str) -> ModelEntry:
+    async def unload(self, name: str, *, announce: bool = True) -> ModelEntry:
         entry = self.entry(name)
         async with self._lock:
             backend, entry.backend = entry.backend, None
             entry.state, entry.error = "unloaded", None
             if backend is not None:
                 await asyncio.to_thread(backend.close)
-        self._changed(entry.alias)
+        if announce:
+            self._changed(entry.alias)
         return entry
 
     async def load_all(self) -> None:
+        # Start-up and shutdown announce nothing: other replicas keep serving these models.
         for alias in self.aliases:
-            await self.load(alias)
+            await self.load(alias, announce=False)
         if not self.loaded:
             errors = "; ".join(f"{e.alias}: {e.error}" for e in self.entries.values())
             raise RuntimeError(f"no model could be loaded ({errors})")
 
     async def stop_all(self) -> None:
         for alias in self.aliases:
-            await self.unload(alias)
+            await self.unload(alias, announce=False)
 
     def _changed(self, alias: str) -> None:
         if self._on_change is not None:
             self._on_change(alias)
+
+
+def _fingerprint(spec: ModelSpec) -> str:
+    if spec.path is None:
+        return spec.url or ""
+    try:
+        stat = spec.path.stat()
+    except OSError:  # a backend that reads no file (tests' fakes)
+        return str(spec.path)
+    return f"{spec.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"

@@ -25,13 +25,17 @@ from modules.config import Settings
 from modules.conversations import Conversation, ConversationService, NewMessage, title_from
 from modules.llm.inference import (
     Backend,
+    BackendUnavailableError,
     ChatMessage,
     Completion,
     Finished,
     FinishReason,
+    Generation,
     ModelRegistry,
+    QueueFullError,
     SamplingParams,
 )
+from modules.llm.turns.fallback import started
 from modules.llm.turns.options import GenerationSettings, merge_settings, sampling_params
 from modules.llm.turns.ports import ProfileStore
 from modules.llm.turns.preparation import PreparedPrompt, PromptPreparer
@@ -89,28 +93,20 @@ class TurnService:
                 await self.limiter.settle(reservation, 0)
 
         try:
-            backend = self.registry.get(request.model)
+            chain = self.registry.chain(request.model)  # unknown names: 404 before any work
             conversation, history = await self._history(request.conversation_id)
             own_system = request.system
             request, profile = await self._with_profile(request, conversation)
             params = sampling_params(self.settings, request.settings)
             reservation = await self.limiter.admit(owner, self.caller.role, params.max_tokens)
-            prepared = await self._prepare(backend, request, conversation, history, params)
-            key = self._cache_key(backend, prepared, params, request) if request.use_cache else None
-            cached = await self.cache.get(key) if key else None
+            backend, prepared, key, cached, source = await self._generate(
+                chain, request, conversation, history, params
+            )
             self.log["cache_hit"] = cached is not None
+            if backend.alias != chain[0]:
+                self.log["fallback"] = backend.alias
             if self.settings.log_prompts:
                 self.log["prompt"] = [m.content for m in prepared.new_messages]
-            source = (
-                Completion(cached.text, _finished_from_cache(cached))
-                if cached is not None
-                else backend.stream(
-                    prepared.prompt,
-                    params,
-                    owner=owner,
-                    timeout=self.settings.llm_request_timeout_seconds,
-                )
-            )
             try:
                 conversation_id = (
                     None
@@ -146,7 +142,7 @@ class TurnService:
                 await self._store(conversation_id, prepared, text, finished)
             if key and cached is None and finished.finish_reason in ("stop", "length"):
                 usage = (finished.prompt_tokens, finished.completion_tokens)
-                await self.cache.put(key, text, finished.finish_reason, usage)
+                await self.cache.put(backend.alias, key, text, finished.finish_reason, usage)
 
         return Turn(
             model=backend.alias,
@@ -158,6 +154,47 @@ class TurnService:
             # A margin over the backend's own deadline, in case a prompt evaluation overruns.
             timeout=self.settings.llm_request_timeout_seconds + 30,
         )
+
+    async def _generate(
+        self,
+        chain: Sequence[str],
+        request: TurnRequest,
+        conversation: Conversation | None,
+        history: Sequence[ChatMessage],
+        params: SamplingParams,
+    ) -> tuple[Backend, PreparedPrompt, str | None, CachedAnswer | None, Generation | Completion]:
+        """The answer's source on the first model of `chain` that can take it: a model that
+        is unavailable (not loaded, its server down, its queue full) before its first
+        token hands the turn to the next. Each model gets its own prompt: its template,
+        its context, its control tokens."""
+        for position, alias in enumerate(chain):
+            fallback = chain[position + 1] if position + 1 < len(chain) else None
+            try:
+                backend = self.registry.get(alias)
+                prepared = await self._prepare(backend, request, conversation, history, params)
+                key = (
+                    self._cache_key(backend, prepared, params, request)
+                    if request.use_cache
+                    else None
+                )
+                cached = await self.cache.get(alias, key) if key else None
+                if cached is not None:
+                    completion = Completion(cached.text, _finished_from_cache(cached))
+                    return backend, prepared, key, cached, completion
+                generation = backend.stream(
+                    prepared.prompt,
+                    params,
+                    owner=str(self.caller.user_id),
+                    timeout=self.settings.llm_request_timeout_seconds,
+                )
+                if fallback is not None:  # know it started before giving up the others
+                    generation = await started(generation)
+                return backend, prepared, key, None, generation
+            except (BackendUnavailableError, QueueFullError):
+                if fallback is None:
+                    raise
+                self.registry.fell_back(alias, fallback)
+        raise AssertionError("a chain has at least one model")
 
     async def _with_profile(
         self, request: TurnRequest, conversation: Conversation | None
@@ -226,6 +263,7 @@ class TurnService:
             [(m.role, m.content) for m in prepared.prompt.messages],
             {**asdict(params), "raw": request.raw},
             str(self.caller.user_id),
+            model_file=self.registry.entry(backend.alias).fingerprint,
         )
 
     async def _start_conversation(

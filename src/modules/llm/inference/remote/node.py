@@ -1,0 +1,112 @@
+"""One OpenAI-compatible server: its connection pool, breaker and load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from modules.llm.inference.errors import QueueFullError
+from modules.llm.inference.events import FinishReason
+from modules.llm.inference.remote.breaker import CircuitBreaker
+
+
+class RemoteError(Exception):
+    """The server failed before its first token: worth another try, here or elsewhere."""
+
+
+class RemoteNode:
+    def __init__(self, base_url: str, model: str, api_key: str | None, timeout: httpx.Timeout):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
+        self.breaker = CircuitBreaker()
+        self.in_flight = 0
+        self.turns = 0  # generations sent here: each node's share
+        self.last_ttft: float | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def name(self) -> str:
+        return public_url(self.base_url)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.breaker.is_open
+
+    def client(self) -> httpx.AsyncClient:
+        # One pool per node, kept: a new client per request costs an SSL context and a
+        # connection before the first token.
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout, headers=self.headers)
+            self._loop = asyncio.get_running_loop()
+        return self._client
+
+    async def stream(
+        self, path: str, payload: dict[str, Any], on_text: Callable[[str], None]
+    ) -> tuple[dict[str, Any], FinishReason]:
+        """POST a streaming request; `on_text` gets each piece of text. Returns the usage
+        the server reported (empty when none) and the finish reason."""
+        usage: dict[str, Any] = {}
+        reason: FinishReason = "stop"
+        try:
+            async with self.client().stream(
+                "POST", self.base_url + path, json={**payload, "model": self.model}
+            ) as response:
+                if response.status_code in (429, 503):
+                    retry = response.headers.get("retry-after", "1")
+                    raise QueueFullError(int(retry) if retry.isdigit() else 1)
+                if response.status_code >= 400:
+                    raise RemoteError(f"the server answered {response.status_code}")
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        text = (choice.get("delta") or {}).get("content") or choice.get("text")
+                        if text:
+                            on_text(text)
+                        if choice.get("finish_reason") == "length":
+                            reason = "length"
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+            raise RemoteError(str(exc)) from exc
+        return usage, reason
+
+    def close(self) -> None:
+        """Blocking, from a worker thread: close the pool on the loop that made it."""
+        client, loop, self._client = self._client, self._loop, None
+        if client is not None and loop is not None and loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=5)
+            except Exception:  # best effort: the process is usually going away
+                return
+
+
+def public_url(url: str) -> str:
+    """scheme://host:port/path of a server: never the credentials a URL may carry, nor
+    the model part."""
+    where = urlsplit(url.partition("#")[0])
+    try:
+        port = f":{where.port}" if where.port else ""
+    except ValueError:  # not a number: say nothing more than the host
+        port = ""
+    return f"{where.scheme}://{where.hostname}{port}{where.path.rstrip('/')}"
+
+
+def resolve_model(base_url: str, api_key: str | None, timeout: float = 10) -> str:
+    """Blocking: the first model the server lists at /models."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout)
+    response.raise_for_status()
+    model: str = response.json()["data"][0]["id"]
+    return model
