@@ -35,6 +35,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-redis.sh
+	scripts/ensure-nginx.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -m "not model"
 	$(BIN)/pytest -m model
@@ -47,6 +48,7 @@ test-fast: $(STAMP)
 test-model: $(STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-redis.sh
+	scripts/ensure-nginx.sh
 	$(BIN)/pytest -m model
 
 # The fast tier on every Python 3.11 to 3.13 installed here (a virtualenv each).

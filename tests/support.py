@@ -92,9 +92,21 @@ class RunningServer:
         self.thread.join(30)
 
 
-@contextmanager
-def cli_server(env: dict[str, str], output: IO[bytes] | None = None) -> Iterator[str]:
-    """`llm-service serve` in its own process, as an operator runs it; yields its URL."""
+def cli(*args: str, env: dict[str, str], stdin: str | None = None) -> str:
+    """Run `llm-service ...` to completion; its standard output."""
+    command = [str(Path(sys.executable).with_name("llm-service")), *args]
+    done = subprocess.run(
+        command, env={**os.environ, **env}, input=stdin, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def start_server(
+    env: dict[str, str], output: IO[bytes] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`llm-service serve` in its own process, as an operator runs it, once it answers
+    /health: the process and its URL."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -104,28 +116,42 @@ def cli_server(env: dict[str, str], output: IO[bytes] | None = None) -> Iterator
         "LLM_CONTEXT_SIZE": "512",
         **env,
     }
-    cli = Path(sys.executable).with_name("llm-service")
+    command = [str(Path(sys.executable).with_name("llm-service")), "serve"]
     sink = output if output is not None else subprocess.DEVNULL
-    process = subprocess.Popen([str(cli), "serve"], env=full_env, stdout=sink, stderr=sink)
+    process = subprocess.Popen(command, env=full_env, stdout=sink, stderr=sink)
     base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise AssertionError("the server exited")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                return process, base_url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop(process)
+            raise AssertionError("the server did not start")
+        time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, "the server exited"
-            try:
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def cli_server(env: dict[str, str], output: IO[bytes] | None = None) -> Iterator[str]:
+    """`llm-service serve` in its own process, as an operator runs it; yields its URL."""
+    process, base_url = start_server(env, output)
+    try:
         yield base_url
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 @dataclass

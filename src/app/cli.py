@@ -37,6 +37,7 @@ def serve(args: argparse.Namespace) -> None:
         settings.port = args.port
     try:
         specs = settings.model_specs()
+        settings.fallbacks([alias for alias, _ in specs])
     except (FileNotFoundError, ValueError) as exc:
         sys.exit(f"llm-service: {exc}")
     if settings.llm_gpu_layers and not _gpu_offload_supported():
@@ -69,7 +70,11 @@ def serve(args: argparse.Namespace) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # Only a trusted balancer's X-Forwarded-For names the client (uvicorn believes
+        # 127.0.0.1's by default).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or "",
         access_log=False,  # the app writes one structured line per request
     )
 
@@ -138,6 +143,41 @@ async def _create_admin(settings: Settings, email: str, password: str) -> str:
         await engine.dispose()
 
 
+def create_api_key(args: argparse.Namespace) -> None:
+    """An API key for an existing user, printed once: what a gateway uses to reach this
+    service as its inference node."""
+    settings = _settings()
+    try:
+        secret = asyncio.run(_create_api_key(settings, args.email, args.name))
+    except LookupError as exc:
+        sys.exit(f"llm-service: {exc.args[0]}")
+    print(secret)
+
+
+async def _create_api_key(settings: Settings, email: str, name: str) -> str:
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    from app.database import metadata  # noqa: F401  (registers every table)
+    from app.migrations import upgrade_to_head
+    from modules.auth.api_keys import ApiKeyService
+    from modules.users import UserService, normalize_email
+
+    if settings.uses_embedded_database:
+        await asyncio.to_thread(upgrade_to_head, settings.effective_database_url)
+    engine = create_async_engine(settings.effective_database_url)
+    try:
+        async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+            user = await UserService(session=session).get_by_email(normalize_email(email))
+            if user is None or not user.is_active:
+                where = _redact(settings.effective_database_url)
+                raise LookupError(f"no active user {email} in {where}")
+            _, secret = await ApiKeyService(session=session).issue(user.id, name, None)
+            await session.commit()
+            return secret
+    finally:
+        await engine.dispose()
+
+
 def _gpu_offload_supported() -> bool:
     from modules.llm.inference.llamacpp import gpu_offload_supported
 
@@ -170,6 +210,13 @@ def main(argv: list[str] | None = None) -> None:
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
     admin_parser.set_defaults(handler=create_admin)
+
+    key_parser = commands.add_parser(
+        "create-api-key", help="issue an API key for a user and print it (shown once)"
+    )
+    key_parser.add_argument("--email", required=True)
+    key_parser.add_argument("--name", default="gateway", help="what the key is for")
+    key_parser.set_defaults(handler=create_api_key)
 
     args = parser.parse_args(argv)
     args.handler(args)

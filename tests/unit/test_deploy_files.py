@@ -22,8 +22,9 @@ def compose() -> dict[str, Any]:
 def test_one_image_serves_migrate_and_app() -> None:
     services = compose()["services"]
     built = [name for name, service in services.items() if "build" in service]
-    assert sorted(built) == ["app", "app-gpu"]
-    assert services["migrate"]["image"] == services["app"]["image"] == "llm-service:latest"
+    assert sorted(built) == ["app", "app-gpu", "inference"]
+    for name in ("migrate", "inference", "gateway-1", "gateway-2"):
+        assert services[name]["image"] == services["app"]["image"] == "llm-service:latest"
     assert services["migrate"]["command"] == ["llm-service", "migrate"]
 
 
@@ -60,3 +61,38 @@ def test_dockerfile_stages() -> None:
     # The default (last) stage is the CPU image, on a supported Python.
     assert re.match(r"python:3\.1[1-3]-", stages[-1][0])
     assert dockerfile.rstrip().endswith('CMD ["llm-service", "serve"]')
+
+
+def test_the_scale_profile_puts_nginx_before_two_gateways_and_one_inference_node() -> None:
+    services = compose()["services"]
+    scale = sorted(name for name, s in services.items() if s.get("profiles") == ["scale"])
+    assert scale == ["gateway-1", "gateway-2", "inference", "nginx"]
+    gateways = [services["gateway-1"], services["gateway-2"]]
+    assert gateways[0]["environment"] == gateways[1]["environment"]
+    environment = gateways[0]["environment"]
+    assert environment["LLM_MODELS"].startswith("chat=http://inference:8000/v1#")
+    assert environment["REDIS_URL"]
+    assert environment["DATABASE_URL"].startswith("postgresql://")
+    # Only nginx's forwarded address is believed.
+    nginx = services["nginx"]
+    assert environment["TRUSTED_PROXIES"] == nginx["networks"]["scale"]["ipv4_address"]
+    mount = "./deploy/nginx/llm-service.conf:/etc/nginx/conf.d/default.conf:ro"
+    assert mount in nginx["volumes"]
+    assert services["inference"]["environment"]["ALLOW_REGISTRATION"] == "false"
+
+
+def test_the_nginx_config_is_safe_for_streams() -> None:
+    conf = (ROOT / "deploy/nginx/llm-service.conf").read_text()
+    directives = dict(
+        re.findall(
+            r"^\s*(proxy_buffering|proxy_read_timeout|proxy_http_version) (\S+);", conf, re.M
+        )
+    )
+    assert directives == {
+        "proxy_buffering": "off",
+        "proxy_read_timeout": "600s",
+        "proxy_http_version": "1.1",
+    }
+    assert re.findall(r"server (gateway-\d):8000", conf) == ["gateway-1", "gateway-2"]
+    # The edge replaces what a client claims to be its address.
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf
