@@ -105,8 +105,8 @@ class ModelRegistry:
         return chain
 
     def fell_back(self, origin: str, to: str) -> None:
+        """Counted for /metrics; the request's log line names the fallback too."""
         self.fallbacks_taken[(origin, to)] += 1
-        logger.warning("model unavailable: falling back", model=origin, fallback=to)
 
     @property
     def default(self) -> Backend | None:
