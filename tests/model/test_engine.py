@@ -159,7 +159,7 @@ def test_evicted_conversation_resumes_from_saved_state(api: ModelApi, user_token
     )
     assert engine.stats.state_restores > restores_before
     assert follow_up["usage"]["cached_tokens"] >= first["usage"]["prompt_tokens"]
-    # The restored state answers exactly as a cold run of the same prompt does...
+    # The restored state answers as a cold run of the same prompt does...
     conversation = [
         {"role": "user", "content": "Tell me about owls."},
         {"role": "assistant", "content": first["response"]},
@@ -168,7 +168,13 @@ def test_evicted_conversation_resumes_from_saved_state(api: ModelApi, user_token
     stranger = api.user_token()
     restores = engine.stats.state_restores
     cold = generate(api, stranger, messages=conversation, settings=GREEDY)
-    assert cold["response"] == follow_up["response"]
+    # ...word for word at first. Not to the end: llama.cpp's kernels depend on the batch's
+    # shape, so a prompt read cold and one restored then continued round differently, and
+    # greedy decoding may part after a few dozen tokens (on an AMD EPYC, after 25). A
+    # broken restore parts at once.
+    pairs = list(zip(cold["response"], follow_up["response"], strict=False))
+    same = next((n for n, (a, b) in enumerate(pairs) if a != b), len(pairs))
+    assert same >= 40, (cold["response"], follow_up["response"])
     # ...and that cold run got nothing of the owner's saved state: only the shared template.
     assert engine.stats.state_restores == restores
     assert cold["usage"]["cached_tokens"] < first["usage"]["prompt_tokens"] - 10
