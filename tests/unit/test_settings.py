@@ -96,3 +96,23 @@ def test_several_models_are_parsed_default_first(tmp_path: Path) -> None:
         Settings(llm_models="nonsense").model_specs()
     with pytest.raises(ValueError, match="not in LLM_MODELS"):
         Settings(llm_models=f"a={tmp_path}/a.gguf", llm_default_model="z").model_specs()
+
+
+def test_pools_and_fallbacks_are_checked(tmp_path: Path) -> None:
+    settings = Settings(
+        llm_models=f"big=http://a:8000/v1#m | http://b:8000/v1#m,small={tmp_path}/s.gguf",
+        llm_fallbacks="big=small",
+    )
+    specs = settings.model_specs()
+    assert specs[0] == ("big", "http://a:8000/v1#m|http://b:8000/v1#m")
+    assert settings.fallbacks([alias for alias, _ in specs]) == {"big": "small"}
+    with pytest.raises(ValueError, match="every server of a pool is a URL"):
+        Settings(llm_models="big=http://a:8000/v1|/models/b.gguf").model_specs()
+    for wrong, problem in (
+        ("big=huge", "'huge', which is not a model"),
+        ("big", "is not alias=next"),
+        ("big=small,big=small", "falls back twice or to itself"),
+        ("big=big", "falls back twice or to itself"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            Settings(llm_fallbacks=wrong).fallbacks(["big", "small"])
