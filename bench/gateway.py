@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 from openai import OpenAI
+from service import free_port  # bench/service.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("llm-service"))
@@ -47,15 +48,6 @@ NO_LIMITS = {
     "JWT_SECRET": "bench-secret-" + "x" * 40,
     "LOG_LEVEL": "WARNING",
 }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], limit: float = 120) -> float:
