@@ -23,9 +23,13 @@ if TYPE_CHECKING:
 
 class RemoteGeneration:
     def __init__(
-        self, backend: RemoteBackend, node: RemoteNode, prompt: Prompt, params: SamplingParams,
+        self,
+        backend: RemoteBackend,
+        node: RemoteNode,
+        prompt: Prompt,
+        params: SamplingParams,
         timeout: float,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.backend = backend
         self.prompt = prompt
         self.params = params
