@@ -463,11 +463,13 @@ async def bench_ours(
             "RATE_LIMIT_REQUESTS_PER_MINUTE": "0",
             "RATE_LIMIT_TOKENS_PER_MINUTE": "0",
             "RATE_LIMIT_TOKENS_PER_DAY": "0",
+            "LLM_MAX_IN_FLIGHT_PER_USER": "0",  # one user sends every request
             # One slot per concurrent client of the largest level measured.
             "LLM_PARALLEL": str(args.parallel or max(args.concurrency)),
             # The operator's configured system prompt: the one prefix the service shares
             # between users' caches (request-specific system prompts are never shared).
             "LLM_DEFAULT_SYSTEM_PROMPT": SYSTEM_PROMPT,
+            **dict(setting.split("=", 1) for setting in args.ours_env),
         }
     )
     cmd = [str(BIN / "llm-service"), "serve", "--host", HOST, "--port", str(port)]
@@ -797,6 +799,7 @@ def report(
         "# Generation benchmark",
         "",
         f"Command: `{command_line()}`",
+        *([f"Our extra settings: {' '.join(args.ours_env)}"] if args.ours_env else []),
         "",
         *machine_lines(),
         "- CPU used by other processes during each phase (share of all cores): "
@@ -848,6 +851,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=list(SYSTEMS),
         default=["ours", "llama-server"],
         help="systems to run (the others show n/a)",
+    )
+    parser.add_argument(
+        "--ours-env",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra settings for our service (e.g. LLM_PREFILL_CHUNK=512), for tuning runs",
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="per-request limit, s")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="server start, s")
