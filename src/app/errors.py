@@ -7,11 +7,12 @@ from typing import Any
 
 import msgspec
 import structlog
-from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
+from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError, RepositoryError
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.request_log import current_request_id
 from modules.auth import (
@@ -154,6 +155,22 @@ def _database_down(exc: Exception) -> ProblemDetailsException:
     return _problem(503, "the database is unavailable", headers={"Retry-After": "5"})
 
 
+def _database_busy(exc: Exception) -> ProblemDetailsException:
+    logger.error("no database connection free", error=str(exc))
+    return _problem(503, "the database is busy", headers={"Retry-After": "1"})
+
+
+def _from_repository_error(exc: RepositoryError) -> ProblemDetailsException:
+    """advanced-alchemy wraps what the driver raised: a database that is down or busy is
+    still a 503."""
+    cause = exc.__cause__
+    if isinstance(cause, PoolTimeoutError):
+        return _database_busy(cause)
+    if isinstance(cause, OperationalError | InterfaceError | OSError):
+        return _database_down(cause)
+    return _internal(exc)
+
+
 def _internal(exc: Exception) -> ProblemDetailsException:
     logger.error("unhandled error", exc_info=exc)
     return _problem(500, "internal server error")
@@ -193,6 +210,8 @@ def problem_details_config() -> ProblemDetailsConfig:
             ),
             OperationalError: _database_down,
             InterfaceError: _database_down,
+            PoolTimeoutError: _database_busy,
+            RepositoryError: _from_repository_error,
             OSError: _database_down,  # connection refused before the driver wraps it
             # Bodies that decode to nothing usable are the client's mistake, named as such.
             UnicodeDecodeError: lambda exc: _problem(400, "the request body is not valid UTF-8"),

@@ -65,6 +65,18 @@ def build_jwt_auth(
         async def authenticate_token(
             self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
         ) -> AuthenticationResult:
+            try:
+                return await self._authenticate(encoded_token, connection)
+            finally:
+                # The reads are done: end their transaction, so that the request holds no
+                # pooled connection while it works (a turn opens sessions of its own, and
+                # may wait for a model). Held, N concurrent turns could take every
+                # connection and wait for one more: the pool's timeout, then errors.
+                await session_provider(connection).commit()
+
+        async def _authenticate(
+            self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
+        ) -> AuthenticationResult:
             if not looks_like_api_key(encoded_token):
                 return await super().authenticate_token(encoded_token, connection)
             resolved = await resolve_api_key(session_provider(connection), encoded_token)
