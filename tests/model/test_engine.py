@@ -247,3 +247,30 @@ def test_shutdown_ends_running_generations_cleanly(tmp_path: Path) -> None:
     assert set(statuses) <= {200, 503}
     assert 503 in statuses
     assert not engine.is_running
+
+
+def test_one_owner_with_more_conversations_than_slots_keeps_each_cache(
+    api: ModelApi, user_token: str
+) -> None:
+    """A gateway's service account holds all of its users' conversations: a slot taken by
+    another conversation of the same owner keeps the first one's cache in the store."""
+    engine = api.backend.engine
+    settings = {"temperature": 0, "max_tokens": 8}
+    firsts = [
+        generate(api, user_token, prompt=f"Conversation {n}: name a {topic}.", settings=settings)
+        for n, topic in enumerate(
+            ["fruit", "river", "bird", "colour", "tree", "city", "planet", "metal", "song", "game"]
+        )
+    ]
+    assert len(firsts) > engine.parallel
+    restores = engine.stats.state_restores
+    again = generate(
+        api,
+        user_token,
+        prompt="And another one?",
+        conversation_id=firsts[0]["conversation_id"],
+        settings=settings,
+    )
+    assert engine.stats.state_restores > restores
+    # The whole first turn came from the saved cache, not only the template's start.
+    assert again["usage"]["cached_tokens"] >= firsts[0]["usage"]["prompt_tokens"]

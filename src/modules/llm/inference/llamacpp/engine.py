@@ -46,6 +46,9 @@ class DecodeError(RuntimeError):
 
 
 _WAKE = object()
+# A slot about to be reused keeps (saves) what it held beyond the new prompt's common
+# prefix when that is at least this many tokens: another conversation's cache.
+KEEP_TAIL_TOKENS = 16
 
 
 class LLMEngine:
@@ -254,6 +257,8 @@ class LLMEngine:
             for slot in idle
         ]
         shared, slot = max(scored, key=lambda pair: (pair[0], -pair[1].last_used))
+        if shared > 0:
+            shared = self._resume_longest(slot, job.owner, prompt, shared)
         if shared == 0:
             slot = min(idle, key=lambda s: s.last_used)
             saved = self._saved.best(job.owner, prompt)
@@ -282,6 +287,23 @@ class LLMEngine:
             cached_tokens=shared,
         )
 
+    def _resume_longest(self, slot: Slot, owner: str, prompt: list[int], shared: int) -> int:
+        """`slot`, this owner's, shares `shared` tokens with the prompt. One owner may have
+        more conversations than slots (a gateway's service account has all of its users'):
+        a saved state sharing more is restored into the slot, and what the slot held beyond
+        the common prefix is saved before it is cut. Returns the tokens now shared."""
+        saved = self._saved.best(owner, prompt)
+        if saved is not None and saved[2] > shared:
+            tokens, state, saved_shared = saved
+            self._evict(slot)  # its own cache goes to the store in turn
+            if not self._restore(slot, tokens, state):
+                return 0
+            self._saved.discard(owner, tokens)  # the slot holds it now
+            return saved_shared
+        if len(slot.tokens) - shared >= KEEP_TAIL_TOKENS:
+            self._save(slot)
+        return shared
+
     def _share_common_prefix(
         self, slot: Slot, prompt: Sequence[int], length: int, shared: int
     ) -> int:
@@ -309,18 +331,23 @@ class LLMEngine:
         if written:
             self._public = (tokens, bytes(buffer)[:written])
 
+    def _save(self, slot: Slot) -> None:
+        """Copy the slot's cache into the saved-state store (the slot keeps it too)."""
+        if not slot.tokens or slot.owner is None:
+            return
+        size = llama_cpp.llama_state_seq_get_size(self.model.context.ctx, slot.seq_id)
+        if 0 < size <= self._saved.budget:
+            buffer = (ctypes.c_uint8 * size)()
+            written = llama_cpp.llama_state_seq_get_data(
+                self.model.context.ctx, buffer, size, slot.seq_id
+            )
+            if written:
+                self._saved.put(slot.owner, slot.tokens, bytes(buffer)[:written])
+                self.stats.state_saves += 1
+
     def _evict(self, slot: Slot) -> None:
         """Free a slot for someone else, keeping its cache in the saved-state store."""
-        if slot.tokens and slot.owner is not None:
-            size = llama_cpp.llama_state_seq_get_size(self.model.context.ctx, slot.seq_id)
-            if 0 < size <= self._saved.budget:
-                buffer = (ctypes.c_uint8 * size)()
-                written = llama_cpp.llama_state_seq_get_data(
-                    self.model.context.ctx, buffer, size, slot.seq_id
-                )
-                if written:
-                    self._saved.put(slot.owner, slot.tokens, bytes(buffer)[:written])
-                    self.stats.state_saves += 1
+        self._save(slot)
         llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
         slot.tokens = []
         slot.owner = None
