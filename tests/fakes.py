@@ -141,6 +141,8 @@ class FakeBackend:
     """`answer_tokens` words per answer (fewer with max_tokens or a stop string), one every
     `token_delay` seconds; `parallel` at once and `queue_size` waiting, like the engine."""
 
+    unavailable_after_start = False
+
     def __init__(
         self,
         alias: str,

@@ -42,6 +42,9 @@ class Backend(Protocol):
 
     alias: str
     stats: GenerationStats
+    # True where a model can turn out unavailable after `stream()` accepted the turn (a
+    # remote server that refuses it): a fallback then waits for the first event.
+    unavailable_after_start: bool
 
     @property
     def context_size(self) -> int: ...

@@ -166,7 +166,8 @@ class TurnService:
         """The answer's source on the first model of `chain` that can take it: a model that
         is unavailable (not loaded, its server down, its queue full) before its first
         token hands the turn to the next. Each model gets its own prompt: its template,
-        its context, its control tokens."""
+        its context, its control tokens. A model whose refusal can come after it accepted
+        the turn (a remote server) is waited for until its first event."""
         for position, alias in enumerate(chain):
             fallback = chain[position + 1] if position + 1 < len(chain) else None
             try:
@@ -187,7 +188,8 @@ class TurnService:
                     owner=str(self.caller.user_id),
                     timeout=self.settings.llm_request_timeout_seconds,
                 )
-                if fallback is not None:  # know it started before giving up the others
+                if fallback is not None and backend.unavailable_after_start:
+                    # Know that it started before giving up the others.
                     generation = await started(generation)
                 return backend, prepared, key, None, generation
             except (BackendUnavailableError, QueueFullError):

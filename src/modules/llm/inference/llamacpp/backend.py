@@ -36,6 +36,8 @@ class LocalOptions:
 class LlamaCppBackend:
     """One model, one context with `parallel` slots, one engine thread."""
 
+    unavailable_after_start = False  # a full queue is refused by stream() itself
+
     def __init__(self, model: LoadedModel, engine: LLMEngine, default_system_prompt: str) -> None:
         self.model = model
         self.engine = engine

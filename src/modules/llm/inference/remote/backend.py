@@ -23,6 +23,8 @@ class RemoteBackend:
     """Prompts are sent as messages: each server applies its own chat template, so token
     counts here are estimates until the server reports usage."""
 
+    unavailable_after_start = True  # a server refuses (or is found down) after the fact
+
     def __init__(self, alias: str, nodes: Sequence[RemoteNode], *, context_size: int) -> None:
         if not nodes:
             raise ValueError("a remote model needs at least one server")
