@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from functools import partial
 from pathlib import Path
 
 import httpx
+from local_nginx import nginx_binary, running_nginx  # bench/local_nginx.py
 from openai import OpenAI
 from service import free_port  # bench/service.py
 
@@ -82,43 +82,12 @@ def serve(env: dict[str, str]) -> Iterator[tuple[str, float]]:
 
 @contextmanager
 def nginx_before(gateway: str, work: Path) -> Iterator[str | None]:
-    binary = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if binary is None:
+    if nginx_binary() is None:
         print("nginx not found (scripts/ensure-nginx.sh installs it): no nginx path")
         yield None
         return
-    site = (ROOT / "deploy/nginx/llm-service.conf").read_text()
-    site = site.replace("server gateway-1:8000", f"server {gateway.removeprefix('http://')}")
-    site = site.replace("    server gateway-2:8000 max_fails=1 fail_timeout=5s;\n", "")
-    port = free_port()
-    site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
-    prefix = work / "nginx"
-    prefix.mkdir()
-    (prefix / "site.conf").write_text(site)
-    temps = "".join(
-        f"    {kind}_temp_path {prefix}/{kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (prefix / "nginx.conf").write_text(
-        ("user root;\n" if os.geteuid() == 0 else "")
-        + f"worker_processes 1;\ndaemon off;\npid {prefix}/nginx.pid;\n"
-        + f"error_log {prefix}/error.log warn;\nevents {{ worker_connections 256; }}\n"
-        + f"http {{\n    access_log off;\n{temps}    include {prefix}/site.conf;\n}}\n"
-    )
-    process = subprocess.Popen(
-        [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process, limit=20)
+    with running_nginx([gateway], work) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def cli(*args: str, env: dict[str, str], stdin: str | None = None) -> str:

@@ -11,26 +11,25 @@ falls back to `backup`, node A. The last test kills node B."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
+from bench.local_nginx import nginx_binary, running_nginx
 
 from modules.llm.inference import ChatMessage
 from modules.llm.inference.remote import RemoteNode, affinity_key, home
-from tests.support import PASSWORD, cli, free_port, start_server, stop, wait_for
+from tests.support import PASSWORD, cli, start_server, stop
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_DB = 3  # this file's own: flushed at the start, so earlier runs' counters are gone
 REQUESTS_PER_MINUTE = 12
 LOGINS_PER_MINUTE_PER_ADDRESS = 20
@@ -68,54 +67,9 @@ class Cluster:
             return email, login.json()["access_token"]
 
 
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file() else ""
-    )
-    if not found:
+def require_nginx() -> None:
+    if nginx_binary() is None:
         pytest.fail("nginx is not installed: scripts/ensure-nginx.sh installs it (make test does)")
-    return found
-
-
-def start_nginx(tmp_path: Path, gateways: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    """The repository's nginx config with loopback addresses in place of compose names."""
-    site = (ROOT / "deploy/nginx/llm-service.conf").read_text()
-    for number, gateway in enumerate(gateways, start=1):
-        site = site.replace(
-            f"server gateway-{number}:8000", f"server {gateway.removeprefix('http://')}"
-        )
-    port = free_port()
-    site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
-    prefix = tmp_path / "nginx"
-    prefix.mkdir()
-    (prefix / "site.conf").write_text(site)
-    temp = "\n".join(
-        f"    {kind}_temp_path {prefix}/{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (prefix / "nginx.conf").write_text(
-        ("user root;\n" if os.geteuid() == 0 else "")
-        + f"worker_processes 1;\ndaemon off;\npid {prefix}/nginx.pid;\n"
-        + f"error_log {prefix}/error.log warn;\nevents {{ worker_connections 256; }}\n"
-        + f"http {{\n    access_log off;\n{temp}\n    include {prefix}/site.conf;\n}}\n"
-    )
-    process = subprocess.Popen(
-        [nginx_binary(), "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    edge = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{edge}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    if not wait_for(up, timeout=20):
-        process.kill()
-        pytest.fail(f"nginx did not start: {(prefix / 'error.log').read_text()[-2000:]}")
-    return process, edge
 
 
 def inference_node(tmp_path: Path, name: str) -> tuple[dict[str, str], str]:
@@ -142,13 +96,14 @@ def inference_node(tmp_path: Path, name: str) -> tuple[dict[str, str], str]:
 
 @pytest.fixture(scope="module")
 def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    nginx_binary()  # fail first, and say why, when nginx is missing
+    require_nginx()  # fail first, and say why, when nginx is missing
     from app.migrations import upgrade_to_head
 
     tmp_path = tmp_path_factory.mktemp("scale")
     upgrade_to_head(postgres_url)
     redis.Redis.from_url(f"redis://127.0.0.1:6379/{REDIS_DB}").flushdb()
     processes: dict[str, subprocess.Popen[bytes]] = {}
+    stack = ExitStack()
     try:
         nodes: dict[str, str] = {}
         keys: dict[str, str] = {}
@@ -181,11 +136,12 @@ def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         for number in (1, 2):
             processes[f"gateway-{number}"], url = start_server(gateway_env)
             gateways.append(url)
-        processes["nginx"], edge = start_nginx(tmp_path, gateways)
+        edge = stack.enter_context(running_nginx(gateways, tmp_path))
         found = Cluster(nodes, gateways, edge, gateway_env, processes)
         _, found.admin_token = found.register(gateways[0], admin)  # BOOTSTRAP_ADMIN_EMAIL
         yield found
     finally:
+        stack.close()
         for process in processes.values():
             stop(process)
 
