@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import sys
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from modules.config import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 def _settings() -> Settings:
@@ -102,45 +108,54 @@ def create_admin(args: argparse.Namespace) -> None:
     print(message)
 
 
-async def _create_admin(settings: Settings, email: str, password: str) -> str:
+@contextlib.asynccontextmanager
+async def _database_session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session on the configured database for one command; the embedded default is
+    brought up to date first, as `serve` would."""
     from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
     from app.database import metadata  # noqa: F401  (registers every table)
     from app.migrations import upgrade_to_head
+
+    if settings.uses_embedded_database:
+        await asyncio.to_thread(upgrade_to_head, settings.effective_database_url)
+    engine = create_async_engine(settings.effective_database_url)
+    try:
+        async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+            yield session
+    finally:
+        await engine.dispose()
+
+
+async def _create_admin(settings: Settings, email: str, password: str) -> str:
     from modules.auth import PasswordHasher
     from modules.auth.policy import password_problems
     from modules.users import ROLE_ADMIN, UserService, normalize_email
     from modules.users.models import User
 
-    if settings.uses_embedded_database:
-        await asyncio.to_thread(upgrade_to_head, settings.effective_database_url)
     email = normalize_email(email)
     problems = password_problems(password, min_length=settings.password_min_length, email=email)
     if problems:
         raise ValueError("password " + "; ".join(problems))
     # Said out loud: run from another directory, the embedded default is another file.
     where = _redact(settings.effective_database_url)
-    engine = create_async_engine(settings.effective_database_url)
-    try:
-        async with async_sessionmaker(engine, expire_on_commit=False)() as session:
-            users = UserService(session=session)
-            password_hash = await PasswordHasher().hash(password)
-            existing = await users.get_by_email(email)
-            if existing is not None:
-                existing.role, existing.is_active, existing.password_hash = (
-                    ROLE_ADMIN,
-                    True,
-                    password_hash,
-                )
-                await users.update(existing, auto_commit=True)
-                return f"{email} is now an admin (password reset) in {where}"
-            await users.create(
-                User(email=email, password_hash=password_hash, role=ROLE_ADMIN, is_active=True),
-                auto_commit=True,
+    async with _database_session(settings) as session:
+        users = UserService(session=session)
+        password_hash = await PasswordHasher().hash(password)
+        existing = await users.get_by_email(email)
+        if existing is not None:
+            existing.role, existing.is_active, existing.password_hash = (
+                ROLE_ADMIN,
+                True,
+                password_hash,
             )
-            return f"admin {email} created in {where}"
-    finally:
-        await engine.dispose()
+            await users.update(existing, auto_commit=True)
+            return f"{email} is now an admin (password reset) in {where}"
+        await users.create(
+            User(email=email, password_hash=password_hash, role=ROLE_ADMIN, is_active=True),
+            auto_commit=True,
+        )
+        return f"admin {email} created in {where}"
 
 
 def create_api_key(args: argparse.Namespace) -> None:
@@ -155,27 +170,17 @@ def create_api_key(args: argparse.Namespace) -> None:
 
 
 async def _create_api_key(settings: Settings, email: str, name: str) -> str:
-    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-
-    from app.database import metadata  # noqa: F401  (registers every table)
-    from app.migrations import upgrade_to_head
     from modules.auth.api_keys import ApiKeyService
     from modules.users import UserService, normalize_email
 
-    if settings.uses_embedded_database:
-        await asyncio.to_thread(upgrade_to_head, settings.effective_database_url)
-    engine = create_async_engine(settings.effective_database_url)
-    try:
-        async with async_sessionmaker(engine, expire_on_commit=False)() as session:
-            user = await UserService(session=session).get_by_email(normalize_email(email))
-            if user is None or not user.is_active:
-                where = _redact(settings.effective_database_url)
-                raise LookupError(f"no active user {email} in {where}")
-            _, secret = await ApiKeyService(session=session).issue(user.id, name, None)
-            await session.commit()
-            return secret
-    finally:
-        await engine.dispose()
+    async with _database_session(settings) as session:
+        user = await UserService(session=session).get_by_email(normalize_email(email))
+        if user is None or not user.is_active:
+            where = _redact(settings.effective_database_url)
+            raise LookupError(f"no active user {email} in {where}")
+        _, secret = await ApiKeyService(session=session).issue(user.id, name, None)
+        await session.commit()
+        return secret
 
 
 def _gpu_offload_supported() -> bool:
