@@ -82,13 +82,14 @@ class RemoteBackend:
     def stream(
         self, prompt: Prompt, params: SamplingParams, *, owner: str, timeout: float
     ) -> RemoteGeneration:
-        node = choose(self.nodes, affinity_key(prompt.messages))
+        key = affinity_key(prompt.messages)
+        node = choose(self.nodes, key)
         if node is None:
             self.stats.rejected += 1
             raise BackendUnavailableError(
                 f"model {self.alias!r} is unavailable: its server keeps failing"
             )
-        return RemoteGeneration(self, node, prompt, params, timeout)
+        return RemoteGeneration(self, node, key, prompt, params, timeout)
 
     def load(self) -> Load:
         return Load(

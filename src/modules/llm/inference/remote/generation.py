@@ -14,7 +14,7 @@ from modules.llm.inference.backend import Prompt
 from modules.llm.inference.errors import BackendUnavailableError, QueueFullError
 from modules.llm.inference.events import Event, Failed, Finished, FinishReason, TokenDelta, drain
 from modules.llm.inference.remote.node import RemoteError, RemoteNode
-from modules.llm.inference.remote.routing import affinity_key, choose
+from modules.llm.inference.remote.routing import choose
 from modules.llm.inference.sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -26,11 +26,13 @@ class RemoteGeneration:
         self,
         backend: RemoteBackend,
         node: RemoteNode,
+        key: str,  # the conversation's affinity key: where to go if `node` fails
         prompt: Prompt,
         params: SamplingParams,
         timeout: float,
     ) -> None:
         self.backend = backend
+        self.key = key
         self.prompt = prompt
         self.params = params
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -89,8 +91,7 @@ class RemoteGeneration:
     async def _attempts(self) -> tuple[dict[str, Any], FinishReason]:
         """Stream from this generation's node. Before the first token, a full or failing
         node is left for another one (a failing single node gets one more try)."""
-        nodes = self.backend.nodes
-        key = affinity_key(self.prompt.messages)
+        nodes, key = self.backend.nodes, self.key
         path, payload = self._request()
         tried: set[RemoteNode] = set()
         attempts = max(2, len(nodes))
