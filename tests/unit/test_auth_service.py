@@ -95,12 +95,16 @@ async def test_unknown_email_costs_what_a_wrong_password_does(tmp_path: Path) ->
                 await auth.authenticate(email, "wrong-password-1")
             return time.perf_counter() - started
 
-        wrong = [await attempt("t@example.com") for _ in range(5)]
-        unknown = [await attempt(f"ghost-{i}@example.com") for i in range(5)]
+        # Interleaved, so that a busy machine slows both paths alike.
+        wrong, unknown = [], []
+        for i in range(5):
+            wrong.append(await attempt("t@example.com"))
+            unknown.append(await attempt(f"ghost-{i}@example.com"))
     await engine.dispose()
-    # Both paths verify an argon2 hash: a missing dummy hash would be ~100x faster.
+    # Both paths verify an argon2 hash: a missing dummy hash would be ~100x faster. The
+    # bounds leave room for a loaded 2-core machine.
     ratio = statistics.median(unknown) / statistics.median(wrong)
-    assert 0.5 < ratio < 2.0, ratio
+    assert 0.2 < ratio < 5.0, ratio
 
 
 async def test_passwords_are_nfkc_normalized_and_old_hashes_upgrade(auth: AuthService) -> None:
