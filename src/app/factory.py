@@ -26,7 +26,7 @@ from app.errors import problem_details_config
 from app.health import HealthController
 from app.redis import redis_client
 from app.request_log import RequestLogMiddleware
-from modules import auth, cache, conversations, metrics, profiles, ratelimit, users
+from modules import auth, cache, conversations, metrics, profiles, ratelimit, users, web
 from modules.config import Settings
 from modules.llm import LLMModule
 from modules.llm.inference import BackendFactory
@@ -114,6 +114,7 @@ def create_app(
             profiles.create_router(),
             metrics.create_router(),
             docs.assets_router(),
+            web.create_router(),
         ],
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),

@@ -8,7 +8,7 @@ from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modules.auth.api_keys import ApiKeyAuth, ApiKeyNotFoundError, provide_api_key_service
-from modules.auth.controller import ApiKeyController, AuthController
+from modules.auth.controller import ApiKeyController, AuthController, SessionController
 from modules.auth.guards import requires_login_session
 from modules.auth.models import ApiKey, RefreshToken
 from modules.auth.passwords import PasswordHasher
@@ -29,7 +29,7 @@ from modules.users import UserService
 
 
 def create_router() -> Router:
-    return Router(path="/", route_handlers=[AuthController, ApiKeyController])
+    return Router(path="/", route_handlers=[AuthController, SessionController, ApiKeyController])
 
 
 def providers(settings: Settings, codec: TokenCodec, hasher: PasswordHasher) -> dict[str, Provide]:

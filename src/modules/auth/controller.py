@@ -1,4 +1,5 @@
-"""/auth routes: register, login (JSON or OAuth2 password form), refresh, logout."""
+"""/auth routes: register, login (JSON or OAuth2 password form), refresh, logout, the
+browser session (cookie and CSRF token), API keys."""
 
 from __future__ import annotations
 
@@ -7,16 +8,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import ClientException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.params import FromPath, JSONBody
 from litestar.security.jwt import Token
-from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from litestar.status_codes import (
+    HTTP_201_CREATED,
+    HTTP_204_NO_CONTENT,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+)
 
 from modules.auth.api_keys import ApiKeyService
-from modules.auth.guards import requires_login_session
+from modules.auth.guards import login_family, requires_login_session
 from modules.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -24,9 +29,12 @@ from modules.auth.schemas import (
     LoginRequest,
     RefreshRequest,
     RegisterRequest,
+    SessionRead,
     TokenResponse,
 )
 from modules.auth.service import AuthService, TokenPair
+from modules.auth.sessions import cleared_session_cookie, csrf_token, session_cookie
+from modules.auth.tokens import TokenCodec
 from modules.users.models import User
 from modules.users.schemas import UserRead
 
@@ -120,6 +128,83 @@ class AuthController(Controller):
         """End every login of this account, this one included (API keys stay: revoke them
         with DELETE /auth/api-keys/{id})."""
         await auth_service.end_logins(request.user.id)
+
+
+def _is_https(request: Request[Any, Any, Any]) -> bool:
+    # uvicorn sets the scheme from X-Forwarded-Proto only for TRUSTED_PROXIES.
+    return request.url.scheme == "https"
+
+
+class SessionController(Controller):
+    """The chat page's login: a session cookie scripts cannot read, plus a CSRF token."""
+
+    path = "/auth/session"
+    tags = ("auth",)
+
+    @post("/", status_code=200, exclude_from_auth=True)
+    async def start(
+        self,
+        request: Request[Any, Any, Any],
+        auth_service: NamedDependency[AuthService],
+        token_codec: NamedDependency[TokenCodec],
+    ) -> Response[SessionRead]:
+        """Log in with `{"email", "password"}` and get the `llm_session` cookie (HttpOnly,
+        SameSite=Strict, Secure over HTTPS). Only JSON is accepted: a cross-site form
+        cannot send it, so no other site can log a browser into its own account."""
+        if request.content_type[0] != RequestEncodingType.JSON:
+            raise HTTPException(
+                status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail="send the credentials as application/json",
+            )
+        credentials = _decode_login(await request.body())
+        user, access, family = await auth_service.start_session(
+            credentials.email, credentials.password
+        )
+        return Response(
+            SessionRead(
+                user=UserRead.from_model(user),
+                csrf_token=csrf_token(token_codec.secret, family),
+                expires_at=access.expires_at,
+            ),
+            cookies=[
+                session_cookie(
+                    access.token,
+                    max_age=int(token_codec.refresh_ttl.total_seconds()),
+                    secure=_is_https(request),
+                )
+            ],
+        )
+
+    @get("/")
+    async def current(
+        self, request: Request[User, Any, Any], token_codec: NamedDependency[TokenCodec]
+    ) -> SessionRead:
+        """Who is logged in, and the CSRF token of this login (after a page reload, the
+        page asks here: it cannot read the cookie)."""
+        family = login_family(request.auth)
+        if family is None:
+            raise ClientException("an API key has no session; log in with your password")
+        expires = datetime.fromtimestamp(request.auth.exp.timestamp(), UTC)
+        return SessionRead(
+            user=UserRead.from_model(request.user),
+            csrf_token=csrf_token(token_codec.secret, family),
+            expires_at=expires,
+        )
+
+    @delete("/", status_code=HTTP_204_NO_CONTENT)
+    async def end(
+        self, request: Request[User, Any, Any], auth_service: NamedDependency[AuthService]
+    ) -> Response[None]:
+        """Log out: the login ends everywhere at once, and the cookie is cleared."""
+        family = login_family(request.auth)
+        if family is None:
+            raise ClientException("an API key has no session; revoke it instead")
+        await auth_service.logout(family)
+        return Response(
+            None,
+            status_code=HTTP_204_NO_CONTENT,
+            cookies=[cleared_session_cookie(secure=_is_https(request))],
+        )
 
 
 class ApiKeyController(Controller):

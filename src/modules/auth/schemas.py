@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 
 from modules.auth.models import ApiKey
-from modules.users.schemas import Email, Password
+from modules.users.schemas import Email, Password, UserRead
 
 JwtString = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 
@@ -66,4 +66,13 @@ class ApiKeyCreated(msgspec.Struct):
     prefix: str
     key: str
     created_at: datetime
+    expires_at: datetime | None
+
+
+class SessionRead(msgspec.Struct):
+    """The browser session: who is logged in, and the token that state-changing requests
+    made with the session cookie send in the `X-CSRF-Token` header."""
+
+    user: UserRead
+    csrf_token: str
     expires_at: datetime | None

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import AuthenticationResult
 from litestar.security.jwt import (
     JWTCookieAuthenticationMiddleware,
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from modules.auth.api_keys import looks_like_api_key, resolve_api_key
 from modules.auth.service import family_revoked
+from modules.auth.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_matches
 from modules.auth.tokens import ALGORITHM, REQUIRED_CLAIMS, TokenCodec
 from modules.users import User, requires_admin
 
@@ -60,7 +61,28 @@ def build_jwt_auth(
         return None if await family_revoked(session, family_id) else user
 
     class BearerAuthenticationMiddleware(JWTCookieAuthenticationMiddleware):
-        """A bearer credential is either one of our JWTs or an API key (`llms_...`)."""
+        """A bearer credential is either one of our JWTs or an API key (`llms_...`); the
+        chat page's session cookie holds a JWT, and needs the CSRF header to change
+        anything. No other cookie is read (Litestar's default would take a `token` one)."""
+
+        async def authenticate_request(
+            self, connection: ASGIConnection[Any, Any, Any, Any]
+        ) -> AuthenticationResult:
+            bearer = connection.headers.get(self.auth_header, "").partition(" ")[-1]
+            if bearer:
+                return await self.authenticate_token(bearer, connection)
+            cookie = connection.cookies.get(SESSION_COOKIE, "")
+            if not cookie or looks_like_api_key(cookie):
+                raise NotAuthorizedException("no bearer token, API key or session cookie")
+            result = await self.authenticate_token(cookie, connection)
+            if connection.scope.get("method") not in SAFE_METHODS:
+                family = uuid.UUID(str(result.auth.extras["fam"]))
+                if not csrf_matches(codec.secret, family, connection.headers.get(CSRF_HEADER)):
+                    raise PermissionDeniedException(
+                        f"missing or wrong {CSRF_HEADER} header: a request made with the "
+                        "session cookie must send the token from GET /auth/session"
+                    )
+            return result
 
         async def authenticate_token(
             self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
@@ -90,6 +112,7 @@ def build_jwt_auth(
         authentication_middleware_class=BearerAuthenticationMiddleware,
         token_secret=codec.secret,
         token_url="/auth/login",  # noqa: S106 (a URL, not a password)
+        key=SESSION_COOKIE,
         retrieve_user_handler=retrieve_user,
         algorithm=ALGORITHM,
         require_claims=list(REQUIRED_CLAIMS),

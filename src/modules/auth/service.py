@@ -15,7 +15,7 @@ from modules.auth.guards import login_family
 from modules.auth.models import ApiKey, RefreshToken
 from modules.auth.passwords import PasswordHasher
 from modules.auth.policy import password_problems
-from modules.auth.tokens import InvalidTokenError, TokenCodec
+from modules.auth.tokens import InvalidTokenError, IssuedToken, TokenCodec
 from modules.ratelimit import RateLimiter
 from modules.users.models import ROLE_ADMIN, ROLE_USER, User
 from modules.users.schemas import UserSelfUpdate
@@ -158,6 +158,16 @@ class AuthService:
         user = await self._throttled(email, self.authenticate(email, password))
         return await self._issue_pair(user, family_id=uuid.uuid4())
 
+    async def start_session(self, email: str, password: str) -> tuple[User, IssuedToken, uuid.UUID]:
+        """A browser login: its own family, like `login`, and one access token that lives
+        as long as a refresh token would (it sits in an HttpOnly cookie, and the family's
+        revocation ends it like any other login)."""
+        user = await self._throttled(email, self.authenticate(email, password))
+        family_id = uuid.uuid4()
+        self._record_family(user, family_id)
+        access = self.codec.issue_access(user.id, user.role, family_id, self.codec.refresh_ttl)
+        return user, access, family_id
+
     async def _throttled(self, email: str, check: Coroutine[Any, Any, T]) -> T:
         """A password check, counted per account and client address: wrong guesses lock
         out that address for that account, never the account's owner elsewhere."""
@@ -268,7 +278,8 @@ class AuthService:
         await self.end_all_sessions(user.id, keep=login)
         return user
 
-    async def _issue_pair(self, user: User, family_id: uuid.UUID) -> TokenPair:
+    def _record_family(self, user: User, family_id: uuid.UUID) -> IssuedToken:
+        """The login's refresh token, stored: revoking its family ends the login."""
         refresh = self.codec.issue_refresh(user.id, family_id)
         self.session.add(
             RefreshToken(
@@ -278,6 +289,10 @@ class AuthService:
                 expires_at=refresh.expires_at,
             )
         )
+        return refresh
+
+    async def _issue_pair(self, user: User, family_id: uuid.UUID) -> TokenPair:
+        refresh = self._record_family(user, family_id)
         access = self.codec.issue_access(user.id, user.role, family_id)
         return TokenPair(
             access_token=access.token,

@@ -58,9 +58,15 @@ class TokenCodec:
         }
         return IssuedToken(jwt.encode(claims, self.secret, algorithm=ALGORITHM), jti, expires_at)
 
-    def issue_access(self, user_id: uuid.UUID, role: str, family_id: uuid.UUID) -> IssuedToken:
+    def issue_access(
+        self,
+        user_id: uuid.UUID,
+        role: str,
+        family_id: uuid.UUID,
+        ttl: timedelta | None = None,
+    ) -> IssuedToken:
         return self._issue(
-            "access", user_id, self.access_ttl, {"role": role, "fam": str(family_id)}
+            "access", user_id, ttl or self.access_ttl, {"role": role, "fam": str(family_id)}
         )
 
     def issue_refresh(self, user_id: uuid.UUID, family_id: uuid.UUID) -> IssuedToken:

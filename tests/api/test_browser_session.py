@@ -1,0 +1,141 @@
+"""The chat page's session: an HttpOnly, SameSite=Strict cookie, a CSRF token for every
+state-changing request made with it, and bearer tokens unchanged."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.support import PASSWORD, Api
+
+
+def browser_login(api: Api, client: httpx.Client, email: str) -> str:
+    response = client.post("/auth/session", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    csrf: str = response.json()["csrf_token"]
+    return csrf
+
+
+def test_the_session_cookie_is_httponly_strict_and_scripts_get_only_the_csrf_token(
+    api: Api,
+) -> None:
+    user = api.register()
+    with api.client() as client:
+        response = client.post("/auth/session", json={"email": user["email"], "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["user"]["email"] == user["email"]
+        assert body["csrf_token"]
+        assert body["expires_at"]
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith("llm_session=")
+        flags = {part.strip().lower() for part in cookie.split(";")}
+        assert {"httponly", "samesite=strict", "path=/"} <= flags
+        assert "secure" not in flags  # plain HTTP here; HTTPS adds Secure
+        assert body["csrf_token"] not in cookie
+        # The page finds its session (and CSRF token) again after a reload.
+        again = client.get("/auth/session")
+        assert again.status_code == 200
+        assert again.json()["csrf_token"] == body["csrf_token"]
+        assert client.get("/users/me").json()["email"] == user["email"]
+
+
+def test_state_changing_requests_with_the_cookie_need_the_csrf_token(api: Api) -> None:
+    user = api.register()
+    with api.client() as client:
+        csrf = browser_login(api, client, user["email"])
+        refused = client.post("/llm/generate", json={"prompt": "hello"})
+        assert refused.status_code == 403
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "X-CSRF-Token" in refused.json()["detail"]
+        wrong = client.post(
+            "/llm/generate", json={"prompt": "hello"}, headers={"X-CSRF-Token": "forged"}
+        )
+        assert wrong.status_code == 403
+        answered = client.post(
+            "/llm/generate", json={"prompt": "hello"}, headers={"X-CSRF-Token": csrf}
+        )
+        assert answered.status_code == 200, answered.text
+        # Reading needs no token.
+        assert client.get("/conversations").status_code == 200
+        # Another login's token does not fit this one.
+        with api.client() as other:
+            other_csrf = browser_login(api, other, user["email"])
+        assert other_csrf != csrf
+        mixed = client.post(
+            "/auth/api-keys", json={"name": "k"}, headers={"X-CSRF-Token": other_csrf}
+        )
+        assert mixed.status_code == 403
+        created = client.post("/auth/api-keys", json={"name": "k"}, headers={"X-CSRF-Token": csrf})
+        assert created.status_code == 201, created.text
+
+
+def test_log_out_clears_the_cookie_and_ends_the_login(api: Api) -> None:
+    user = api.register()
+    with api.client() as client:
+        csrf = browser_login(api, client, user["email"])
+        stolen = client.cookies["llm_session"]
+        assert client.delete("/auth/session").status_code == 403  # the CSRF token, again
+        ended = client.delete("/auth/session", headers={"X-CSRF-Token": csrf})
+        assert ended.status_code == 204
+        assert (
+            'llm_session=""' in ended.headers["set-cookie"]
+            or "Max-Age=0" in ended.headers["set-cookie"]
+        )
+        assert client.get("/auth/session").status_code == 401
+    # The cookie's token is revoked too, not only forgotten by the browser.
+    with api.client(cookies={"llm_session": stolen}) as client:
+        assert client.get("/users/me").status_code == 401
+
+
+def test_only_json_logs_in_a_browser_and_bad_credentials_are_clear(api: Api) -> None:
+    user = api.register()
+    with api.client() as client:
+        # A cross-site form can send this shape; it must not log the browser in.
+        form = client.post("/auth/session", data={"email": user["email"], "password": PASSWORD})
+        assert form.status_code == 415
+        assert "application/json" in form.json()["detail"]
+        wrong = client.post("/auth/session", json={"email": user["email"], "password": "nope-nope"})
+        assert wrong.status_code in (401, 422)
+        assert wrong.headers["content-type"].startswith("application/problem+json")
+        assert "llm_session" not in client.cookies
+        malformed = client.post(
+            "/auth/session", content=b"{", headers={"Content-Type": "application/json"}
+        )
+        assert malformed.status_code == 400
+
+
+def test_bearer_tokens_and_api_keys_need_no_csrf_token_and_other_cookies_do_nothing(
+    api: Api,
+) -> None:
+    token = api.user_token()
+    with api.client(token) as client:
+        assert client.post("/llm/generate", json={"prompt": "hello"}).status_code == 200
+        key = client.post("/auth/api-keys", json={"name": "program"}).json()["key"]
+    with api.client(key) as client:
+        assert client.post("/llm/generate", json={"prompt": "hello"}).status_code == 200
+        assert client.get("/auth/session").status_code == 400  # a key is not a session
+    # Litestar's default cookie name would have taken a bare JWT; only ours is read.
+    with api.client(cookies={"token": token}) as client:
+        assert client.get("/users/me").status_code == 401
+    with api.client(cookies={"llm_session": key}) as client:
+        assert client.get("/users/me").status_code == 401
+
+
+def test_the_page_is_public_and_locked_down_by_its_headers(api: Api) -> None:
+    with api.client() as client:
+        page = client.get("/")
+        script = client.get("/static/app.js")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "default-src 'none'" in policy
+    assert "unsafe-inline" not in policy
+    assert "unsafe-eval" not in policy
+    assert "frame-ancestors 'none'" in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "<script>" not in page.text  # no inline script: only <script src=...>
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+    assert "innerHTML" not in script.text
+    assert "eval(" not in script.text
