@@ -36,6 +36,7 @@ test: $(STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-redis.sh
 	scripts/ensure-nginx.sh
+	scripts/ensure-chromium.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -m "not model"
 	$(BIN)/pytest -m model
@@ -43,6 +44,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-redis.sh
+	scripts/ensure-chromium.sh
 	$(BIN)/pytest -m "not model"
 
 test-model: $(STAMP)

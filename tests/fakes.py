@@ -57,7 +57,10 @@ class FakeGeneration:
         return drain(self.queue, self.cancel)
 
     def _word(self, index: int) -> str:
-        """Deterministic for temperature 0 and for a seed; random otherwise."""
+        """Deterministic for temperature 0 and for a seed; random otherwise. A backend with
+        a `script` says its words in order instead."""
+        if self.backend.script:
+            return self.backend.script[index % len(self.backend.script)]
         params = self.params
         seed: object = "greedy" if params.temperature == 0 else params.seed
         if seed is None:
@@ -162,6 +165,7 @@ class FakeBackend:
         self.answer_tokens = answer_tokens
         self.prompts: list[Prompt] = []
         self.fail_with: Exception | None = None  # set: generations fail after one token
+        self.script: list[str] = []  # set: the answer's words, in order (as a model's output)
         self.owners: list[str] = []
         self.waiting = 0
         self.busy = 0

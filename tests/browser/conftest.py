@@ -1,0 +1,91 @@
+"""The chat page in a real browser: Debian's headless Chromium driven by Playwright, against
+the real app on a real port and PostgreSQL, with the fake inference backend (the page is
+what is under test, not the model)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from app.migrations import upgrade_to_head
+from tests.api.conftest import FakeApi
+from tests.fakes import FakeBackends
+from tests.support import RunningServer, fake_app, make_settings
+
+T = TypeVar("T")
+
+
+def chromium_path() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None and Path("/usr/bin/chromium").exists():
+        found = "/usr/bin/chromium"
+    if found is None:
+        pytest.fail(
+            "chromium is not installed: run scripts/ensure-chromium.sh (make test does), "
+            "or apt-get install chromium"
+        )
+    return found
+
+
+@pytest.fixture(scope="session")
+def playwright(site: FakeApi) -> Iterator[Playwright]:
+    # Playwright's sync API keeps an event loop running on this thread: what uses
+    # asyncio.run (the database's set-up, `off_loop` helpers) starts before it or elsewhere.
+    with sync_playwright() as driver:
+        yield driver
+
+
+def off_loop(function: Callable[..., T], *args: Any) -> T:
+    """Call `function` on another thread, which has no running event loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function, *args).result()
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(
+        executable_path=chromium_path(),
+        headless=True,
+        # As root in a container, Chromium's sandbox cannot start.
+        args=["--no-sandbox", "--disable-dev-shm-usage"],
+    )
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="session")
+def site(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeApi]:
+    upgrade_to_head(postgres_url)
+    backends = FakeBackends(parallel=4, queue_size=4, token_delay=0.02, answer_tokens=12)
+    app = fake_app(make_settings(postgres_url, tmp_path_factory.mktemp("browser")), backends)
+    with RunningServer(app) as server:
+        site = FakeApi(base_url=server.base_url, app=app, database_url=postgres_url)
+        site.backends = backends
+        yield site
+
+
+@pytest.fixture
+def page(browser: Browser, site: FakeApi) -> Iterator[Page]:
+    """A fresh browser profile (no cookies) per test, at desktop size."""
+    context = browser.new_context(base_url=site.base_url, viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(f"console: {message.text}")
+            if message.type == "error" and "Content Security Policy" in message.text
+            else None
+        ),
+    )
+    yield page
+    context.close()
+    assert not problems, problems
