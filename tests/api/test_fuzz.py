@@ -23,7 +23,7 @@ UNMET = (
     "positive_data_acceptance,negative_data_rejection"
 )
 # Routes that end the fuzzer's own session or take the model away from the other tests.
-EXCLUDED = r"^/auth/logout|^/llm/models/\{alias\}/unload$"
+EXCLUDED = r"^/auth/logout|^/auth/session/?$|^/llm/models/\{alias\}/unload$"
 
 
 @pytest.mark.parametrize("role", ["user", "admin"])

@@ -33,10 +33,11 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright(site: FakeApi) -> Iterator[Playwright]:
-    # Playwright's sync API keeps an event loop running on this thread: what uses
-    # asyncio.run (the database's set-up, `off_loop` helpers) starts before it or elsewhere.
+    # Playwright's sync API keeps an event loop running on this thread while it is open:
+    # what uses asyncio.run (the database's set-up, `off_loop` helpers, other modules'
+    # async tests in this worker) runs before it, on another thread, or after the module.
     with sync_playwright() as driver:
         yield driver
 
@@ -47,7 +48,7 @@ def off_loop(function: Callable[..., T], *args: Any) -> T:
         return pool.submit(function, *args).result()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(
         executable_path=chromium_path(),

@@ -263,3 +263,26 @@ def test_screenshot_for_the_readme(page: Page, site: FakeApi, backend: FakeBacke
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll('button, input, select, textarea')]
+    .filter((control) => control.getClientRects().length > 0)
+    .filter((control) => !(control.getAttribute('aria-label') || '').trim()
+        && ![...(control.labels || [])].some((label) => label.textContent.trim())
+        && !(control.tagName === 'BUTTON' && control.textContent.trim()))
+    .map((control) => control.outerHTML)"""
+
+
+def test_every_visible_control_has_an_accessible_name(page: Page, site: FakeApi) -> None:
+    email = register(page)
+    composer(page).fill("a question")
+    composer(page).press("Enter")
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+    off_loop(site.make_admin, email)
+    page.reload()
+    page.locator("summary", has_text="Settings").click()
+    assert page.evaluate(UNNAMED_CONTROLS) == []
+    for section in ("API keys", "Admin"):
+        page.get_by_role("button", name=section, exact=True).click()
+        expect(page.get_by_role("heading", level=2).first).to_be_visible()
+        assert page.evaluate(UNNAMED_CONTROLS) == [], section

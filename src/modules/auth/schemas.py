@@ -75,4 +75,4 @@ class SessionRead(msgspec.Struct):
 
     user: UserRead
     csrf_token: str
-    expires_at: datetime | None
+    expires_at: datetime
