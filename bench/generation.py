@@ -358,6 +358,8 @@ async def http_scenario(
         )
         wall += time.perf_counter() - started
         samples.extend(results)
+        ttfts = sorted(sample.ttft for sample in results)
+        log(f"    round {len(samples) // concurrency}: TTFT " + " ".join(f"{t:.3f}" for t in ttfts))
     return ScenarioResult(concurrency=concurrency, samples=tuple(samples), wall=wall)
 
 
