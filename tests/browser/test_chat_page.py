@@ -255,7 +255,7 @@ def test_screenshot_for_the_readme(page: Page, site: FakeApi, backend: FakeBacke
         "and the side opposite, bulge outward, so most coasts see two high tides a day."
     ).split()
     backend.answer_tokens = len(backend.script)
-    register(page)
+    register(page, "ada@example.com")  # the same picture every run: nothing random on it
     composer(page).fill("Why does the sea have tides?")
     composer(page).press("Enter")
     expect(messages(page).nth(1)).to_contain_text("two high tides a day.")
