@@ -14,21 +14,15 @@ from litestar.security.jwt import (
     OAuth2PasswordBearerAuth,
     Token,
 )
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modules.auth.api_keys import looks_like_api_key, resolve_api_key
-from modules.auth.service import family_revoked
+from modules.auth.service import active_user_of_login
 from modules.auth.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_matches
 from modules.auth.tokens import ALGORITHM, REQUIRED_CLAIMS, TokenCodec
 from modules.users import User, requires_admin
 
 SessionProvider = Callable[[ASGIConnection[Any, Any, Any, Any]], AsyncSession]
-
-
-async def load_active_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
-    user = await session.scalar(select(User).where(User.id == user_id))
-    return user if user is not None and user.is_active else None
 
 
 def build_jwt_auth(
@@ -53,12 +47,10 @@ def build_jwt_auth(
             family_id = uuid.UUID(str(token.extras.get("fam")))
         except ValueError:
             return None
-        session = session_provider(connection)
-        user = await load_active_user(session, user_id)
-        if user is None:
-            return None
-        connection.scope.setdefault("state", {})["user_id"] = str(user.id)  # for the log line
-        return None if await family_revoked(session, family_id) else user
+        user = await active_user_of_login(session_provider(connection), user_id, family_id)
+        if user is not None:
+            connection.scope.setdefault("state", {})["user_id"] = str(user.id)  # the log line
+        return user
 
     class BearerAuthenticationMiddleware(JWTCookieAuthenticationMiddleware):
         """A bearer credential is either one of our JWTs or an API key (`llms_...`); the
@@ -124,6 +116,5 @@ def build_jwt_auth(
 
 __all__ = [
     "build_jwt_auth",
-    "load_active_user",
     "requires_admin",
 ]

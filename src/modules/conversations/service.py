@@ -12,7 +12,7 @@ from advanced_alchemy.extensions.litestar.providers import create_service_provid
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from modules.conversations.models import Conversation, Message
 
@@ -84,6 +84,7 @@ class ConversationService(SQLAlchemyAsyncRepositoryService[Conversation, Convers
         system_prompt: str | None,
         profile: str | None = None,
     ) -> Conversation:
+        # Every column is set here or by a Python default: nothing to read back.
         return await self.create(
             Conversation(
                 owner_id=owner_id,
@@ -91,7 +92,8 @@ class ConversationService(SQLAlchemyAsyncRepositoryService[Conversation, Convers
                 model=model,
                 system_prompt=system_prompt,
                 profile=profile,
-            )
+            ),
+            auto_refresh=False,
         )
 
     async def rename(
@@ -109,10 +111,15 @@ class ConversationService(SQLAlchemyAsyncRepositoryService[Conversation, Convers
     async def append(self, conversation_id: uuid.UUID, new: Sequence[NewMessage]) -> None:
         """Store a turn's messages after the ones already there, in one block. The
         conversation's row is locked first (PostgreSQL; SQLite has one writer at a time), so
-        concurrent turns take their positions one after the other."""
+        concurrent turns take their positions one after the other. Three statements: this
+        runs after every turn."""
         session = self.repository.session
+        # Touching the conversation (so "newest first" means most recently used) also locks
+        # its row until the commit: one statement for both.
         await session.execute(
-            select(Conversation.id).where(Conversation.id == conversation_id).with_for_update()
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(updated_at=datetime.now(UTC))
         )
         last = await session.scalar(
             select(func.max(Message.position)).where(Message.conversation_id == conversation_id)
@@ -133,10 +140,6 @@ class ConversationService(SQLAlchemyAsyncRepositoryService[Conversation, Convers
                 for offset, message in enumerate(new)
             ]
         )
-        # Touch the conversation so "newest first" means most recently used.
-        conversation = await self.get(conversation_id)
-        conversation.updated_at = datetime.now(UTC)
-        await self.update(conversation)
 
 
 provide_conversation_service = create_service_provider(ConversationService)
