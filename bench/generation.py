@@ -346,7 +346,13 @@ async def stream_chat(target: OpenAITarget, job: Job, max_tokens: int, timeout: 
 
 
 async def http_scenario(
-    target: OpenAITarget, concurrency: int, rounds: int, max_tokens: int, timeout: float
+    target: OpenAITarget,
+    concurrency: int,
+    rounds: int,
+    max_tokens: int,
+    timeout: float,
+    *,
+    log_rounds: bool = True,
 ) -> ScenarioResult:
     """`rounds` rounds of `concurrency` simultaneous streamed requests."""
     samples: list[Sample] = []
@@ -358,8 +364,9 @@ async def http_scenario(
         )
         wall += time.perf_counter() - started
         samples.extend(results)
-        ttfts = sorted(sample.ttft for sample in results)
-        log(f"    round {len(samples) // concurrency}: TTFT " + " ".join(f"{t:.3f}" for t in ttfts))
+        if log_rounds:
+            ttfts = " ".join(f"{t:.3f}" for t in sorted(sample.ttft for sample in results))
+            log(f"    round {len(samples) // concurrency}: TTFT {ttfts}")
     return ScenarioResult(concurrency=concurrency, samples=tuple(samples), wall=wall)
 
 
@@ -374,7 +381,22 @@ async def http_scenarios(
             target, concurrency, args.rounds, args.max_tokens, args.timeout
         )
         log(f"  c={concurrency}: {results[concurrency].tokens_per_second:.1f} tok/s")
+    if args.burst:
+        burst = await http_scenario(
+            target,
+            BURST_CONCURRENCY,
+            max(1, args.burst // BURST_CONCURRENCY),
+            1,
+            args.timeout,
+            log_rounds=False,
+        )
+        results[BURST] = burst
+        log(f"  burst: {requests_per_second(burst):.1f} requests/s")
     return results
+
+
+def requests_per_second(result: ScenarioResult) -> float:
+    return len(result.samples) / result.wall if result.wall > 0 else 0.0
 
 
 async def first_model(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
@@ -702,6 +724,9 @@ def fmt_ratio(value: float | None) -> str:
 
 
 SYSTEMS = ("ours", "llama-server", "in-process", "llama_cpp.server")
+# The request-overhead scenario: one-token completions, this many at a time; stored under
+# this key beside the concurrency levels.
+BURST, BURST_CONCURRENCY = -1, 8
 
 
 def targets_for(
@@ -756,6 +781,29 @@ def token_lines(levels: Sequence[int], systems: dict[str, dict[int, ScenarioResu
                     f"- {name} c={c}: {len(r.samples)} requests, {r.tokens} completion tokens "
                     f"({sum(s.chunks for s in r.samples)} content chunks) in {r.wall:.1f} s"
                 )
+    return lines
+
+
+def burst_lines(
+    args: argparse.Namespace, results: dict[str, dict[int, ScenarioResult]]
+) -> list[str]:
+    if not args.burst:
+        return []
+    ours = results.get("ours", {}).get(BURST)
+    baseline = results.get("llama-server", {}).get(BURST)
+    lines = [
+        f"Request overhead: {args.burst} chat completions of one token, "
+        f"{BURST_CONCURRENCY} at a time (the prompts repeat, so prompt caches answer them):"
+    ]
+    for name, result in (("ours", ours), ("llama-server", baseline)):
+        if result is not None:
+            lines.append(
+                f"- {name}: {requests_per_second(result):.1f} requests/s, "
+                f"TTFT p50 {result.ttft(0.5):.3f} s"
+            )
+    if ours is not None and baseline is not None and requests_per_second(baseline) > 0:
+        share = requests_per_second(ours) / requests_per_second(baseline)
+        lines.append(f"- ours / llama-server: {share:.2f}x")
     return lines
 
 
@@ -822,6 +870,8 @@ def report(
         "",
         *token_lines(args.concurrency, results),
         "",
+        *burst_lines(args, results),
+        "",
         *conversation_lines(ttfts),
         "",
         *(f"ERROR {error}" for error in errors),
@@ -841,6 +891,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--concurrency", type=int, nargs="+", default=[1, 4, 8], help="concurrency levels"
     )
     parser.add_argument("--turns", type=int, default=10, help="conversation turns (0: skip)")
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=160,
+        help="one-token completions for the request-overhead scenario, 8 at a time (0: skip)",
+    )
     parser.add_argument(
         "--parallel",
         type=int,
@@ -872,6 +928,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.max_tokens, args.concurrency, args.turns = 1, 16, [1, 2], 3
+        args.burst = min(args.burst, 16)
     return args
 
 
