@@ -191,6 +191,9 @@ async function startApp(session) {
 
 function showView(id) {
   for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== id;
+  // The conversation drawer (phones) belongs to the chat view.
+  toggleSidebar(false);
+  $("sidebar-toggle").hidden = id !== "chat-view";
   for (const tab of document.querySelectorAll(".tab")) {
     if (tab.dataset.view === id) tab.setAttribute("aria-current", "page");
     else tab.removeAttribute("aria-current");
