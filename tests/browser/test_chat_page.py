@@ -182,10 +182,26 @@ def test_admin_controls_only_for_admins(page: Page, site: FakeApi) -> None:
     with httpx.Client(base_url=site.base_url) as client:
         login = client.post("/auth/login", json={"email": other["email"], "password": PASSWORD})
     assert login.status_code == 403  # deactivated
+    role = users.get_by_label(f"Role of {other['email']}")
+    role.select_option("admin")
+    expect(page.get_by_role("alert").filter(has_text=f"{other['email']} updated")).to_be_visible()
+    expect(users.get_by_label(f"Role of {other['email']}")).to_have_value("admin")
+
     models = page.get_by_role("table", name="Models")
-    expect(models.get_by_role("button", name=re.compile(r"^(Unload|Load) "))).to_have_count(
-        len(site.registry.aliases)
-    )
+    alias = site.registry.default_alias
+    row = models.get_by_role("row").filter(has_text=alias)
+    row.get_by_role("button", name=f"Unload {alias}").click()
+    expect(row).to_contain_text("unloaded")
+    row.get_by_role("button", name=f"Load {alias}").click()
+    expect(row.get_by_role("button", name=f"Unload {alias}")).to_be_visible()
+    expect(row).not_to_contain_text("unloaded")
+    # Loaded again: the model answers.
+    page.get_by_role("button", name="Chat").click()
+    composer(page).fill("still there?")
+    composer(page).press("Enter")
+    expect(messages(page)).to_have_count(2)
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+    expect(page.get_by_role("alert").filter(has_text=re.compile(r"\w"))).to_have_count(0)
 
 
 def test_model_output_is_shown_as_text_never_as_html(page: Page, backend: FakeBackend) -> None:
