@@ -175,3 +175,38 @@ def test_concurrent_turns_on_one_conversation_stay_consistent(
     # No interleaving: every question is followed by its own answer.
     assert [row.role for row in rows] == ["user", "assistant"] * 7
     assert sorted(row.content for row in rows[2::2]) == [f"Turn {i}." for i in range(6)]
+
+
+def test_a_conversation_deleted_during_its_turn_stays_deleted_and_the_answer_ends(
+    api: FakeApi, user_token: str
+) -> None:
+    conversation_id = turn(api, user_token, "Start.", use_cache=False)["conversation_id"]
+    api.backend.token_delay = 0.05
+    try:
+        body = {
+            "prompt": "A slow answer, please.",
+            "conversation_id": conversation_id,
+            "stream": True,
+            "use_cache": False,
+        }
+        with (
+            api.client(user_token) as client,
+            client.stream("POST", "/llm/generate", json=body) as response,
+        ):
+            lines = response.iter_lines()
+            assert any(line.startswith("event: token") for line in lines)
+            with api.client(user_token) as other:
+                assert other.delete(f"/conversations/{conversation_id}").status_code == 204
+            rest = list(lines)
+    finally:
+        api.backend.token_delay = 0.001
+    assert "event: done" in rest
+    assert not any(line.startswith("event: error") for line in rest)
+    with api.client(user_token) as client:
+        assert client.get(f"/conversations/{conversation_id}").status_code == 404
+    stored = api.sql(
+        select(func.count())
+        .select_from(Message)
+        .where(Message.conversation_id == uuid.UUID(conversation_id))
+    )
+    assert stored[0][0] == 0

@@ -26,15 +26,19 @@ def generate(api: Api, token: str, **body: Any) -> dict[str, Any]:
     return result
 
 
-def test_repeated_request_is_a_fast_cache_hit(api: Api, user_token: str) -> None:
+def test_repeated_request_is_a_cache_hit_that_skips_the_model(
+    api: FakeApi, user_token: str
+) -> None:
     body = {"prompt": f"List three colors. ({uuid.uuid4().hex[:6]})", "settings": GREEDY}
     miss = generate(api, user_token, **body)
+    generations = len(api.backend.prompts)
     hit = generate(api, user_token, **body)
     assert miss["cache_hit"] is False
     assert hit["cache_hit"] is True
     assert hit["response"] == miss["response"]
     assert hit["usage"]["completion_tokens"] == miss["usage"]["completion_tokens"]
-    assert hit["generation_time"] < miss["generation_time"]
+    # Not timed (a loaded machine makes any time flaky): the model was simply not asked.
+    assert len(api.backend.prompts) == generations
     # The hit is still a stored turn of its own conversation.
     with api.client(user_token) as client:
         detail = client.get(f"/conversations/{hit['conversation_id']}").json()

@@ -7,12 +7,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 
 from modules.conversations.models import Conversation, Message
 
@@ -116,11 +117,16 @@ class ConversationService(SQLAlchemyAsyncRepositoryService[Conversation, Convers
         session = self.repository.session
         # Touching the conversation (so "newest first" means most recently used) also locks
         # its row until the commit: one statement for both.
-        await session.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(updated_at=datetime.now(UTC))
+        touched = cast(
+            "CursorResult[Any]",
+            await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id)
+                .values(updated_at=datetime.now(UTC))
+            ),
         )
+        if touched.rowcount == 0:  # deleted while the turn ran
+            raise ConversationNotFoundError(conversation_id)
         last = await session.scalar(
             select(func.max(Message.position)).where(Message.conversation_id == conversation_id)
         )

@@ -22,7 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from modules.cache import CachedAnswer, ResponseCache
 from modules.config import Settings
-from modules.conversations import Conversation, ConversationService, NewMessage, title_from
+from modules.conversations import (
+    Conversation,
+    ConversationNotFoundError,
+    ConversationService,
+    NewMessage,
+    title_from,
+)
 from modules.llm.inference import (
     Backend,
     BackendUnavailableError,
@@ -310,6 +316,10 @@ class TurnService:
                     async with self.sessions() as session:
                         await ConversationService(session=session).append(conversation_id, new)
                         await session.commit()
+                    return
+                except ConversationNotFoundError:
+                    # Deleted while its turn ran: the deletion wins, the answer still ends.
+                    self.log["stored"] = False
                     return
                 except (IntegrityError, DuplicateKeyError):
                     if attempt == STORE_ATTEMPTS - 1:
