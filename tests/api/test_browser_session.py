@@ -139,3 +139,32 @@ def test_the_page_is_public_and_locked_down_by_its_headers(api: Api) -> None:
     assert "javascript" in script.headers["content-type"]
     assert "innerHTML" not in script.text
     assert "eval(" not in script.text
+
+
+def test_hostile_session_requests_get_clear_4xx_answers(api: Api) -> None:
+    bodies: list[bytes] = [
+        b"[]",
+        b'"text"',
+        b"null",
+        b'{"email": 5, "password": []}',
+        b'{"email": "a@example.com"}',
+        b'{"email": "a@example.com", "password": "x", "extra": 1}',
+        b'{"email": "a\\u0000@example.com", "password": "correct-horse-42"}',
+        b'{"email": "a@example.com", "password": "\\ud800\\ud800-correct-horse"}',
+        b'{"email": "a@example.com", "password": "' + b"p" * 5000 + b'"}',
+        b"\xff\xfe{",
+    ]
+    with api.client() as client:
+        for body in bodies:
+            response = client.post(
+                "/auth/session", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert 400 <= response.status_code < 500, (body[:60], response.text)
+            assert response.json()["detail"], body[:60]
+            assert "llm_session" not in response.headers.get("set-cookie", "")
+        # A forged, expired or truncated cookie is a 401, never a 500.
+        for cookie in ("x", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", "llm" * 3000):
+            client.cookies.set("llm_session", cookie)
+            assert client.get("/auth/session").status_code == 401, cookie[:20]
+            assert client.post("/llm/generate", json={"prompt": "hi"}).status_code == 401
+        client.cookies.clear()
