@@ -135,8 +135,12 @@ def test_the_page_is_public_and_locked_down_by_its_headers(api: Api) -> None:
     assert "frame-ancestors 'none'" in policy
     assert page.headers["x-content-type-options"] == "nosniff"
     assert "<script>" not in page.text  # no inline script: only <script src=...>
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert script.status_code == 200
     assert "javascript" in script.headers["content-type"]
+    # The page's files carry the same policy (the static router needs its own hook).
+    assert script.headers["content-security-policy"] == policy
+    assert script.headers["x-content-type-options"] == "nosniff"
     assert "innerHTML" not in script.text
     assert "eval(" not in script.text
 

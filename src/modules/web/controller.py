@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from litestar import Controller, Router, get
-from litestar.datastructures import ResponseHeader
+from litestar import Controller, MediaType, Response, Router, get
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 
@@ -25,12 +25,18 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     )
 )
-SECURITY_HEADERS = [
-    ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY),
-    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-    ResponseHeader(name="Referrer-Policy", value="no-referrer"),
-    ResponseHeader(name="X-Frame-Options", value="DENY"),
-]
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+async def _with_security_headers(response: Response[Any]) -> Response[Any]:
+    # An after_request hook: the static files router ignores its parents' response_headers.
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 class ChatPageController(Controller):
@@ -43,7 +49,7 @@ class ChatPageController(Controller):
         return File(
             STATIC / "index.html",
             content_disposition_type="inline",
-            media_type="text/html; charset=utf-8",
+            media_type=MediaType.HTML,  # Litestar adds the charset
         )
 
 
@@ -53,9 +59,10 @@ def create_router() -> Router:
         directories=[STATIC],
         include_in_schema=False,
         opt={"exclude_from_auth": True},
+        after_request=_with_security_headers,
     )
     return Router(
         path="/",
         route_handlers=[ChatPageController, assets],
-        response_headers=SECURITY_HEADERS,
+        after_request=_with_security_headers,
     )
