@@ -125,6 +125,9 @@ def test_the_page_is_public_and_locked_down_by_its_headers(api: Api) -> None:
     with api.client() as client:
         page = client.get("/")
         script = client.get("/static/app.js")
+        head = client.head("/")
+    assert head.status_code == 200
+    assert head.content == b""
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     policy = page.headers["content-security-policy"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from litestar import Controller, MediaType, Response, Router, get
+from litestar import Controller, HttpMethod, MediaType, Response, Router, route
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 
@@ -43,7 +43,7 @@ class ChatPageController(Controller):
     path = "/"
     include_in_schema = False
 
-    @get("/", exclude_from_auth=True, cache=False)
+    @route("/", http_method=[HttpMethod.GET, HttpMethod.HEAD], exclude_from_auth=True)
     async def page(self) -> File:
         """The chat page; it finds out who is logged in from GET /auth/session."""
         return File(
