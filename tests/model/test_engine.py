@@ -5,6 +5,7 @@ the subject."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ import httpx
 
 from app import create_app
 from app.migrations import upgrade_to_head
-from modules.llm.inference import ChatMessage, Failed, Finished, SamplingParams
+from modules.llm.inference import ChatMessage, Failed, Finished, SamplingParams, TokenDelta
 from tests.model.conftest import ModelApi
 from tests.support import RunningServer, make_settings
 
@@ -274,3 +275,43 @@ def test_one_owner_with_more_conversations_than_slots_keeps_each_cache(
     assert engine.stats.state_restores > restores
     # The whole first turn came from the saved cache, not only the template's start.
     assert again["usage"]["cached_tokens"] >= firsts[0]["usage"]["prompt_tokens"]
+
+
+def test_an_idle_engine_starts_a_burst_in_one_step(api: ModelApi) -> None:
+    """The second request of a burst arrives 10 ms after the first; the engine, idle, waits
+    for it (LLM_BURST_WAIT_MS, widened here to 0.5 s; 30 ms in all at most), so both start
+    in the same step: their first tokens come in one hand-off to the event loop. Without
+    the wait, the first request's prompt step would start alone, at once."""
+    engine = api.backend.engine
+    saved = engine.gather_seconds
+    engine.gather_seconds = 0.5  # generous: the test is about batching, not timing
+
+    async def first_token_at(handle: Any, loop: asyncio.AbstractEventLoop) -> float:
+        first = math.inf
+        async for event in handle.events():
+            if isinstance(event, TokenDelta) and first == math.inf:
+                first = loop.time()
+            if isinstance(event, Finished | Failed):
+                break
+        return first
+
+    async def burst() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        params = SamplingParams(temperature=0, max_tokens=4)
+        backend = api.backend
+        sea = await backend.chat_prompt([ChatMessage("user", "Tell me about the sea.")])
+        sky = await backend.chat_prompt([ChatMessage("user", "Tell me about the sky.")])
+        prompt_a, prompt_b = list(sea.tokens), list(sky.tokens)
+        a = engine.submit(prompt_a, params, owner="burst-a", timeout=60)
+        waiting_a = asyncio.create_task(first_token_at(a, loop))
+        await asyncio.sleep(0.01)
+        b = engine.submit(prompt_b, params, owner="burst-b", timeout=60)
+        waiting_b = asyncio.create_task(first_token_at(b, loop))
+        return await waiting_a, await waiting_b
+
+    try:
+        first_a, first_b = asyncio.run(burst())
+    finally:
+        engine.gather_seconds = saved
+    assert math.isfinite(first_a)
+    assert abs(first_a - first_b) < 0.005

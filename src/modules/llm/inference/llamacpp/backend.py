@@ -29,6 +29,7 @@ class LocalOptions:
     queue_size: int
     prefill_chunk: int
     state_cache_bytes: int
+    burst_wait_seconds: float = 0.0
     # Prompts that start with this system turn share its cached state across users.
     default_system_prompt: str = ""
 
@@ -67,6 +68,7 @@ class LlamaCppBackend:
             queue_size=options.queue_size,
             prefill_chunk=options.prefill_chunk,
             state_cache_bytes=options.state_cache_bytes,
+            gather_seconds=options.burst_wait_seconds,
         )
         engine.start()
         return cls(model, engine, options.default_system_prompt)

@@ -49,6 +49,8 @@ _WAKE = object()
 # A slot about to be reused keeps (saves) what it held beyond the new prompt's common
 # prefix when that is at least this many tokens: another conversation's cache.
 KEEP_TAIL_TOKENS = 16
+# The longest an idle engine waits for the rest of a burst (see _gather_burst).
+GATHER_LIMIT_SECONDS = 0.03
 
 
 class LLMEngine:
@@ -61,11 +63,15 @@ class LLMEngine:
         queue_size: int,
         prefill_chunk: int = 256,
         state_cache_bytes: int = 256 * 1024 * 1024,
+        gather_seconds: float = 0.0,
     ) -> None:
+        """`gather_seconds`: how long an idle engine waits for more of a burst before its
+        first step (see `_gather_burst`); 0 starts at once."""
         self.model = model
         self.queue_size = queue_size
         self.parallel = model.n_seq
         self.prefill_chunk = max(1, min(prefill_chunk, model.options.n_batch - self.parallel))
+        self.gather_seconds = gather_seconds
         self._queue: queue.Queue[GenerationJob | object] = queue.Queue()
         self._waiting: deque[GenerationJob] = deque()
         self._waiting_lock = threading.Lock()
@@ -189,7 +195,9 @@ class LLMEngine:
     def _work(self) -> None:
         while self._running:
             try:
-                self._admit()
+                idle = not any(slot.active for slot in self._slots)
+                if self._admit() and idle and self.gather_seconds > 0:
+                    self._gather_burst()
                 if not any(slot.active for slot in self._slots):
                     self._outbox.flush()
                     self._queue.get()  # sleep until something is submitted
@@ -213,16 +221,36 @@ class LLMEngine:
         with self._waiting_lock:
             self._admitting -= 1
 
-    def _admit(self) -> None:
-        """Move waiting jobs, in order, into free slots."""
+    def _admit(self) -> int:
+        """Move waiting jobs, in order, into free slots; how many were taken."""
+        taken = 0
         while any(slot.active is None for slot in self._slots):
             job = self._next_waiting()
             if job is None:
-                return
+                break
             try:
                 self._admit_one(job)
+                taken += 1
             finally:
                 self._admitted()
+        return taken
+
+    def _gather_burst(self) -> None:
+        """An idle engine that has just taken work waits a moment for more: requests of a
+        burst reach it a few ms apart (each needs the event loop first), and the first
+        step would otherwise start alone and make the rest wait for it. Each arrival
+        extends the wait by `gather_seconds`, up to `GATHER_LIMIT_SECONDS` in all, until
+        the slots are full. A lone request pays `gather_seconds` once."""
+        deadline = time.monotonic() + GATHER_LIMIT_SECONDS
+        while self._running and any(slot.active is None for slot in self._slots):
+            wait = min(self.gather_seconds, deadline - time.monotonic())
+            if wait <= 0:
+                return
+            try:
+                self._queue.get(timeout=wait)  # every submit wakes the engine
+            except queue.Empty:
+                return  # quiet: the burst is in
+            self._admit()
 
     def _admit_one(self, job: GenerationJob) -> None:
         if job.cancelled.is_set():
