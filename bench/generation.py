@@ -48,8 +48,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,22 @@ def rounds_of_jobs(concurrency: int, rounds: int) -> list[list[Job]]:
 
 
 @dataclass(frozen=True)
+class EngineSteps:
+    """Our engine's counters (/metrics) over a scenario: its own overhead per step."""
+
+    steps: float
+    decode_seconds: float
+    between_seconds: float
+
+    def minus(self, before: EngineSteps) -> EngineSteps:
+        return EngineSteps(
+            self.steps - before.steps,
+            self.decode_seconds - before.decode_seconds,
+            self.between_seconds - before.between_seconds,
+        )
+
+
+@dataclass(frozen=True)
 class Sample:
     """One request's outcome: TTFT in seconds and completion tokens received."""
 
@@ -160,6 +176,7 @@ class ScenarioResult:
     concurrency: int
     samples: tuple[Sample, ...]
     wall: float
+    engine: EngineSteps | None = None  # ours only, from its /metrics
 
     @property
     def tokens(self) -> int:
@@ -371,15 +388,21 @@ async def http_scenario(
 
 
 async def http_scenarios(
-    target: OpenAITarget, args: argparse.Namespace
+    target: OpenAITarget,
+    args: argparse.Namespace,
+    engine_probe: Callable[[], Awaitable[EngineSteps]] | None = None,
 ) -> dict[int, ScenarioResult]:
     """A short unmeasured warm-up, then every concurrency level."""
     await stream_chat(target, Job("Write a long story about a warm-up.", 1), 8, args.timeout)
     results = {}
     for concurrency in args.concurrency:
-        results[concurrency] = await http_scenario(
+        before = await engine_probe() if engine_probe else None
+        result = await http_scenario(
             target, concurrency, args.rounds, args.max_tokens, args.timeout
         )
+        if engine_probe and before:
+            result = replace(result, engine=(await engine_probe()).minus(before))
+        results[concurrency] = result
         log(f"  c={concurrency}: {results[concurrency].tokens_per_second:.1f} tok/s")
     if args.burst:
         burst = await http_scenario(
@@ -412,6 +435,24 @@ def median_runs(runs: Sequence[dict[int, ScenarioResult]]) -> dict[int, Scenario
 
 def requests_per_second(result: ScenarioResult) -> float:
     return len(result.samples) / result.wall if result.wall > 0 else 0.0
+
+
+async def engine_steps(client: httpx.AsyncClient) -> EngineSteps:
+    """Our engine's step counters, summed over models, from /metrics."""
+    text = (await client.get("/metrics")).text
+    totals = dict.fromkeys(ENGINE_METRICS, 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return EngineSteps(*(totals[name] for name in ENGINE_METRICS))
+
+
+ENGINE_METRICS = (
+    "llm_engine_steps_total",
+    "llm_engine_decode_seconds_total",
+    "llm_engine_between_decodes_seconds_total",
+)
 
 
 async def first_model(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
@@ -518,7 +559,7 @@ async def bench_ours(
             await wait_ready(client, "/health", proc, log_path, args.startup_timeout)
             headers = await login(client)
             target = OpenAITarget(client, await first_model(client, headers), headers, True)
-            scenarios = await http_scenarios(target, args)
+            scenarios = await http_scenarios(target, args, lambda: engine_steps(client))
             turns = (
                 await conversation(client, headers, args.turns, args.timeout) if args.turns else []
             )
@@ -799,6 +840,23 @@ def token_lines(levels: Sequence[int], systems: dict[str, dict[int, ScenarioResu
     return lines
 
 
+def engine_lines(levels: Sequence[int], ours: dict[int, ScenarioResult]) -> list[str]:
+    """Our engine per step: time in llama_decode, and its own time between decodes."""
+    lines = []
+    for c in levels:
+        engine = ours[c].engine if c in ours else None
+        if engine is None or engine.steps <= 0:
+            continue
+        decode = engine.decode_seconds / engine.steps * 1000
+        between = engine.between_seconds / engine.steps * 1000
+        lines.append(
+            f"- our engine at c={c}: {engine.steps:.0f} steps, per step {decode:.2f} ms in "
+            f"llama_decode and {between:.2f} ms between decodes "
+            f"({between / (decode + between):.1%} of its working time)"
+        )
+    return lines
+
+
 def burst_lines(
     args: argparse.Namespace, results: dict[str, dict[int, ScenarioResult]]
 ) -> list[str]:
@@ -892,6 +950,7 @@ def report(
         *table(args.concurrency, results),
         "",
         *token_lines(args.concurrency, results),
+        *engine_lines(args.concurrency, results.get("ours", {})),
         "",
         *burst_lines(args, results),
         "",

@@ -315,3 +315,24 @@ def test_an_idle_engine_starts_a_burst_in_one_step(api: ModelApi) -> None:
         engine.gather_seconds = saved
     assert math.isfinite(first_a)
     assert abs(first_a - first_b) < 0.005
+
+
+def test_metrics_report_the_engines_steps_and_its_time_between_decodes(
+    api: ModelApi, user_token: str
+) -> None:
+    generate(api, user_token, prompt="Count to five.", settings=GREEDY)
+    with api.client() as client:
+        text = client.get("/metrics").text
+    values = {
+        line.split("{", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("llm_engine_")
+    }
+    assert values["llm_engine_steps_total"] > 0
+    assert values["llm_engine_decode_seconds_total"] > 0
+    # The engine's own work between decodes is a small share of its time.
+    assert values["llm_engine_between_decodes_seconds_total"] > 0
+    assert (
+        values["llm_engine_between_decodes_seconds_total"]
+        < values["llm_engine_decode_seconds_total"]
+    )

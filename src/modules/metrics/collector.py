@@ -65,6 +65,17 @@ class AppCollector(Collector):
             "llm_busy_slots", "Sequence slots generating now", labels=["model"]
         )
         slots = GaugeMetricFamily("llm_slots", "Sequence slots", labels=["model"])
+        steps = CounterMetricFamily(
+            "llm_engine_steps", "Batches the engine decoded (local models)", labels=["model"]
+        )
+        decoding = CounterMetricFamily(
+            "llm_engine_decode_seconds", "Time in llama.cpp's decode", labels=["model"]
+        )
+        between = CounterMetricFamily(
+            "llm_engine_between_decodes_seconds",
+            "Time between two decodes while working: sampling, hand-off, batch building",
+            labels=["model"],
+        )
         ttft = HistogramMetricFamily(
             "llm_time_to_first_token_seconds", "Submit to first generated token", labels=["model"]
         )
@@ -114,7 +125,12 @@ class AppCollector(Collector):
             slots.add_metric([entry.alias], load.slots)
             _histogram(ttft, entry.alias, stats.time_to_first_token)
             _histogram(rate, entry.alias, stats.tokens_per_second)
+            if stats.steps:
+                steps.add_metric([entry.alias], stats.steps)
+                decoding.add_metric([entry.alias], stats.decode_seconds)
+                between.add_metric([entry.alias], stats.between_decodes_seconds)
         yield from (loaded, prompt, cached, completion, outcomes, queue, busy, slots, ttft, rate)
+        yield from (steps, decoding, between)
         yield from (node_turns, node_up, node_busy, node_latency)
         fallbacks = CounterMetricFamily(
             "llm_fallbacks",

@@ -39,6 +39,11 @@ class GenerationStats:
     shared_prefix_tokens: int = 0
     state_saves: int = 0
     state_restores: int = 0
+    # The engine's steps: time in llama_decode, and the time between two decodes while
+    # working (sampling, streaming hand-off, batch building: the engine's own overhead).
+    steps: int = 0
+    decode_seconds: float = 0.0
+    between_decodes_seconds: float = 0.0
     request_seconds: float = 0.0  # submit to finish, summed over finished requests
     time_to_first_token: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
     tokens_per_second: Histogram = field(default_factory=lambda: Histogram(RATE_BUCKETS))

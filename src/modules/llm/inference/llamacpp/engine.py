@@ -87,6 +87,7 @@ class LLMEngine:
         self._stop_lock = threading.Lock()
         self._recent_durations: deque[float] = deque(maxlen=20)
         self._outbox = Outbox()
+        self._decoded_at: float | None = None  # when the last decode returned, while working
         self.stats = GenerationStats()
 
     # Life cycle ---------------------------------------------------------------------------
@@ -200,6 +201,7 @@ class LLMEngine:
                     self._gather_burst()
                 if not any(slot.active for slot in self._slots):
                     self._outbox.flush()
+                    self._decoded_at = None  # idle time is not overhead
                     self._queue.get()  # sleep until something is submitted
                     continue
                 self._step()  # hands what the last step produced to the loop (see there)
@@ -451,7 +453,13 @@ class LLMEngine:
         if count == 0:
             return
         batch.n_tokens = count
+        started = time.perf_counter()
+        if self._decoded_at is not None:
+            self.stats.between_decodes_seconds += started - self._decoded_at
         status = llama_cpp.llama_decode(self.model.context.ctx, batch)
+        self._decoded_at = time.perf_counter()
+        self.stats.steps += 1
+        self.stats.decode_seconds += self._decoded_at - started
         if status != 0:
             raise DecodeError(f"llama_decode returned {status}")
         for slot in self._slots:
