@@ -353,27 +353,28 @@ class LLMEngine:
         tokens = tuple(slot.tokens)
         if self._public is not None and self._public[0] == tokens:
             return
-        size = llama_cpp.llama_state_seq_get_size(self.model.context.ctx, slot.seq_id)
+        state = self._sequence_state(slot)
+        if state:
+            self._public = (tokens, state)
+
+    def _sequence_state(self, slot: Slot, limit: int | None = None) -> bytes | None:
+        """A copy of the slot's KV cache state; None when empty or over `limit` bytes."""
+        context = self.model.context.ctx
+        size = llama_cpp.llama_state_seq_get_size(context, slot.seq_id)
+        if size <= 0 or (limit is not None and size > limit):
+            return None
         buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(
-            self.model.context.ctx, buffer, size, slot.seq_id
-        )
-        if written:
-            self._public = (tokens, bytes(buffer)[:written])
+        written = llama_cpp.llama_state_seq_get_data(context, buffer, size, slot.seq_id)
+        return bytes(buffer)[:written] if written else None
 
     def _save(self, slot: Slot) -> None:
         """Copy the slot's cache into the saved-state store (the slot keeps it too)."""
         if not slot.tokens or slot.owner is None:
             return
-        size = llama_cpp.llama_state_seq_get_size(self.model.context.ctx, slot.seq_id)
-        if 0 < size <= self._saved.budget:
-            buffer = (ctypes.c_uint8 * size)()
-            written = llama_cpp.llama_state_seq_get_data(
-                self.model.context.ctx, buffer, size, slot.seq_id
-            )
-            if written:
-                self._saved.put(slot.owner, slot.tokens, bytes(buffer)[:written])
-                self.stats.state_saves += 1
+        state = self._sequence_state(slot, limit=self._saved.budget)
+        if state:
+            self._saved.put(slot.owner, slot.tokens, state)
+            self.stats.state_saves += 1
 
     def _evict(self, slot: Slot) -> None:
         """Free a slot for someone else, keeping its cache in the saved-state store."""
