@@ -184,11 +184,10 @@ class SessionController(Controller):
         family = login_family(request.auth)
         if family is None:
             raise ClientException("an API key has no session; log in with your password")
-        expires = datetime.fromtimestamp(request.auth.exp.timestamp(), UTC)
         return SessionRead(
             user=UserRead.from_model(request.user),
             csrf_token=csrf_token(token_codec.secret, family),
-            expires_at=expires,
+            expires_at=request.auth.exp,  # Litestar's Token keeps it in UTC
         )
 
     @delete("/", status_code=HTTP_204_NO_CONTENT)

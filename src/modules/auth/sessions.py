@@ -44,12 +44,4 @@ def session_cookie(token: str, *, max_age: int, secure: bool) -> Cookie:
 
 
 def cleared_session_cookie(*, secure: bool) -> Cookie:
-    return Cookie(
-        key=SESSION_COOKIE,
-        value="",
-        max_age=0,
-        path="/",
-        httponly=True,
-        samesite="strict",
-        secure=secure,
-    )
+    return session_cookie("", max_age=0, secure=secure)

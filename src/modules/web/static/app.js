@@ -140,10 +140,12 @@ function credentials() {
   return { email, password };
 }
 
-async function logIn(event) {
-  event.preventDefault();
+// Log in (after registering first, when asked): the session cookie, then the app.
+async function openSession(registerFirst) {
   try {
-    const session = await api("/auth/session", { method: "POST", body: credentials() });
+    const body = credentials();
+    if (registerFirst) await api("/auth/register", { method: "POST", body });
+    const session = await api("/auth/session", { method: "POST", body });
     $("password").value = "";
     await startApp(session);
   } catch (error) {
@@ -151,16 +153,13 @@ async function logIn(event) {
   }
 }
 
-async function register() {
-  try {
-    const body = credentials();
-    await api("/auth/register", { method: "POST", body });
-    const session = await api("/auth/session", { method: "POST", body });
-    $("password").value = "";
-    await startApp(session);
-  } catch (error) {
-    say("auth-message", error.message);
-  }
+function logIn(event) {
+  event.preventDefault();
+  openSession(false);
+}
+
+function register() {
+  openSession(true);
 }
 
 async function logOut() {
