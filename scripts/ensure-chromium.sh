@@ -10,19 +10,5 @@ found() {
 if found; then
     exit 0
 fi
-if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "error: chromium is not installed; install Debian's chromium package" \
-        "(apt-get install chromium) or run the tests as root so that this script installs it." >&2
-    exit 1
-fi
-echo "chromium is missing; installing Debian's package (a few minutes)" >&2
-log=/tmp/llm-service-chromium-install.log
-export DEBIAN_FRONTEND=noninteractive
-if ! apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >"$log" 2>&1; then
-    apt-get update -q >>"$log" 2>&1 || true
-    apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >>"$log" 2>&1 || {
-        echo "error: could not install chromium (log: $log)" >&2
-        exit 1
-    }
-fi
+"$(dirname "$0")/apt-install.sh" /tmp/llm-service-chromium-install.log chromium fonts-dejavu-core
 found || { echo "error: chromium installed but not found on PATH or in /usr/bin" >&2; exit 1; }

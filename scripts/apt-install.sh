@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# apt-install.sh LOG PACKAGE...: install Debian packages for the tests (as root), updating
+# the package lists once if the first try fails; says where the log is when it cannot.
+set -euo pipefail
+log=$1
+shift
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: $* missing; install Debian's package (apt-get install $*)" \
+        "or run the tests as root so that this script installs it." >&2
+    exit 1
+fi
+echo "$* missing; installing Debian's package" >&2
+export DEBIAN_FRONTEND=noninteractive
+if ! apt-get install -y -q --no-install-recommends "$@" >"$log" 2>&1; then
+    apt-get update -q >>"$log" 2>&1 || true
+    apt-get install -y -q --no-install-recommends "$@" >>"$log" 2>&1 || {
+        echo "error: could not install $* (log: $log)" >&2
+        exit 1
+    }
+fi
