@@ -51,6 +51,13 @@ _WAKE = object()
 KEEP_TAIL_TOKENS = 16
 # The longest an idle engine waits for the rest of a burst (see _gather_burst).
 GATHER_LIMIT_SECONDS = 0.03
+# A step that has completed a prompt reads no further prompt once it holds this many prompt
+# tokens (see _step): short prompts (a conversation's next turn) still share a step.
+PREFILL_GROUP_TOKENS = 16
+
+
+def _arrival(slot: Slot) -> float:
+    return slot.active.job.submitted_at if slot.active is not None else math.inf
 
 
 class LLMEngine:
@@ -64,6 +71,7 @@ class LLMEngine:
         prefill_chunk: int = 256,
         state_cache_bytes: int = 256 * 1024 * 1024,
         gather_seconds: float = 0.0,
+        prefill_group_tokens: int = PREFILL_GROUP_TOKENS,
     ) -> None:
         """`gather_seconds`: how long an idle engine waits for more of a burst before its
         first step (see `_gather_burst`); 0 starts at once."""
@@ -72,6 +80,7 @@ class LLMEngine:
         self.parallel = model.n_seq
         self.prefill_chunk = max(1, min(prefill_chunk, model.options.n_batch - self.parallel))
         self.gather_seconds = gather_seconds
+        self.prefill_group_tokens = prefill_group_tokens
         self._queue: queue.Queue[GenerationJob | object] = queue.Queue()
         self._waiting: deque[GenerationJob] = deque()
         self._waiting_lock = threading.Lock()
@@ -425,11 +434,18 @@ class LLMEngine:
                 slot.tokens.append(active.last_token)
                 active.last_token = None
                 active.batch_index = count - 1
+        # Prompts are read in arrival order, and once a step has completed a prompt and holds
+        # `prefill_group_tokens` prompt tokens, the next prompts wait for the next step. Reading
+        # is compute-bound: eight prompts read together all get their first token when the
+        # last is read; read in turn, the first gets it after an eighth of that time and the
+        # median after half, for the same work.
         budget = self.prefill_chunk
-        for slot in self._slots:
+        for slot in sorted(self._slots, key=_arrival):
             active = slot.active
-            if active is None or not active.pending or budget <= 0:
+            if active is None or not active.pending:
                 continue
+            if budget <= 0:
+                break
             take = budget
             boundary = active.job.shared_prefix - len(slot.tokens)
             if boundary > 0 and (
@@ -445,6 +461,8 @@ class LLMEngine:
                 slot.tokens.append(token)
             if not active.pending:
                 active.batch_index = count - 1
+                if self.prefill_chunk - budget >= self.prefill_group_tokens:
+                    break
         # What the last step produced goes to the event loop now, just before the decode
         # lets go of the GIL: the loop's work on it (SSE, storage) runs beside the decode.
         # Handed off earlier, the woken loop took the GIL at the engine's next release
