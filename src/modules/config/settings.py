@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     llm_parallel: int = Field(4, ge=1, le=64)
     llm_prefill_chunk: int = Field(256, ge=16)
     llm_burst_wait_ms: float = Field(4.0, ge=0, le=100)
+    llm_stream_interval_ms: float = Field(15.0, ge=0, le=1000)
     llm_state_cache_mb: int = Field(256, ge=0)
     llm_queue_size: int = Field(16, ge=1, le=10000)
     llm_request_timeout_seconds: float = Field(120.0, gt=0)

@@ -47,6 +47,7 @@ def local_backend_factory(settings: Settings) -> BackendFactory:
         queue_size=settings.llm_queue_size,
         prefill_chunk=settings.llm_prefill_chunk,
         burst_wait_seconds=settings.llm_burst_wait_ms / 1000,
+        stream_interval_seconds=settings.llm_stream_interval_ms / 1000,
         state_cache_bytes=settings.llm_state_cache_mb * 1024 * 1024,
         default_system_prompt=settings.llm_default_system_prompt,
     )

@@ -30,6 +30,7 @@ class LocalOptions:
     prefill_chunk: int
     state_cache_bytes: int
     burst_wait_seconds: float = 0.0
+    stream_interval_seconds: float = 0.0
     # Prompts that start with this system turn share its cached state across users.
     default_system_prompt: str = ""
 
@@ -69,6 +70,7 @@ class LlamaCppBackend:
             prefill_chunk=options.prefill_chunk,
             state_cache_bytes=options.state_cache_bytes,
             gather_seconds=options.burst_wait_seconds,
+            stream_interval=options.stream_interval_seconds,
         )
         engine.start()
         return cls(model, engine, options.default_system_prompt)

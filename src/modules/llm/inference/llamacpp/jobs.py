@@ -4,38 +4,75 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from modules.llm.inference.events import Event, drain
+from modules.llm.inference.events import Event, TokenDelta, drain
 from modules.llm.inference.sampling import SamplingParams
 
 
 class Outbox:
-    """Events on their way from the engine thread to the callers' event loops, sent once
-    per engine step: one wake-up of a loop per step, not one per token of every stream.
-    Only the engine thread uses it (and `stop()`, once that thread is gone)."""
+    """Events on their way from the engine thread to the callers' event loops, sent at most
+    once per engine step: one wake-up of a loop per step, not one per token of every stream.
 
-    def __init__(self) -> None:
+    While streams run, text is sent at most every `interval` seconds (`flush_due`): each
+    hand-off costs the event loop a wake-up and every stream an SSE write and its client a
+    read, which on a small machine take the cores the decode needs. A stream's first text
+    and every ending (finished, failed) go at the next step whatever the interval, so time
+    to first token and the end of an answer are not delayed. Only the engine thread uses
+    it (and `stop()`, once that thread is gone)."""
+
+    def __init__(self, interval: float = 0.0) -> None:
+        self.interval = interval
         self._events: list[tuple[GenerationJob, Event]] = []
+        self._urgent = False
+        self._sent_at = -math.inf
 
     def put(self, job: GenerationJob, event: Event) -> None:
+        if not isinstance(event, TokenDelta) or not job.answered:
+            self._urgent = True
+            job.answered = True
         self._events.append((job, event))
 
+    def flush_due(self) -> None:
+        """Send what waits if something must go now or `interval` has passed."""
+        if self._events and (self._urgent or time.monotonic() - self._sent_at >= self.interval):
+            self.flush()
+
     def flush(self) -> None:
+        """Send what waits, now."""
         if not self._events:
             return
+        self._urgent = False
+        self._sent_at = time.monotonic()
         events, self._events = self._events, []
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[GenerationJob, Event]]] = {}
+        # A stream's texts of one hand-off become one delta: one SSE write, one client read.
+        open_text: dict[GenerationJob, int] = {}  # where the job's last delta is in its batch
         for job, event in events:
-            by_loop.setdefault(job.loop, []).append((job, event))
+            batch = by_loop.setdefault(job.loop, [])
+            at = open_text.get(job)
+            if isinstance(event, TokenDelta):
+                if at is not None:
+                    batch[at] = (job, TokenDelta(_text_of(batch[at][1]) + event.text))
+                    continue
+                open_text[job] = len(batch)
+            else:
+                open_text.pop(job, None)
+            batch.append((job, event))
         for loop, batch in by_loop.items():
             # The caller's loop may already be gone (shutdown): nothing left to tell.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_deliver, batch)
+
+
+def _text_of(event: Event) -> str:
+    assert isinstance(event, TokenDelta)
+    return event.text
 
 
 def _deliver(batch: list[tuple[GenerationJob, Event]]) -> None:
@@ -57,6 +94,7 @@ class GenerationJob:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Leading tokens anyone may share (the server's own system prompt), or 0.
     shared_prefix: int = 0
+    answered: bool = False  # an event was put in the outbox (engine thread only)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     submitted_at: float = field(default_factory=time.monotonic)
 
