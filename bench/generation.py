@@ -44,6 +44,7 @@ import secrets
 import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -433,6 +434,28 @@ def median_runs(runs: Sequence[dict[int, ScenarioResult]]) -> dict[int, Scenario
     return chosen
 
 
+def paired_ratio_lines(
+    levels: Sequence[int], runs: dict[str, list[dict[int, ScenarioResult]]]
+) -> list[str]:
+    """Ours against the llama-server run right after it, run by run: on a machine whose
+    speed drifts over minutes, each pair shares its minute, so these ratios move less than
+    the rates do."""
+    pairs = list(zip(runs.get("ours", []), runs.get("llama-server", []), strict=False))
+    if len(pairs) < 2:
+        return []
+    lines = ["Ours / llama-server tok/s, run by run (each pair ran back to back):"]
+    for level in levels:
+        ratios = [
+            ours[level].tokens_per_second / baseline[level].tokens_per_second
+            for ours, baseline in pairs
+            if level in ours and level in baseline and baseline[level].tokens_per_second
+        ]
+        if ratios:
+            listed = ", ".join(f"{value:.2f}x" for value in ratios)
+            lines.append(f"- c={level}: {listed} (median {statistics.median(ratios):.2f}x)")
+    return lines
+
+
 def requests_per_second(result: ScenarioResult) -> float:
     return len(result.samples) / result.wall if result.wall > 0 else 0.0
 
@@ -602,7 +625,8 @@ async def bench_llama_server(
     """llama.cpp's own server, from the llama.cpp llama-cpp-python vendors, with as many
     slots as ours (`-np`) and the same context per slot (`-c` is shared by the slots)."""
     binary, how = find_or_build()
-    LLAMA_SERVER_ORIGIN.append(how)
+    if how not in LLAMA_SERVER_ORIGIN:
+        LLAMA_SERVER_ORIGIN.append(how)
     port = free_port()
     parallel = args.parallel or max(args.concurrency)
     threads = str(os.cpu_count() or 1)
@@ -912,6 +936,7 @@ def command_line() -> str:
 
 def report(
     args: argparse.Namespace,
+    runs: dict[str, list[dict[int, ScenarioResult]]],
     results: dict[str, dict[int, ScenarioResult]],
     ttfts: Sequence[float],
     background: dict[str, float],
@@ -948,6 +973,8 @@ def report(
         ),
         "",
         *table(args.concurrency, results),
+        "",
+        *paired_ratio_lines(args.concurrency, runs),
         "",
         *token_lines(args.concurrency, results),
         *engine_lines(args.concurrency, results.get("ours", {})),
@@ -1062,7 +1089,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 background[system] = max(share, background.get(system, 0.0))
                 log(f"  other processes' CPU during the phase: {share:.0%}")
     results = {system: median_runs(system_runs) for system, system_runs in runs.items()}
-    text = report(args, results, ttfts, background, errors, time.monotonic() - started)
+    text = report(args, runs, results, ttfts, background, errors, time.monotonic() - started)
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
