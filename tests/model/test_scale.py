@@ -174,7 +174,7 @@ def test_a_gateway_starts_with_no_model_file_and_answers_health(cluster: Cluster
     assert not Path(cluster.gateway_env["LLM_MODEL_PATH"]).exists()
 
 
-def test_streams_pass_through_nginx_token_by_token(cluster: Cluster) -> None:
+def test_streams_pass_through_nginx_unbuffered(cluster: Cluster) -> None:
     _, token = cluster.register()
     body = {"prompt": "Count from one to twenty.", "stream": True, "use_cache": False,
             "settings": {"max_tokens": 48, "temperature": 0}}  # fmt: skip
@@ -188,7 +188,10 @@ def test_streams_pass_through_nginx_token_by_token(cluster: Cluster) -> None:
         ended = time.monotonic()
     usage = done["usage"]
     assert isinstance(usage, dict)
-    assert len(arrivals) == usage["completion_tokens"] > 10
+    # Many events, not one at the end: the engine hands streamed text over at most every
+    # LLM_STREAM_INTERVAL_MS, so an event may carry two or three tokens.
+    assert usage["completion_tokens"] > 10
+    assert len(arrivals) > usage["completion_tokens"] // 4
     # Unbuffered: the first token arrived long before the stream ended (buffered, every
     # event would arrive together at the end).
     assert arrivals[0] - began < 0.6 * (ended - began)
