@@ -442,10 +442,11 @@ class LLMEngine:
         # last is read; read in turn, the first gets it after an eighth of that time and the
         # median after half, for the same work.
         budget = self.prefill_chunk
-        for slot in sorted(self._slots, key=_arrival):
+        reading = [slot for slot in self._slots if slot.active and slot.active.pending]
+        reading.sort(key=_arrival)  # most steps read no prompt: nothing to sort
+        for slot in reading:
             active = slot.active
-            if active is None or not active.pending:
-                continue
+            assert active is not None
             if budget <= 0:
                 break
             take = budget

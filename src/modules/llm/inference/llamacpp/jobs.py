@@ -58,7 +58,9 @@ class Outbox:
             at = open_text.get(job)
             if isinstance(event, TokenDelta):
                 if at is not None:
-                    batch[at] = (job, TokenDelta(_text_of(batch[at][1]) + event.text))
+                    earlier = batch[at][1]
+                    assert isinstance(earlier, TokenDelta)
+                    batch[at] = (job, TokenDelta(earlier.text + event.text))
                     continue
                 open_text[job] = len(batch)
             else:
@@ -68,11 +70,6 @@ class Outbox:
             # The caller's loop may already be gone (shutdown): nothing left to tell.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_deliver, batch)
-
-
-def _text_of(event: Event) -> str:
-    assert isinstance(event, TokenDelta)
-    return event.text
 
 
 def _deliver(batch: list[tuple[GenerationJob, Event]]) -> None:
