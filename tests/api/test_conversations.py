@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 
 from modules.conversations import Message
 from tests.api.conftest import FakeApi
-from tests.support import Api
+from tests.support import Api, charged_today, wait_for
 
 GREEDY = {"temperature": 0, "seed": 5, "max_tokens": 12}
 
@@ -210,3 +211,34 @@ def test_a_conversation_deleted_during_its_turn_stays_deleted_and_the_answer_end
         .where(Message.conversation_id == uuid.UUID(conversation_id))
     )
     assert stored[0][0] == 0
+
+
+def test_a_new_conversation_is_stored_with_its_first_turn_and_not_when_it_is_cancelled(
+    api: FakeApi,
+) -> None:
+    token = api.user_token()
+    me = str(api.client(token).get("/users/me").json()["id"])
+    body = {"prompt": "A slow answer, please.", "stream": True, "use_cache": False}
+    api.backend.token_delay = 0.05
+    try:
+        with (
+            api.client(token) as client,
+            client.stream("POST", "/llm/generate", json=body) as response,
+        ):
+            lines = response.iter_lines()
+            start = next(line for line in lines if line.startswith("data:"))
+            conversation_id = json.loads(start.removeprefix("data:"))["conversation_id"]
+            assert any(line.startswith("event: token") for line in lines)
+            with api.client(token) as other:  # not stored before its answer ends
+                assert other.get(f"/conversations/{conversation_id}").status_code == 404
+        # The stream was dropped: the turn is cancelled, and settled (charged) unstored.
+        assert wait_for(lambda: charged_today(api.app, me) > 0, 10)
+    finally:
+        api.backend.token_delay = 0.001
+    with api.client(token) as client:
+        assert client.get(f"/conversations/{conversation_id}").status_code == 404
+        assert client.get("/conversations").json()["total"] == 0
+        # A finished first turn stores the conversation and the turn together.
+        answered = turn(api, token, "Hello.", use_cache=False)
+        detail = client.get(f"/conversations/{answered['conversation_id']}").json()
+        assert [m["role"] for m in detail["messages"]] == ["user", "assistant"]

@@ -8,8 +8,11 @@ from modules.conversations.models import Conversation, Message
 from modules.conversations.service import (
     ConversationNotFoundError,
     ConversationService,
+    NewConversation,
     NewMessage,
     provide_conversation_service,
+    store_first_turn,
+    store_turn,
     title_from,
 )
 
@@ -27,8 +30,11 @@ __all__ = [
     "ConversationNotFoundError",
     "ConversationService",
     "Message",
+    "NewConversation",
     "NewMessage",
     "create_router",
     "provide_conversation_service",
+    "store_first_turn",
+    "store_turn",
     "title_from",
 ]

@@ -26,7 +26,10 @@ from modules.conversations import (
     Conversation,
     ConversationNotFoundError,
     ConversationService,
+    NewConversation,
     NewMessage,
+    store_first_turn,
+    store_turn,
     title_from,
 )
 from modules.llm.inference import (
@@ -113,25 +116,25 @@ class TurnService:
                 self.log["fallback"] = backend.alias
             if self.settings.log_prompts:
                 self.log["prompt"] = [m.content for m in prepared.new_messages]
-            try:
-                conversation_id = (
-                    None
-                    if request.raw
-                    else conversation.id
-                    if conversation is not None
-                    else await self._start_conversation(
-                        backend.alias,
-                        prepared,
-                        # A profile's prompt is the admin's: the conversation names the
-                        # profile and keeps only a system prompt the user sent.
-                        system=prepared.system if profile is None or own_system else None,
-                        profile=profile,
-                    )
+            new_conversation = (
+                None
+                if request.raw or conversation is not None
+                else self._new_conversation(
+                    backend.alias,
+                    prepared,
+                    # A profile's prompt is the admin's: the conversation names the profile
+                    # and keeps only a system prompt the user sent.
+                    system=prepared.system if profile is None or own_system else None,
+                    profile=profile,
                 )
-            except BaseException:
-                if not isinstance(source, Completion):
-                    source.cancel()
-                raise
+            )
+            conversation_id = (
+                new_conversation.id
+                if new_conversation is not None
+                else conversation.id
+                if conversation is not None
+                else None
+            )
         except BaseException:
             await release()
             raise
@@ -145,7 +148,7 @@ class TurnService:
             if cached is None:
                 self.log["tokens"] = finished.prompt_tokens + finished.completion_tokens
             if conversation_id is not None and finished.finish_reason != "cancelled":
-                await self._store(conversation_id, prepared, text, finished)
+                await self._store(conversation_id, prepared, text, finished, new_conversation)
             if key and cached is None and finished.finish_reason in ("stop", "length"):
                 usage = (finished.prompt_tokens, finished.completion_tokens)
                 await self.cache.put(backend.alias, key, text, finished.finish_reason, usage)
@@ -274,25 +277,27 @@ class TurnService:
             model_file=self.registry.entry(backend.alias).fingerprint,
         )
 
-    async def _start_conversation(
+    def _new_conversation(
         self, model: str, prepared: PreparedPrompt, *, system: str | None, profile: str | None
-    ) -> uuid.UUID:
+    ) -> NewConversation:
         first_user = next(
             (m.content for m in prepared.new_messages if m.role == "user"), "New conversation"
         )
-        async with self.sessions() as session:
-            conversation = await ConversationService(session=session).start(
-                self.caller.user_id,
-                title=title_from(first_user),
-                model=model,
-                system_prompt=system,
-                profile=profile,
-            )
-            await session.commit()
-            return conversation.id
+        return NewConversation(
+            owner_id=self.caller.user_id,
+            title=title_from(first_user) or "New conversation",
+            model=model,
+            system_prompt=system,
+            profile=profile,
+        )
 
     async def _store(
-        self, conversation_id: uuid.UUID, prepared: PreparedPrompt, text: str, finished: Finished
+        self,
+        conversation_id: uuid.UUID,
+        prepared: PreparedPrompt,
+        text: str,
+        finished: Finished,
+        new_conversation: NewConversation | None,
     ) -> None:
         new = [NewMessage(m.role, m.content) for m in prepared.new_messages]
         if new:
@@ -307,6 +312,18 @@ class TurnService:
                 time_to_first_token=round(finished.time_to_first_token, 4),
             )
         )
+        if new_conversation is not None:
+            # A new conversation is written with its first turn, in one transaction: its id
+            # was handed out at the start, and a first turn that ends unstored (cancelled,
+            # failed) leaves no empty conversation behind.
+            try:
+                async with self.sessions() as session:
+                    await store_first_turn(session, new_conversation, new)
+                    await session.commit()
+            except (IntegrityError, DuplicateKeyError):
+                # Only the owner can be missing (deleted during the turn): nothing to keep.
+                self.log["stored"] = False
+            return
         # Two turns at once on one conversation: this process appends them one at a time;
         # across processes the append locks the conversation's row (PostgreSQL) and positions
         # are unique, so the loser of a race retries on fresh numbers.
@@ -314,7 +331,7 @@ class TurnService:
             for attempt in range(STORE_ATTEMPTS):
                 try:
                     async with self.sessions() as session:
-                        await ConversationService(session=session).append(conversation_id, new)
+                        await store_turn(session, conversation_id, new)
                         await session.commit()
                     return
                 except ConversationNotFoundError:

@@ -263,6 +263,7 @@ async function send(event) {
   const generation = new AbortController();
   state.generation = generation;
   setGenerating(true);
+  let fresh = false;
   try {
     const response = await request("/llm/generate", {
       method: "POST",
@@ -271,9 +272,8 @@ async function send(event) {
     });
     await readEvents(response, (name, data) => {
       if (name === "start" && data.conversation_id) {
-        const fresh = !state.conversationId;
+        fresh = !state.conversationId;
         state.conversationId = data.conversation_id;
-        if (fresh) loadConversations();
       } else if (name === "token") {
         content.append(data.text);
         answer.scrollIntoView({ block: "end" });
@@ -281,6 +281,8 @@ async function send(event) {
         const usage = data.usage || {};
         answer.dataset.finish = data.finish_reason;
         answer.title = `${data.model}: ${usage.completion_tokens ?? "?"} tokens, ${data.finish_reason}`;
+        // A new conversation is stored with its first answer: list it now.
+        if (fresh) loadConversations();
       } else if (name === "error") {
         throw new ApiError(data.status || 503, data.detail || "The generation failed.");
       }
