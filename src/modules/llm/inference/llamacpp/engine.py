@@ -90,7 +90,7 @@ class LLMEngine:
         self._slots = [Slot(seq_id=i) for i in range(self.parallel)]
         self._saved = SavedStates(state_cache_bytes)
         # The cache state of the prefix every prompt with the default system prompt shares.
-        self._public: tuple[tuple[int, ...], bytes] | None = None
+        self._public: tuple[tuple[int, ...], bytearray] | None = None
         self._batch = llama_cpp.llama_batch_init(model.options.n_batch, 0, 1)
         self._thread: threading.Thread | None = None
         self._running = False
@@ -368,15 +368,22 @@ class LLMEngine:
         if state:
             self._public = (tokens, state)
 
-    def _sequence_state(self, slot: Slot, limit: int | None = None) -> bytes | None:
-        """A copy of the slot's KV cache state; None when empty or over `limit` bytes."""
+    def _sequence_state(self, slot: Slot, limit: int | None = None) -> bytearray | None:
+        """A copy of the slot's KV cache state; None when empty or over `limit` bytes.
+        llama.cpp writes it straight into the bytearray kept: a state is megabytes, copied
+        on the engine thread while requests wait to start (see `_restore`)."""
         context = self.model.context.ctx
         size = llama_cpp.llama_state_seq_get_size(context, slot.seq_id)
         if size <= 0 or (limit is not None and size > limit):
             return None
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(context, buffer, size, slot.seq_id)
-        return bytes(buffer)[:written] if written else None
+        state = bytearray(size)
+        view = (ctypes.c_uint8 * size).from_buffer(state)
+        written = llama_cpp.llama_state_seq_get_data(context, view, size, slot.seq_id)
+        del view  # releases the bytearray, so that it can be cut to size
+        if not written:
+            return None
+        del state[written:]
+        return state
 
     def _save(self, slot: Slot) -> None:
         """Copy the slot's cache into the saved-state store (the slot keeps it too)."""
@@ -395,12 +402,14 @@ class LLMEngine:
         slot.owner = None
 
     def _restore(
-        self, slot: Slot, tokens: tuple[int, ...], state: bytes, *, count: bool = True
+        self, slot: Slot, tokens: tuple[int, ...], state: bytearray, *, count: bool = True
     ) -> bool:
-        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        # A view of the saved bytes, not a copy of them: llama.cpp only reads it.
+        view = (ctypes.c_uint8 * len(state)).from_buffer(state)
         read = llama_cpp.llama_state_seq_set_data(
-            self.model.context.ctx, buffer, len(state), slot.seq_id
+            self.model.context.ctx, view, len(state), slot.seq_id
         )
+        del view
         if not read:
             llama_cpp.llama_memory_seq_rm(self.model.memory, slot.seq_id, -1, -1)
             return False

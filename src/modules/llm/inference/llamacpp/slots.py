@@ -51,9 +51,9 @@ class SavedStates:
     def __init__(self, budget_bytes: int) -> None:
         self.budget = budget_bytes
         self.used = 0
-        self._entries: OrderedDict[tuple[str, tuple[int, ...]], bytes] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, tuple[int, ...]], bytearray] = OrderedDict()
 
-    def put(self, owner: str, tokens: Sequence[int], state: bytes) -> None:
+    def put(self, owner: str, tokens: Sequence[int], state: bytearray) -> None:
         if len(state) > self.budget:
             return
         key = (owner, tuple(tokens))
@@ -65,9 +65,11 @@ class SavedStates:
             _, evicted = self._entries.popitem(last=False)
             self.used -= len(evicted)
 
-    def best(self, owner: str, prompt: Sequence[int]) -> tuple[tuple[int, ...], bytes, int] | None:
+    def best(
+        self, owner: str, prompt: Sequence[int]
+    ) -> tuple[tuple[int, ...], bytearray, int] | None:
         """The saved state of this owner sharing the longest prefix with `prompt`."""
-        best: tuple[tuple[int, ...], bytes, int] | None = None
+        best: tuple[tuple[int, ...], bytearray, int] | None = None
         for (entry_owner, tokens), state in self._entries.items():
             if entry_owner != owner:
                 continue
