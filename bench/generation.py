@@ -19,9 +19,10 @@ A round is N requests sent at once; `--rounds` rounds per level. Per scenario an
 aggregate completion tokens/s (all completion tokens / wall time of the rounds) and TTFT p50
 and p95 (request sent -> first non-empty content chunk).
 
-Then a multi-turn conversation against ours only (`POST /llm/generate`, streamed, continuing
-with `conversation_id`, `max_tokens` 32, temperature 0): TTFT of each turn (request sent ->
-first `token` event) and the last turn's TTFT over the first's.
+Then multi-turn conversations against ours only (`POST /llm/generate`, streamed, continuing
+with `conversation_id`, `max_tokens` 32, temperature 0; `--conversations` of them per run, each
+on its own topic): TTFT of each turn (request sent -> first `token` event), its median over
+the conversations of every run, and the last turn's median over the second's.
 
 The output (machine, package versions, a Markdown table with the targets next to the numbers)
 is printed and written to `bench/results/latest.md`. Targets are reported, never asserted.
@@ -86,17 +87,19 @@ TOPICS = (
     "a painter whose paintings come alive",
 )
 CONVERSATION_PROMPTS = (
-    "Tell me a fact about the sea.",
-    "Tell me one more fact about the sea.",
-    "And another fact about the sea, please.",
-    "Tell me one more fact about the sea.",
-    "Give me a different fact about the sea.",
-    "Tell me one more fact about the sea.",
-    "One more fact about the sea, please.",
-    "Tell me one more fact about the sea.",
-    "Another fact about the sea?",
-    "Tell me one more fact about the sea.",
+    "Tell me a fact about {topic}.",
+    "Tell me one more fact about {topic}.",
+    "And another fact about {topic}, please.",
+    "Tell me one more fact about {topic}.",
+    "Give me a different fact about {topic}.",
+    "Tell me one more fact about {topic}.",
+    "One more fact about {topic}, please.",
+    "Tell me one more fact about {topic}.",
+    "Another fact about {topic}?",
+    "Tell me one more fact about {topic}.",
 )
+# One per conversation of a run: no conversation starts from another's cached prefix.
+CONVERSATION_TOPICS = ("the sea", "the desert", "volcanoes", "the Moon", "forests", "rivers")
 PACKAGES = (
     "llm-service",
     "llama-cpp-python",
@@ -538,13 +541,13 @@ async def conversation_turn(
 
 
 async def conversation(
-    client: httpx.AsyncClient, headers: dict[str, str], turns: int, timeout: float
+    client: httpx.AsyncClient, headers: dict[str, str], turns: int, topic: str, timeout: float
 ) -> list[float]:
     """TTFT of each turn of one conversation."""
     ttfts = []
     conversation_id: str | None = None
     for turn in range(turns):
-        prompt = CONVERSATION_PROMPTS[turn % len(CONVERSATION_PROMPTS)]
+        prompt = CONVERSATION_PROMPTS[turn % len(CONVERSATION_PROMPTS)].format(topic=topic)
         ttft, conversation_id = await conversation_turn(
             client, headers, prompt, conversation_id, timeout
         )
@@ -554,7 +557,7 @@ async def conversation(
 
 async def bench_ours(
     args: argparse.Namespace, workdir: Path, cpu_used: list[float]
-) -> tuple[dict[int, ScenarioResult], list[float]]:
+) -> tuple[dict[int, ScenarioResult], list[list[float]]]:
     port = free_port()
     env = clean_env(
         {
@@ -583,10 +586,11 @@ async def bench_ours(
             headers = await login(client)
             target = OpenAITarget(client, await first_model(client, headers), headers, True)
             scenarios = await http_scenarios(target, args, lambda: engine_steps(client))
-            turns = (
-                await conversation(client, headers, args.turns, args.timeout) if args.turns else []
-            )
-    return scenarios, turns
+            conversations = [
+                await conversation(client, headers, args.turns, topic, args.timeout)
+                for topic in CONVERSATION_TOPICS[: args.conversations if args.turns else 0]
+            ]
+    return scenarios, conversations
 
 
 # ---------------------------------------------------------------------------- llama_cpp.server
@@ -904,15 +908,22 @@ def burst_lines(
     return lines
 
 
-def conversation_lines(ttfts: Sequence[float]) -> list[str]:
-    if len(ttfts) < 3:
+def conversation_lines(conversations: Sequence[Sequence[float]]) -> list[str]:
+    """Each turn's median TTFT over the conversations: one turn's TTFT is a single request,
+    and on a small machine single requests vary by half."""
+    if not conversations or len(conversations[0]) < 3:
         return ["Conversation: not run (it needs 3 turns or more)."]
+    turns = len(conversations[0])
+    medians = [statistics.median(c[turn] for c in conversations) for turn in range(turns)]
     # Turn 1 starts from the cached system prompt: turn 2 is the fair reference.
-    value = ttfts[-1] / ttfts[1]
+    value = medians[-1] / medians[1]
+    each = ", ".join(f"{c[-1] / c[1]:.2f}" for c in conversations)
     return [
-        f"Conversation ({len(ttfts)} turns, ours, /llm/generate streamed, max_tokens 32, "
-        "temperature 0): TTFT per turn (s): " + ", ".join(f"{t:.3f}" for t in ttfts),
-        f"turn-{len(ttfts)} / turn-2 TTFT: {value:.2f} (target <= 1.5: {verdict(value <= 1.5)})",
+        f"Conversation ({len(conversations)} conversations of {turns} turns, ours, "
+        "/llm/generate streamed, max_tokens 32, temperature 0): median TTFT per turn (s): "
+        + ", ".join(f"{t:.3f}" for t in medians),
+        f"turn-{turns} / turn-2 TTFT: {value:.2f} (target <= 1.5: {verdict(value <= 1.5)}); "
+        f"conversation by conversation: {each}",
     ]
 
 
@@ -938,7 +949,7 @@ def report(
     args: argparse.Namespace,
     runs: dict[str, list[dict[int, ScenarioResult]]],
     results: dict[str, dict[int, ScenarioResult]],
-    ttfts: Sequence[float],
+    conversations: Sequence[Sequence[float]],
     background: dict[str, float],
     errors: Sequence[str],
     elapsed: float,
@@ -981,7 +992,7 @@ def report(
         "",
         *burst_lines(args, results),
         "",
-        *conversation_lines(ttfts),
+        *conversation_lines(conversations),
         "",
         *(f"ERROR {error}" for error in errors),
         f"Total benchmark time: {elapsed:.0f} s.",
@@ -1000,6 +1011,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--concurrency", type=int, nargs="+", default=[1, 4, 8], help="concurrency levels"
     )
     parser.add_argument("--turns", type=int, default=10, help="conversation turns (0: skip)")
+    parser.add_argument(
+        "--conversations",
+        type=int,
+        default=3,
+        choices=range(1, len(CONVERSATION_TOPICS) + 1),
+        metavar=f"1..{len(CONVERSATION_TOPICS)}",
+        help="conversations per run of ours, each on its own topic; each turn's median is kept",
+    )
     parser.add_argument(
         "--repeat",
         type=int,
@@ -1057,7 +1076,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: dict[str, list[dict[int, ScenarioResult]]] = {name: [] for name in SYSTEMS}
     background: dict[str, float] = {}
     errors: list[str] = []
-    ttfts: list[float] = []
+    conversations: list[list[float]] = []  # every run's, each a TTFT per turn
     with tempfile.TemporaryDirectory(prefix="llm-bench-") as tmp:
         workdir = Path(tmp)
         # With --repeat, the systems take turns, so that a slow minute of the machine falls
@@ -1072,8 +1091,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if system == "in-process":
                         runs[system].append(bench_inprocess(args, model_path))
                     elif system == "ours":
-                        result, ttfts = asyncio.run(bench_ours(args, workdir, server_cpu))
+                        result, run_conversations = asyncio.run(
+                            bench_ours(args, workdir, server_cpu)
+                        )
                         runs[system].append(result)
+                        conversations += run_conversations
                     elif system == "llama-server":
                         runs[system].append(
                             asyncio.run(bench_llama_server(args, workdir, model_path, server_cpu))
@@ -1089,7 +1111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 background[system] = max(share, background.get(system, 0.0))
                 log(f"  other processes' CPU during the phase: {share:.0%}")
     results = {system: median_runs(system_runs) for system, system_runs in runs.items()}
-    text = report(args, runs, results, ttfts, background, errors, time.monotonic() - started)
+    text = report(
+        args, runs, results, conversations, background, errors, time.monotonic() - started
+    )
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
