@@ -259,7 +259,12 @@ class TurnService:
             or None
         )
         return await self.preparer.chat(
-            backend, request.messages, system=system, history=history, max_tokens=params.max_tokens
+            backend,
+            request.messages,
+            system=system,
+            history=history,
+            max_tokens=params.max_tokens,
+            owner=str(self.caller.user_id),
         )
 
     def _cache_key(
