@@ -49,6 +49,13 @@ def test_short_secret_is_refused() -> None:
         Settings(jwt_secret="too-short")
 
 
+def test_flash_attention_is_auto_on_or_off() -> None:
+    assert Settings().llm_flash_attention == "auto"
+    assert Settings(llm_flash_attention="off").llm_flash_attention == "off"
+    with pytest.raises(ValidationError, match="llm_flash_attention"):
+        Settings(llm_flash_attention="sideways")
+
+
 def test_production_needs_a_secret() -> None:
     with pytest.raises(ValidationError, match="JWT_SECRET is required"):
         Settings(environment="production")

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # llama.cpp's AMX and weight-repack CPU buffers: faster on some CPUs, but their AMX
     # kernel crashed the process on an Intel Sapphire Rapids VM, so they are opt-in.
     llm_cpu_extra_buffers: bool = False
+    # llama.cpp's flash attention: "auto" lets llama.cpp choose (on, on a CPU), as
+    # llama-server does.
+    llm_flash_attention: Literal["auto", "on", "off"] = "auto"
     llm_parallel: int = Field(4, ge=1, le=64)
     llm_prefill_chunk: int = Field(256, ge=16)
     llm_burst_wait_ms: float = Field(4.0, ge=0, le=100)

@@ -43,6 +43,7 @@ def local_backend_factory(settings: Settings) -> BackendFactory:
             n_gpu_layers=settings.llm_gpu_layers,
             parallel=settings.llm_parallel,
             cpu_extra_buffers=settings.llm_cpu_extra_buffers,
+            flash_attention=settings.llm_flash_attention,
         ),
         queue_size=settings.llm_queue_size,
         prefill_chunk=settings.llm_prefill_chunk,

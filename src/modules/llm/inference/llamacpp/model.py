@@ -12,6 +12,7 @@ import ctypes
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import llama_cpp
 from llama_cpp import _internals as internals
@@ -20,6 +21,13 @@ from llama_cpp import _logger as llama_log
 
 class ModelClosedError(RuntimeError):
     """The model was unloaded (shutdown or failure)."""
+
+
+FLASH_ATTENTION = {
+    "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
 
 
 class GpuUnavailableError(RuntimeError):
@@ -40,6 +48,7 @@ class ModelOptions:
     # llama.cpp's extra CPU buffer types (AMX, weight repacking). Off by default: their AMX
     # matrix kernel crashed the process on an Intel Sapphire Rapids VM (ggml_backend_amx_mul_mat).
     cpu_extra_buffers: bool = False
+    flash_attention: Literal["auto", "on", "off"] = "auto"
 
 
 class LoadedModel:
@@ -66,6 +75,7 @@ class LoadedModel:
         context_params.n_ubatch = options.n_batch
         context_params.n_threads = options.n_threads
         context_params.n_threads_batch = options.n_threads
+        context_params.flash_attn_type = FLASH_ATTENTION[options.flash_attention]
         # llama.cpp logs through llama-cpp-python's logger: errors only.
         llama_log.set_verbose(False)
         self.model = internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
