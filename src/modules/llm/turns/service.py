@@ -128,13 +128,11 @@ class TurnService:
                     profile=profile,
                 )
             )
-            conversation_id = (
-                new_conversation.id
-                if new_conversation is not None
-                else conversation.id
-                if conversation is not None
-                else None
-            )
+            conversation_id: uuid.UUID | None = None
+            if new_conversation is not None:
+                conversation_id = new_conversation.id
+            elif conversation is not None:
+                conversation_id = conversation.id
         except BaseException:
             await release()
             raise
