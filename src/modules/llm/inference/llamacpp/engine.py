@@ -56,10 +56,6 @@ GATHER_LIMIT_SECONDS = 0.03
 PREFILL_GROUP_TOKENS = 16
 
 
-def _arrival(slot: Slot) -> float:
-    return slot.active.job.submitted_at if slot.active is not None else math.inf
-
-
 class LLMEngine:
     """Serves generation jobs on one model with `parallel` slots in one context."""
 
@@ -451,11 +447,11 @@ class LLMEngine:
         # last is read; read in turn, the first gets it after an eighth of that time and the
         # median after half, for the same work.
         budget = self.prefill_chunk
-        reading = [slot for slot in self._slots if slot.active and slot.active.pending]
-        reading.sort(key=_arrival)  # most steps read no prompt: nothing to sort
-        for slot in reading:
-            active = slot.active
-            assert active is not None
+        reading = [
+            (slot, slot.active) for slot in self._slots if slot.active and slot.active.pending
+        ]
+        reading.sort(key=lambda pair: pair[1].job.submitted_at)  # most steps: nothing to sort
+        for slot, active in reading:
             if budget <= 0:
                 break
             take = budget
