@@ -12,6 +12,7 @@ from typing import Any
 
 from modules.llm.inference import (
     BackendUnavailableError,
+    Capabilities,
     ChatMessage,
     Event,
     Failed,
@@ -19,6 +20,7 @@ from modules.llm.inference import (
     FinishReason,
     GenerationStats,
     Load,
+    ModelDescription,
     ModelSpec,
     Prompt,
     QueueFullError,
@@ -222,8 +224,15 @@ class FakeBackend:
             queue_size=self.queue_size,
         )
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "fake", "context_size": self._context_size}
+    def describe(self) -> ModelDescription:
+        return ModelDescription(
+            alias=self.alias,
+            kind="local",
+            backend="fake",
+            context_size=self._context_size,
+            slots=self.parallel,
+            capabilities=Capabilities(),  # chat and completion
+        )
 
     def close(self) -> None:
         self.closed = True

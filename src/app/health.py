@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modules.cache import ResponseCache
-from modules.llm.inference import ModelEntry, ModelRegistry
+from modules.llm.inference import ModelRegistry, ModelStatus, NodeDescription
 from modules.ratelimit import RateLimiter
 
 
@@ -97,7 +97,7 @@ class HealthController(Controller):
         """The process, the database, every model and the cache; 503 when the database or
         the default model is down."""
         database = await _database_health(state.db_config.get_engine())
-        models = [_model_health(entry) for entry in model_registry.entries.values()]
+        models = [_model_health(model) for model in model_registry.describe_all()]
         model = models[0]  # the default model comes first
         cache = await response_cache.health()
         healthy = database.status == "ok" and model.status == "ok"
@@ -133,26 +133,53 @@ async def _database_health(engine: AsyncEngine) -> DatabaseHealth:
     return DatabaseHealth("ok", engine.dialect.name, latency_ms=latency)
 
 
-def _model_health(entry: ModelEntry) -> ModelHealth:
-    backend = entry.backend
-    if backend is None:
-        error = entry.error or "not loaded"
-        return ModelHealth("unavailable", entry.alias, entry.state, error=error)
-    load, stats = backend.load(), backend.stats
-    values = {
-        "status": "ok" if load.running else "unavailable",
-        "name": entry.alias,
-        "state": entry.state,
-        **backend.describe(),
-        "busy": load.busy_slots > 0,
-        "parallel": load.slots,
-        "busy_slots": load.busy_slots,
-        "queue_depth": load.queue_depth,
-        "queue_size": load.queue_size,
-        "completed": stats.completed,
-        "cancelled": stats.cancelled,
-        "timed_out": stats.timed_out,
-        "failed": stats.failed,
-        "rejected": stats.rejected,
-    }
-    return msgspec.convert(values, ModelHealth)
+def _model_health(model: ModelStatus) -> ModelHealth:
+    described, load, stats = model.description, model.load, model.stats
+    if described is None or load is None or stats is None:
+        error = model.error or "not loaded"
+        return ModelHealth("unavailable", model.alias, model.state, error=error)
+    local, remote = described.local, described.kind == "remote"
+    return ModelHealth(
+        status="ok" if load.running else "unavailable",
+        name=model.alias,
+        state=model.state,
+        backend=described.backend,
+        file=described.source or None,
+        size_bytes=local.size_bytes if local else None,
+        context_size=described.context_size,
+        saved_states=local.saved_states if local else None,
+        # Which llama.cpp device runs it: layers offloaded to a GPU, of how many.
+        gpu_layers=local.gpu_layers if local else None,
+        layers=local.layers if local else None,
+        breaker=_breaker(described.any_node_up) if remote else None,
+        latency_ms=_milliseconds(described.latency_seconds),
+        nodes=[_node_health(node) for node in described.nodes] if remote else None,
+        busy=load.busy_slots > 0,
+        parallel=load.slots,
+        busy_slots=load.busy_slots,
+        queue_depth=load.queue_depth,
+        queue_size=load.queue_size,
+        completed=stats.completed,
+        cancelled=stats.cancelled,
+        timed_out=stats.timed_out,
+        failed=stats.failed,
+        rejected=stats.rejected,
+    )
+
+
+def _node_health(node: NodeDescription) -> NodeHealth:
+    return NodeHealth(
+        url=node.url,
+        breaker=_breaker(node.up),
+        in_flight=node.in_flight,
+        turns=node.turns,
+        latency_ms=_milliseconds(node.latency_seconds),
+    )
+
+
+def _breaker(up: bool) -> str:
+    return "closed" if up else "open"
+
+
+def _milliseconds(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)

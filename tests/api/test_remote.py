@@ -17,6 +17,8 @@ from app.migrations import upgrade_to_head
 from tests.api.conftest import FakeApi
 from tests.support import CHEAP_HASHER, PASSWORD, RunningServer, free_port, make_settings
 
+CAPABILITIES = ("chat", "completion", "embeddings", "grammar", "tools", "logprobs", "n")
+
 
 @contextmanager
 def gateway(tmp_path: Path, models: str, keys: str = "") -> Iterator[httpx.Client]:
@@ -73,6 +75,23 @@ def test_a_remote_model_streams_through_sanitized_and_charged(api: FakeApi, tmp_
         assert model["latency_ms"] is not None
         for text in (json.dumps(health), client.get("/llm/models").text):
             assert key not in text  # the credential is never shown
+        # Capabilities are passed through to the server: all of them, it refuses what it lacks.
+        listed = client.get("/llm/models").json()["models"][0]
+        assert listed["file"] == f"{api.base_url}/v1"  # the server, not its `#model` part
+        assert listed["capabilities"] == dict.fromkeys(CAPABILITIES, True)
+        cards = client.get("/v1/models").json()
+        assert cards["object"] == "list"
+        assert [(c["id"], c["object"], c["owned_by"]) for c in cards["data"]] == [
+            ("far", "model", "llm-service")
+        ]
+    # The remote itself (a fake model here) can chat and complete, nothing more.
+    with api.client(api.user_token()) as client:
+        (own,) = client.get("/llm/models").json()["models"]
+    assert own["capabilities"] == {
+        **dict.fromkeys(CAPABILITIES, False),
+        "chat": True,
+        "completion": True,
+    }
 
 
 def test_a_dead_remote_trips_the_breaker_and_fails_fast(tmp_path: Path) -> None:

@@ -9,9 +9,11 @@ import pytest
 from modules.llm.inference import (
     Backend,
     BackendUnavailableError,
+    Capabilities,
     ModelNotFoundError,
     ModelRegistry,
     ModelSpec,
+    RemoteBackend,
 )
 from tests.fakes import FakeBackend
 
@@ -72,3 +74,65 @@ async def test_start_up_fails_when_no_model_loads() -> None:
     registry = ModelRegistry(specs("broken"), factory)
     with pytest.raises(RuntimeError, match="no model could be loaded"):
         await registry.load_all()
+
+
+async def test_descriptions_come_from_one_place_default_first() -> None:
+    registry = ModelRegistry(specs("a", "broken", "b"), factory)
+    await registry.load_all()
+    models = registry.describe_all()
+    assert [(m.alias, m.state, m.default) for m in models] == [
+        ("a", "loaded", True),
+        ("broken", "failed", False),
+        ("b", "loaded", False),
+    ]
+    a, broken, _ = models
+    assert a.description is not None
+    assert a.load is not None
+    assert a.description.capabilities == Capabilities()  # the fake: chat and completion
+    assert a.description.slots == a.load.slots == 4
+    assert a.source == "a.gguf"  # the file's name, not its path
+    assert (broken.description, broken.load, broken.stats) == (None, None, None)
+    assert "not a gguf file" in (broken.error or "")
+    assert registry.describe("b") == models[2]
+
+
+def test_capabilities_name_what_is_missing() -> None:
+    local = Capabilities(grammar=True, logprobs=True)
+    assert local.missing("chat", "tools", "grammar", "n") == ("tools", "n")
+    assert local.missing("chat", "completion") == ()
+    assert local.names() == ("chat", "completion", "grammar", "logprobs")
+
+
+async def test_a_remote_model_is_described_without_credentials() -> None:
+    url = "https://user:s3cret@gpu.example:8443/v1#qwen|http://10.0.0.2:8080/v1#qwen"
+    spec = ModelSpec("pool", url=url, api_key="sk-never-shown")
+
+    def connect(spec: ModelSpec) -> Backend:
+        return RemoteBackend.connect(
+            spec.alias,
+            spec.url or "",
+            spec.api_key,
+            context_size=4096,
+            connect_timeout=1,
+            read_timeout=1,
+        )
+
+    registry = ModelRegistry([spec], connect)
+    await registry.load_all()
+    (model,) = registry.describe_all()
+    described = model.description
+    assert described is not None
+    assert described.kind == "remote"
+    assert (described.local, described.path) == (None, None)  # no file, nothing private
+    assert [node.url for node in described.nodes] == [
+        "https://gpu.example:8443/v1",
+        "http://10.0.0.2:8080/v1",
+    ]
+    assert [node.model for node in described.nodes] == ["qwen", "qwen"]
+    assert model.source == described.source == "https://gpu.example:8443/v1|http://10.0.0.2:8080/v1"
+    for secret in ("s3cret", "sk-never-shown"):
+        assert secret not in repr(model)
+    assert described.capabilities.missing("embeddings", "grammar", "tools", "logprobs", "n") == ()
+    assert described.any_node_up
+    assert described.latency_seconds is None
+    await registry.stop_all()

@@ -1,36 +1,45 @@
 """A Prometheus collector reading every model's and the cache's counters at scrape time.
 
 Each app gets its own registry (several apps may live in one process, in tests), so
-nothing is registered globally and nothing is counted twice."""
+nothing is registered globally and nothing is counted twice. Every model's figures come
+from the registry's typed records (`ModelRegistry.describe_all`), one scrape one read; each
+group of families is built by its own function."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from modules.cache import ResponseCache
-from modules.llm.inference import Histogram, ModelRegistry
+from modules.llm.inference import (
+    GenerationStats,
+    Histogram,
+    Load,
+    ModelRegistry,
+    ModelStatus,
+    NodeDescription,
+)
 
-OUTCOMES = ("completed", "cancelled", "timed_out", "failed", "rejected")
+MODEL = ["model"]
+NODE = ["model", "node"]
 
 
-def _histogram(
-    family: HistogramMetricFamily, model: str, histogram: Histogram
-) -> HistogramMetricFamily:
-    buckets = [
-        (str(bound), float(count))
-        for bound, count in zip(histogram.buckets, histogram.counts, strict=True)
-    ]
-    buckets.append(("+Inf", float(histogram.count)))
-    family.add_metric([model], buckets, histogram.sum)
-    return family
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """A model with a backend: its counters and its load, read once per scrape."""
+
+    alias: str
+    stats: GenerationStats
+    load: Load
+    nodes: tuple[NodeDescription, ...]
 
 
 class AppCollector(Collector):
@@ -38,112 +47,160 @@ class AppCollector(Collector):
         self._registry = registry
         self._cache = cache
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         registry = self._registry()
-        entries = list(registry.entries.values()) if registry is not None else []
-        loaded = GaugeMetricFamily(
-            "llm_model_loaded", "1 when the model is loaded and serving", labels=["model"]
-        )
-        prompt = CounterMetricFamily(
-            "llm_prompt_tokens", "Prompt tokens of finished requests", labels=["model"]
-        )
-        cached = CounterMetricFamily(
-            "llm_cached_prompt_tokens",
-            "Prompt tokens served from the KV cache instead of evaluated",
-            labels=["model"],
-        )
-        completion = CounterMetricFamily(
-            "llm_completion_tokens", "Generated tokens", labels=["model"]
-        )
-        outcomes = CounterMetricFamily(
-            "llm_requests", "Generation requests by outcome", labels=["model", "outcome"]
-        )
-        queue = GaugeMetricFamily(
-            "llm_queue_depth", "Requests waiting for a slot", labels=["model"]
-        )
-        busy = GaugeMetricFamily(
-            "llm_busy_slots", "Sequence slots generating now", labels=["model"]
-        )
-        slots = GaugeMetricFamily("llm_slots", "Sequence slots", labels=["model"])
-        steps = CounterMetricFamily(
-            "llm_engine_steps", "Batches the engine decoded (local models)", labels=["model"]
-        )
-        decoding = CounterMetricFamily(
-            "llm_engine_decode_seconds", "Time in llama.cpp's decode", labels=["model"]
-        )
-        between = CounterMetricFamily(
-            "llm_engine_between_decodes_seconds",
-            "Time between two decodes while working: sampling, hand-off, batch building",
-            labels=["model"],
-        )
-        ttft = HistogramMetricFamily(
-            "llm_time_to_first_token_seconds", "Submit to first generated token", labels=["model"]
-        )
-        rate = HistogramMetricFamily(
-            "llm_tokens_per_second", "Generation speed per request", labels=["model"]
-        )
-        node_turns = CounterMetricFamily(
-            "llm_remote_node_turns",
-            "Generations sent to each server of a remote model (its share)",
-            labels=["model", "node"],
-        )
-        node_up = GaugeMetricFamily(
-            "llm_remote_node_up",
-            "1 while the server's circuit breaker is closed",
-            labels=["model", "node"],
-        )
-        node_busy = GaugeMetricFamily(
-            "llm_remote_node_in_flight",
-            "Generations running on the server",
-            labels=["model", "node"],
-        )
-        node_latency = GaugeMetricFamily(
-            "llm_remote_node_latency_seconds",
-            "The server's last time to first token",
-            labels=["model", "node"],
-        )
-        for entry in entries:
-            loaded.add_metric([entry.alias], 1 if entry.state == "loaded" else 0)
-            for node in entry.backend.describe().get("nodes", []) if entry.backend else []:
-                labels = [entry.alias, node["url"]]
-                node_turns.add_metric(labels, node["turns"])
-                node_up.add_metric(labels, 1 if node["breaker"] == "closed" else 0)
-                node_busy.add_metric(labels, node["in_flight"])
-                if node["latency_ms"] is not None:
-                    node_latency.add_metric(labels, node["latency_ms"] / 1000)
-            backend = entry.backend
-            if backend is None:
-                continue
-            stats, load = backend.stats, backend.load()
-            prompt.add_metric([entry.alias], stats.prompt_tokens)
-            cached.add_metric([entry.alias], stats.cached_prompt_tokens)
-            completion.add_metric([entry.alias], stats.completion_tokens)
-            for outcome in OUTCOMES:
-                outcomes.add_metric([entry.alias, outcome], getattr(stats, outcome))
-            queue.add_metric([entry.alias], load.queue_depth)
-            busy.add_metric([entry.alias], load.busy_slots)
-            slots.add_metric([entry.alias], load.slots)
-            _histogram(ttft, entry.alias, stats.time_to_first_token)
-            _histogram(rate, entry.alias, stats.tokens_per_second)
-            if stats.steps:
-                steps.add_metric([entry.alias], stats.steps)
-                decoding.add_metric([entry.alias], stats.decode_seconds)
-                between.add_metric([entry.alias], stats.between_decodes_seconds)
-        yield from (loaded, prompt, cached, completion, outcomes, queue, busy, slots, ttft, rate)
-        yield from (steps, decoding, between)
-        yield from (node_turns, node_up, node_busy, node_latency)
-        fallbacks = CounterMetricFamily(
-            "llm_fallbacks",
-            "Turns handed to a fallback model because theirs was unavailable",
-            labels=["model", "fallback"],
-        )
-        taken = registry.fallbacks_taken.items() if registry is not None else []
-        for (origin, fallback), count in taken:
-            fallbacks.add_metric([origin, fallback], count)
-        yield fallbacks
-        yield CounterMetricFamily(
-            "llm_cache_hits", "Response cache hits", value=self._cache.stats.hits
-        )
-        yield CounterMetricFamily(
-            "llm_cache_misses", "Response cache misses", value=self._cache.stats.misses
-        )
+        models = registry.describe_all() if registry is not None else []
+        serving = _serving(models)
+        yield _loaded(models)
+        yield from _tokens(serving)
+        yield _outcomes(serving)
+        yield from _load(serving)
+        yield from _latency(serving)
+        yield from _engine(serving)
+        yield from _nodes(serving)
+        yield _fallbacks(registry)
+        yield from _cache(self._cache)
+
+
+def _serving(models: Iterable[ModelStatus]) -> list[Serving]:
+    return [
+        Serving(model.alias, model.stats, model.load, model.description.nodes)
+        for model in models
+        if model.stats is not None and model.load is not None and model.description is not None
+    ]
+
+
+def _loaded(models: Iterable[ModelStatus]) -> Metric:
+    loaded = GaugeMetricFamily(
+        "llm_model_loaded", "1 when the model is loaded and serving", labels=MODEL
+    )
+    for model in models:
+        loaded.add_metric([model.alias], 1 if model.state == "loaded" else 0)
+    return loaded
+
+
+def _tokens(serving: Sequence[Serving]) -> tuple[Metric, ...]:
+    prompt = CounterMetricFamily(
+        "llm_prompt_tokens", "Prompt tokens of finished requests", labels=MODEL
+    )
+    cached = CounterMetricFamily(
+        "llm_cached_prompt_tokens",
+        "Prompt tokens served from the KV cache instead of evaluated",
+        labels=MODEL,
+    )
+    completion = CounterMetricFamily("llm_completion_tokens", "Generated tokens", labels=MODEL)
+    for model in serving:
+        prompt.add_metric([model.alias], model.stats.prompt_tokens)
+        cached.add_metric([model.alias], model.stats.cached_prompt_tokens)
+        completion.add_metric([model.alias], model.stats.completion_tokens)
+    return prompt, cached, completion
+
+
+def _outcomes(serving: Sequence[Serving]) -> Metric:
+    outcomes = CounterMetricFamily(
+        "llm_requests", "Generation requests by outcome", labels=["model", "outcome"]
+    )
+    for model in serving:
+        for outcome, count in model.stats.outcomes().items():
+            outcomes.add_metric([model.alias, outcome], count)
+    return outcomes
+
+
+def _load(serving: Sequence[Serving]) -> tuple[Metric, ...]:
+    queue = GaugeMetricFamily("llm_queue_depth", "Requests waiting for a slot", labels=MODEL)
+    busy = GaugeMetricFamily("llm_busy_slots", "Sequence slots generating now", labels=MODEL)
+    slots = GaugeMetricFamily("llm_slots", "Sequence slots", labels=MODEL)
+    for model in serving:
+        queue.add_metric([model.alias], model.load.queue_depth)
+        busy.add_metric([model.alias], model.load.busy_slots)
+        slots.add_metric([model.alias], model.load.slots)
+    return queue, busy, slots
+
+
+def _latency(serving: Sequence[Serving]) -> tuple[Metric, ...]:
+    ttft = HistogramMetricFamily(
+        "llm_time_to_first_token_seconds", "Submit to first generated token", labels=MODEL
+    )
+    rate = HistogramMetricFamily(
+        "llm_tokens_per_second", "Generation speed per request", labels=MODEL
+    )
+    for model in serving:
+        _observe(ttft, model.alias, model.stats.time_to_first_token)
+        _observe(rate, model.alias, model.stats.tokens_per_second)
+    return ttft, rate
+
+
+def _observe(family: HistogramMetricFamily, model: str, histogram: Histogram) -> None:
+    buckets = [
+        (str(bound), float(count))
+        for bound, count in zip(histogram.buckets, histogram.counts, strict=True)
+    ]
+    buckets.append(("+Inf", float(histogram.count)))
+    family.add_metric([model], buckets, histogram.sum)
+
+
+def _engine(serving: Sequence[Serving]) -> tuple[Metric, ...]:
+    """The local engine's steps; a model that takes none (remote) has no samples."""
+    steps = CounterMetricFamily(
+        "llm_engine_steps", "Batches the engine decoded (local models)", labels=MODEL
+    )
+    decoding = CounterMetricFamily(
+        "llm_engine_decode_seconds", "Time in llama.cpp's decode", labels=MODEL
+    )
+    between = CounterMetricFamily(
+        "llm_engine_between_decodes_seconds",
+        "Time between two decodes while working: sampling, hand-off, batch building",
+        labels=MODEL,
+    )
+    for model in serving:
+        if model.stats.steps:
+            steps.add_metric([model.alias], model.stats.steps)
+            decoding.add_metric([model.alias], model.stats.decode_seconds)
+            between.add_metric([model.alias], model.stats.between_decodes_seconds)
+    return steps, decoding, between
+
+
+def _nodes(serving: Sequence[Serving]) -> tuple[Metric, ...]:
+    """Each server of a remote model's pool, labelled by its public URL."""
+    turns = CounterMetricFamily(
+        "llm_remote_node_turns",
+        "Generations sent to each server of a remote model (its share)",
+        labels=NODE,
+    )
+    up = GaugeMetricFamily(
+        "llm_remote_node_up", "1 while the server's circuit breaker is closed", labels=NODE
+    )
+    in_flight = GaugeMetricFamily(
+        "llm_remote_node_in_flight", "Generations running on the server", labels=NODE
+    )
+    latency = GaugeMetricFamily(
+        "llm_remote_node_latency_seconds", "The server's last time to first token", labels=NODE
+    )
+    for model in serving:
+        for node in model.nodes:
+            labels = [model.alias, node.url]
+            turns.add_metric(labels, node.turns)
+            up.add_metric(labels, 1 if node.up else 0)
+            in_flight.add_metric(labels, node.in_flight)
+            if node.latency_seconds is not None:
+                latency.add_metric(labels, node.latency_seconds)
+    return turns, up, in_flight, latency
+
+
+def _fallbacks(registry: ModelRegistry | None) -> Metric:
+    fallbacks = CounterMetricFamily(
+        "llm_fallbacks",
+        "Turns handed to a fallback model because theirs was unavailable",
+        labels=["model", "fallback"],
+    )
+    taken = registry.fallbacks_taken.items() if registry is not None else []
+    for (origin, fallback), count in taken:
+        fallbacks.add_metric([origin, fallback], count)
+    return fallbacks
+
+
+def _cache(cache: ResponseCache) -> tuple[Metric, ...]:
+    return (
+        CounterMetricFamily("llm_cache_hits", "Response cache hits", value=cache.stats.hits),
+        CounterMetricFamily("llm_cache_misses", "Response cache misses", value=cache.stats.misses),
+    )

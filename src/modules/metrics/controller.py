@@ -6,8 +6,10 @@ import hmac
 import os
 import resource
 import time
+from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -19,16 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from modules.auth import requires_admin
 from modules.cache import ResponseCache
 from modules.config import Settings
-from modules.llm.inference import GenerationStats, ModelRegistry
-from modules.metrics.collector import OUTCOMES
-
-SUMMED = (
-    *OUTCOMES,
-    "prompt_tokens",
-    "cached_prompt_tokens",
-    "completion_tokens",
-    "request_seconds",
-)
+from modules.llm.inference import GenerationStats, ModelRegistry, ModelStatus
 
 
 def prometheus_config() -> PrometheusConfig:
@@ -63,6 +56,56 @@ class MetricsController(Controller):
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
+class RequestCounts(msgspec.Struct):
+    completed: int
+    cancelled: int
+    timed_out: int
+    failed: int
+    rejected: int
+
+
+class CacheCounts(msgspec.Struct):
+    hits: int
+    misses: int
+
+
+class TokenCounts(msgspec.Struct):
+    prompt: int
+    cached_prompt: int
+    completion: int
+
+
+class DefaultModelSummary(msgspec.Struct):
+    name: str
+    status: str  # loaded or unavailable
+    slots: int
+    busy_slots: int
+    queue_depth: int
+
+
+class ModelStateSummary(msgspec.Struct):
+    alias: str
+    state: str
+
+
+class MemoryUsage(msgspec.Struct):
+    rss_bytes: int
+    peak_rss_bytes: int
+
+
+class MetricsSummary(msgspec.Struct):
+    requests_total: int
+    requests: RequestCounts
+    cache_hit_rate: float
+    cache: CacheCounts
+    average_response_time: float  # seconds, over finished requests
+    tokens: TokenCounts
+    model: DefaultModelSummary
+    models: list[ModelStateSummary]
+    memory: MemoryUsage
+    uptime_seconds: float
+
+
 class SummaryController(Controller):
     path = "/llm/metrics"
     tags = ("metrics",)
@@ -74,53 +117,54 @@ class SummaryController(Controller):
         state: State,
         model_registry: NamedDependency[ModelRegistry],
         response_cache: NamedDependency[ResponseCache],
-    ) -> dict[str, Any]:
+    ) -> MetricsSummary:
         """A JSON summary for people: requests, cache hit rate, speed, models, memory, uptime.
         Request and token counts are summed over every loaded model."""
-        backends = [e.backend for e in model_registry.loaded if e.backend is not None]
-        totals = GenerationStats()
-        for backend in backends:
-            for name in SUMMED:
-                setattr(totals, name, getattr(totals, name) + getattr(backend.stats, name))
+        models = model_registry.describe_all()
+        stats = [m.stats for m in models if m.state == "loaded" and m.stats is not None]
+        requests = _requests(stats)
+        finished = requests.completed + requests.cancelled + requests.timed_out
+        request_seconds = sum(s.request_seconds for s in stats)
         cache = response_cache.stats
         lookups = cache.hits + cache.misses
         rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        finished = totals.finished
-        return {
-            "requests_total": finished + totals.failed + totals.rejected,
-            "requests": {name: getattr(totals, name) for name in OUTCOMES},
-            "cache_hit_rate": round(cache.hits / lookups, 4) if lookups else 0.0,
-            "cache": {"hits": cache.hits, "misses": cache.misses},
-            "average_response_time": (
-                round(totals.request_seconds / finished, 4) if finished else 0.0
+        return MetricsSummary(
+            requests_total=finished + requests.failed + requests.rejected,
+            requests=requests,
+            cache_hit_rate=round(cache.hits / lookups, 4) if lookups else 0.0,
+            cache=CacheCounts(hits=cache.hits, misses=cache.misses),
+            average_response_time=round(request_seconds / finished, 4) if finished else 0.0,
+            tokens=TokenCounts(
+                prompt=sum(s.prompt_tokens for s in stats),
+                cached_prompt=sum(s.cached_prompt_tokens for s in stats),
+                completion=sum(s.completion_tokens for s in stats),
             ),
-            "tokens": {
-                "prompt": totals.prompt_tokens,
-                "cached_prompt": totals.cached_prompt_tokens,
-                "completion": totals.completion_tokens,
-            },
-            "model": _model_summary(model_registry),
-            "models": [
-                {"alias": e.alias, "state": e.state} for e in model_registry.entries.values()
-            ],
-            "memory": {
-                "rss_bytes": _current_rss_bytes(),
-                "peak_rss_bytes": rss_kib * 1024,
-            },
-            "uptime_seconds": round(time.monotonic() - state.started_at, 1),
-        }
+            model=_default_model(models[0]),  # the default model comes first
+            models=[ModelStateSummary(alias=m.alias, state=m.state) for m in models],
+            memory=MemoryUsage(rss_bytes=_current_rss_bytes(), peak_rss_bytes=rss_kib * 1024),
+            uptime_seconds=round(time.monotonic() - state.started_at, 1),
+        )
 
 
-def _model_summary(registry: ModelRegistry) -> dict[str, Any]:
-    backend = registry.default
-    load = backend.load() if backend is not None else None
-    return {
-        "name": registry.default_alias,
-        "status": "loaded" if load is not None and load.running else "unavailable",
-        "slots": load.slots if load else 0,
-        "busy_slots": load.busy_slots if load else 0,
-        "queue_depth": load.queue_depth if load else 0,
-    }
+def _requests(stats: Sequence[GenerationStats]) -> RequestCounts:
+    return RequestCounts(
+        completed=sum(s.completed for s in stats),
+        cancelled=sum(s.cancelled for s in stats),
+        timed_out=sum(s.timed_out for s in stats),
+        failed=sum(s.failed for s in stats),
+        rejected=sum(s.rejected for s in stats),
+    )
+
+
+def _default_model(model: ModelStatus) -> DefaultModelSummary:
+    load = model.load
+    return DefaultModelSummary(
+        name=model.alias,
+        status="loaded" if load is not None and load.running else "unavailable",
+        slots=load.slots if load else 0,
+        busy_slots=load.busy_slots if load else 0,
+        queue_depth=load.queue_depth if load else 0,
+    )
 
 
 def _current_rss_bytes() -> int:

@@ -4,30 +4,48 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from modules.auth import requires_admin
-from modules.llm.api.schemas import ModelInfo, ModelList, ValidateReport, ValidateRequest
-from modules.llm.inference import ChatMessage, ModelEntry, ModelRegistry, SamplingParams, collect
-from modules.llm.inference.remote import public_url
+from modules.llm.api.schemas import (
+    ModelCapabilities,
+    ModelInfo,
+    ModelList,
+    ValidateReport,
+    ValidateRequest,
+)
+from modules.llm.inference import (
+    Capabilities,
+    ChatMessage,
+    ModelRegistry,
+    ModelStatus,
+    SamplingParams,
+    collect,
+)
 
 
-def describe(entry: ModelEntry, default: str) -> ModelInfo:
-    backend = entry.backend
+def model_info(model: ModelStatus) -> ModelInfo:
+    """The public view of a model: its file's name or servers' URLs, never a path or a
+    credential."""
+    described = model.description
     return ModelInfo(
-        alias=entry.alias,
-        state=entry.state,
-        default=entry.alias == default,
-        file=entry.spec.path.name
-        if entry.spec.path
-        else "|".join(public_url(url) for url in (entry.spec.url or "").split("|")),
-        size_bytes=entry.size_bytes,
-        context_size=backend.context_size if backend else None,
-        slots=backend.load().slots if backend else None,
-        error=entry.error,
+        alias=model.alias,
+        state=model.state,
+        default=model.default,
+        file=model.source,
+        size_bytes=model.size_bytes,
+        context_size=described.context_size if described else None,
+        slots=model.load.slots if model.load else None,
+        error=model.error,
+        capabilities=_capabilities(described.capabilities) if described else None,
     )
+
+
+def _capabilities(capabilities: Capabilities) -> ModelCapabilities:
+    return msgspec.convert(capabilities, ModelCapabilities, from_attributes=True)
 
 
 class ModelsController(Controller):
@@ -37,10 +55,9 @@ class ModelsController(Controller):
     @get("/models")
     async def list_models(self, model_registry: NamedDependency[ModelRegistry]) -> ModelList:
         """Every configured model with its state and size."""
-        default = model_registry.default_alias
         return ModelList(
-            default=default,
-            models=[describe(e, default) for e in model_registry.entries.values()],
+            default=model_registry.default_alias,
+            models=[model_info(model) for model in model_registry.describe_all()],
         )
 
     @post("/models/{alias:str}/load", status_code=200, guards=[requires_admin])
@@ -49,7 +66,7 @@ class ModelsController(Controller):
     ) -> ModelInfo:
         """Load a configured model (admin); its cached answers are dropped."""
         entry = await model_registry.load(alias)
-        return describe(entry, model_registry.default_alias)
+        return model_info(model_registry.describe(entry.alias))
 
     @post("/models/{alias:str}/unload", status_code=200, guards=[requires_admin])
     async def unload_model(
@@ -57,7 +74,7 @@ class ModelsController(Controller):
     ) -> ModelInfo:
         """Unload a model (admin): its memory is freed, its requests get 503."""
         entry = await model_registry.unload(alias)
-        return describe(entry, model_registry.default_alias)
+        return model_info(model_registry.describe(entry.alias))
 
     @post("/validate-model", status_code=200, guards=[requires_admin])
     async def validate_model(
@@ -67,7 +84,7 @@ class ModelsController(Controller):
         entry = model_registry.entry(data.model)
         if entry.state != "loaded":
             entry = await model_registry.load(entry.alias)
-        info = describe(entry, model_registry.default_alias)
+        info = model_info(model_registry.describe(entry.alias))
         fields = {name: getattr(info, name) for name in ModelInfo.__struct_fields__}
         backend = entry.backend
         if backend is None:

@@ -120,6 +120,18 @@ class CacheCleared(msgspec.Struct):
     backend: str
 
 
+class ModelCapabilities(msgspec.Struct):
+    """What a model can be asked for; a request needing one it lacks is refused by name."""
+
+    chat: bool
+    completion: bool
+    embeddings: bool
+    grammar: bool  # constrained output (JSON schema)
+    tools: bool
+    logprobs: bool
+    n: bool  # several choices for one prompt
+
+
 class ModelInfo(msgspec.Struct):
     alias: str
     state: str
@@ -129,6 +141,7 @@ class ModelInfo(msgspec.Struct):
     context_size: int | None
     slots: int | None
     error: str | None
+    capabilities: ModelCapabilities | None  # while loaded
 
 
 class ModelList(msgspec.Struct):

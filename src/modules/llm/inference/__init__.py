@@ -5,6 +5,13 @@ today, a remote OpenAI-compatible server beside it."""
 
 from modules.llm.inference.backend import Backend, Completion, Prompt, collect
 from modules.llm.inference.chat_template import ChatMessage, ChatTemplateError
+from modules.llm.inference.descriptions import (
+    Capabilities,
+    Capability,
+    LocalDetails,
+    ModelDescription,
+    NodeDescription,
+)
 from modules.llm.inference.errors import (
     BackendUnavailableError,
     ModelNotFoundError,
@@ -20,7 +27,13 @@ from modules.llm.inference.events import (
     Generation,
     TokenDelta,
 )
-from modules.llm.inference.registry import BackendFactory, ModelEntry, ModelRegistry, ModelSpec
+from modules.llm.inference.registry import (
+    BackendFactory,
+    ModelEntry,
+    ModelRegistry,
+    ModelSpec,
+    ModelStatus,
+)
 from modules.llm.inference.remote import REMOTE_CONTROL_TOKENS, RemoteBackend
 from modules.llm.inference.sampling import SamplingParams
 from modules.llm.inference.stats import GenerationStats, Histogram, Load
@@ -30,6 +43,8 @@ __all__ = [
     "Backend",
     "BackendFactory",
     "BackendUnavailableError",
+    "Capabilities",
+    "Capability",
     "ChatMessage",
     "ChatTemplateError",
     "Completion",
@@ -41,10 +56,14 @@ __all__ = [
     "GenerationStats",
     "Histogram",
     "Load",
+    "LocalDetails",
+    "ModelDescription",
     "ModelEntry",
     "ModelNotFoundError",
     "ModelRegistry",
     "ModelSpec",
+    "ModelStatus",
+    "NodeDescription",
     "Prompt",
     "PromptTooLongError",
     "QueueFullError",

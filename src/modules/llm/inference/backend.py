@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from modules.llm.inference.chat_template import ChatMessage
+from modules.llm.inference.descriptions import ModelDescription
 from modules.llm.inference.events import Failed, Finished, Generation, TokenDelta
 from modules.llm.inference.sampling import SamplingParams
 from modules.llm.inference.stats import GenerationStats, Load
@@ -72,8 +73,8 @@ class Backend(Protocol):
 
     def load(self) -> Load: ...
 
-    def describe(self) -> dict[str, Any]:
-        """What /health and /llm/models show about the model."""
+    def describe(self) -> ModelDescription:
+        """The model as it is now: what serves it, its limits, its capabilities."""
         ...
 
     def close(self) -> None:

@@ -16,7 +16,10 @@ from typing import Literal
 import structlog
 
 from modules.llm.inference.backend import Backend
+from modules.llm.inference.descriptions import ModelDescription
 from modules.llm.inference.errors import BackendUnavailableError, ModelNotFoundError
+from modules.llm.inference.remote.node import public_url
+from modules.llm.inference.stats import GenerationStats, Load
 
 logger = structlog.get_logger(__name__)
 ModelState = Literal["unloaded", "loading", "loaded", "failed"]
@@ -58,6 +61,56 @@ class ModelEntry:
             return self.spec.path.stat().st_size
         except OSError:
             return None
+
+    @property
+    def created(self) -> int:
+        """The file's modification time (Unix seconds); 0 for a server or a missing file."""
+        if self.spec.path is None:
+            return 0
+        try:
+            return int(self.spec.path.stat().st_mtime)
+        except OSError:
+            return 0
+
+    @property
+    def source(self) -> str:
+        """What the configuration says serves it, safe to show: the file's name, or the
+        servers' URLs without credentials (also while it is not loaded)."""
+        if self.spec.path is not None:
+            return self.spec.path.name
+        return "|".join(public_url(url) for url in (self.spec.url or "").split("|"))
+
+    def status(self, default: bool) -> ModelStatus:
+        backend = self.backend
+        return ModelStatus(
+            alias=self.alias,
+            state=self.state,
+            default=default,
+            error=self.error,
+            source=self.source,
+            size_bytes=self.size_bytes,
+            created=self.created,
+            description=backend.describe() if backend is not None else None,
+            load=backend.load() if backend is not None else None,
+            stats=backend.stats if backend is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """One configured model as it is now: what /health, /llm/models, /v1/models and /metrics
+    show. `description`, `load` and `stats` are there while a backend serves it."""
+
+    alias: str
+    state: ModelState
+    default: bool
+    error: str | None  # why it failed to load
+    source: str  # public: the file's name or the servers' URLs
+    size_bytes: int | None
+    created: int
+    description: ModelDescription | None
+    load: Load | None
+    stats: GenerationStats | None  # live counters, read at once
 
 
 class ModelRegistry:
@@ -115,6 +168,19 @@ class ModelRegistry:
     @property
     def loaded(self) -> list[ModelEntry]:
         return [entry for entry in self.entries.values() if entry.state == "loaded"]
+
+    def describe_all(self) -> list[ModelStatus]:
+        """Every configured model, the default first: the one place the front ends and
+        /metrics read what serves."""
+        return [
+            entry.status(default=alias == self.default_alias)
+            for alias, entry in self.entries.items()
+        ]
+
+    def describe(self, name: str | None = None) -> ModelStatus:
+        """One model (the default when None); unknown names raise."""
+        entry = self.entry(name)
+        return entry.status(default=entry.alias == self.default_alias)
 
     async def load(self, name: str, *, announce: bool = True) -> ModelEntry:
         """Load a model; `announce` tells `on_change` (an operator's load, not start-up)."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RATE_BUCKETS = (1, 5, 10, 25, 50, 75, 100, 150, 200, 300, 500)
+Outcome = Literal["completed", "cancelled", "timed_out", "failed", "rejected"]
 
 
 class Histogram:
@@ -51,6 +53,16 @@ class GenerationStats:
     @property
     def finished(self) -> int:
         return self.completed + self.cancelled + self.timed_out
+
+    def outcomes(self) -> dict[Outcome, int]:
+        """Requests by how they ended."""
+        return {
+            "completed": self.completed,
+            "cancelled": self.cancelled,
+            "timed_out": self.timed_out,
+            "failed": self.failed,
+            "rejected": self.rejected,
+        }
 
     def record(
         self,

@@ -88,8 +88,9 @@ class OpenAIController(Controller):
         """The loaded models, as OpenAI's model list."""
         return ModelCards(
             data=[
-                ModelCard(id=entry.alias, created=_created(entry.spec.path))
-                for entry in model_registry.loaded
+                ModelCard(id=model.alias, created=model.created)
+                for model in model_registry.describe_all()
+                if model.state == "loaded"
             ]
         )
 
@@ -175,12 +176,3 @@ class OpenAIController(Controller):
         whole = chunk_of(completion.text, finish_reason(completion.finished))
         whole.usage = usage(completion.finished)
         return whole
-
-
-def _created(path: Any) -> int:
-    if path is None:
-        return 0
-    try:
-        return int(path.stat().st_mtime)
-    except OSError:
-        return 0

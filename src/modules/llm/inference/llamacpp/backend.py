@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import llama_cpp
+
 from modules.llm.inference.backend import Prompt
 from modules.llm.inference.chat_template import ChatMessage, ChatPromptBuilder
+from modules.llm.inference.descriptions import Capabilities, LocalDetails, ModelDescription
 from modules.llm.inference.errors import BackendUnavailableError, PromptTooLongError
 from modules.llm.inference.llamacpp.engine import LLMEngine
 from modules.llm.inference.llamacpp.jobs import GenerationHandle
@@ -48,6 +51,8 @@ class LlamaCppBackend:
         self.default_system_prompt = default_system_prompt or None
         self.prompt_builder = self.prompt_builder_for(model)
         self._public_prefix: list[int] | None = None
+        # Read once: the context is freed on close, and a description is asked for after.
+        self.capabilities = local_capabilities(model)
 
     @staticmethod
     def prompt_builder_for(model: LoadedModel) -> ChatPromptBuilder:
@@ -125,17 +130,24 @@ class LlamaCppBackend:
             queue_size=engine.queue_size,
         )
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "backend": "llama.cpp",
-            "file": self.model.path.name,
-            "size_bytes": self.model.size_bytes,
-            "context_size": self.model.n_ctx,
-            "saved_states": self.engine.saved_states,
-            # Which llama.cpp device runs it: layers offloaded to a GPU, of how many.
-            "gpu_layers": self.model.gpu_layers,
-            "layers": self.model.n_layers,
-        }
+    def describe(self) -> ModelDescription:
+        model = self.model
+        return ModelDescription(
+            alias=self.alias,
+            kind="local",
+            backend="llama.cpp",
+            context_size=model.n_ctx,
+            slots=self.engine.parallel,
+            capabilities=self.capabilities,
+            local=LocalDetails(
+                file=model.path.name,
+                size_bytes=model.size_bytes,
+                saved_states=self.engine.saved_states,
+                gpu_layers=model.gpu_layers,
+                layers=model.n_layers,
+            ),
+            path=model.path,
+        )
 
     def close(self) -> None:
         self.engine.stop()
@@ -160,3 +172,22 @@ class LlamaCppBackend:
             return await asyncio.to_thread(function, *args)
         except ModelClosedError as exc:
             raise BackendUnavailableError(str(exc)) from exc
+
+
+def local_capabilities(model: LoadedModel) -> Capabilities:
+    """What a model in this process can do: chat and completion always; grammar and
+    logprobs because llama.cpp has a grammar sampler and the logits (what the runtime
+    offers: the engine wires them when structured output and logprobs arrive, and /v1
+    refuses `logprobs` until then); embeddings only from a context made with embeddings on
+    and a pooling type; tools and `n` not yet (no tool-call format, one sequence a request)."""
+    context = model.context
+    pooled = llama_cpp.llama_pooling_type(context.ctx) != llama_cpp.LLAMA_POOLING_TYPE_NONE
+    return Capabilities(
+        chat=True,
+        completion=True,
+        embeddings=bool(context.params.embeddings) and pooled,
+        grammar=True,
+        tools=False,
+        logprobs=True,
+        n=False,
+    )

@@ -4,12 +4,12 @@ another llm-service): one node, or a pool of nodes behind one alias."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import httpx
 
 from modules.llm.inference.backend import Prompt
 from modules.llm.inference.chat_template import ChatMessage
+from modules.llm.inference.descriptions import Capabilities, ModelDescription
 from modules.llm.inference.errors import BackendUnavailableError
 from modules.llm.inference.remote.control_tokens import REMOTE_CONTROL_TOKENS
 from modules.llm.inference.remote.generation import RemoteGeneration
@@ -17,6 +17,18 @@ from modules.llm.inference.remote.node import RemoteNode, resolve_model
 from modules.llm.inference.remote.routing import affinity_key, choose
 from modules.llm.inference.sampling import SamplingParams
 from modules.llm.inference.stats import GenerationStats, Load
+
+# Passed through: the server decides, and what it cannot do it refuses itself. Embeddings
+# are not known before a server is asked, so they count as there.
+REMOTE_CAPABILITIES = Capabilities(
+    chat=True,
+    completion=True,
+    embeddings=True,
+    grammar=True,  # as `response_format: json_schema`
+    tools=True,
+    logprobs=True,
+    n=True,
+)
 
 
 class RemoteBackend:
@@ -100,25 +112,16 @@ class RemoteBackend:
             queue_size=0,
         )
 
-    def describe(self) -> dict[str, Any]:
-        latencies = [node.last_ttft for node in self.nodes if node.last_ttft is not None]
-        return {
-            "backend": "remote",
-            "file": "|".join(node.name for node in self.nodes),  # never the credentials
-            "context_size": self._context_size,
-            "breaker": "closed" if self.is_running else "open",
-            "latency_ms": round(min(latencies) * 1000, 1) if latencies else None,
-            "nodes": [
-                {
-                    "url": node.name,
-                    "breaker": "closed" if node.healthy else "open",
-                    "in_flight": node.in_flight,
-                    "turns": node.turns,
-                    "latency_ms": round(node.last_ttft * 1000, 1) if node.last_ttft else None,
-                }
-                for node in self.nodes
-            ],
-        }
+    def describe(self) -> ModelDescription:
+        return ModelDescription(
+            alias=self.alias,
+            kind="remote",
+            backend="remote",
+            context_size=self._context_size,
+            slots=0,  # each server schedules its own
+            capabilities=REMOTE_CAPABILITIES,
+            nodes=tuple(node.describe() for node in self.nodes),
+        )
 
     def close(self) -> None:
         for node in self.nodes:

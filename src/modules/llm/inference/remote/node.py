@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from modules.llm.inference.descriptions import NodeDescription
 from modules.llm.inference.errors import QueueFullError
 from modules.llm.inference.events import FinishReason
 from modules.llm.inference.remote.breaker import CircuitBreaker
@@ -39,6 +40,16 @@ class RemoteNode:
     @property
     def healthy(self) -> bool:
         return not self.breaker.is_open
+
+    def describe(self) -> NodeDescription:
+        return NodeDescription(
+            url=self.name,
+            model=self.model,
+            up=self.healthy,
+            in_flight=self.in_flight,
+            turns=self.turns,
+            latency_seconds=self.last_ttft,
+        )
 
     def client(self) -> httpx.AsyncClient:
         # One pool per node, kept: a new client per request costs an SSL context and a
