@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+import argon2
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
@@ -111,14 +112,19 @@ async def test_passwords_are_nfkc_normalized_and_old_hashes_upgrade(auth: AuthSe
     precomposed, combining = "caf\u00e9-password-1", "cafe\u0301-password-1"
     await auth.register("e@example.com", precomposed)
     assert (await auth.login("e@example.com", combining)).access_token
-    # A hash made before normalization (from the password as typed) still verifies, and the
-    # login replaces it with the hash of the normalized password.
+    # A hash made before normalization (argon2id of the password as typed, at the fixture's
+    # cost) still verifies, and the login replaces it with the hash of the normalized password.
     user = await auth.users.get_by_email("e@example.com")
     assert user is not None
-    user.password_hash = auth.hasher._context.hash(combining)
+    typed = argon2.PasswordHasher(memory_cost=1024, time_cost=1, parallelism=1)
+    user.password_hash = typed.hash(combining)
     await auth.users.update(user)
+    assert not (await auth.hasher.verify(precomposed, user.password_hash))[0]
     assert (await auth.login("e@example.com", combining)).access_token
-    assert auth.hasher._context.verify(precomposed, user.password_hash)
+    upgraded = await auth.users.get_by_email("e@example.com")
+    assert upgraded is not None
+    # The stored hash is now the normalized password's, and current.
+    assert await auth.hasher.verify(precomposed, upgraded.password_hash) == (True, None)
     assert (await auth.login("e@example.com", precomposed)).access_token
 
 
