@@ -26,7 +26,7 @@ from app import create_app
 from modules.auth import PasswordHasher
 from modules.config import Settings
 from modules.llm.inference import ModelRegistry
-from modules.ratelimit.service import DAY
+from modules.ratelimit.service import DAY, window_at
 from tests.fakes import FakeBackends
 
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -263,7 +263,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> bool:
 def charged_today(app: Litestar, user_id: str) -> int:
     """Completion tokens charged to a user today (the in-memory rate limiter's counter)."""
     limiter = app.state.llm.limiter
-    day, _ = limiter._window(DAY)
+    day, _ = window_at(limiter.clock(), DAY)
 
     async def read() -> int:
         value: int = await limiter.counters.get(f"tokday:{user_id}:{day}")
