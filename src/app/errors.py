@@ -140,7 +140,10 @@ def _from_rate_limit(exc: RateLimitExceededError) -> ProblemDetailsException:
     return _problem(
         429,
         str(exc),
-        headers={"Retry-After": str(exc.retry_after)},
+        headers={
+            "Retry-After": str(exc.retry_after),
+            **(exc.quota.headers() if exc.quota is not None else {}),
+        },
         extra={"limit": exc.limit, "window": exc.window, "retry_after": exc.retry_after},
     )
 

@@ -28,7 +28,7 @@ from app.redis import redis_client
 from app.request_log import RequestLogMiddleware
 from modules import auth, cache, conversations, metrics, profiles, ratelimit, users, web
 from modules.config import Settings
-from modules.llm import LLMModule
+from modules.llm import LLMModule, rate_limit_headers
 from modules.llm.inference import BackendFactory
 
 # Regular expressions matched against the path: anchored, so /llm/metrics stays private.
@@ -132,6 +132,7 @@ def create_app(
             _logging(settings),
         ],
         on_app_init=[jwt_auth.on_app_init, _request_log_outermost],
+        before_send=[rate_limit_headers],
         lifespan=[llm.lifespan],
         state=State(
             {

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     rate_limit_requests_per_minute: int = Field(60, ge=0)
     rate_limit_tokens_per_minute: int = Field(20000, ge=0)
     rate_limit_tokens_per_day: int = Field(500000, ge=0)
+    # Token budgets count what the model reads and writes: a prompt token weighs this much
+    # against a completion token, and one read from the KV cache (a conversation's earlier
+    # turns, a shared system prompt) this much, since it is not computed again.
+    rate_limit_prompt_token_weight: float = Field(1.0, ge=0, le=10)
+    rate_limit_cached_token_weight: float = Field(0.1, ge=0, le=10)
     # JSON: {"role": {"requests_per_minute": N, "tokens_per_minute": N, "tokens_per_day": N}}
     rate_limit_role_overrides: dict[str, dict[str, int]] = Field(
         default_factory=lambda: {

@@ -5,6 +5,6 @@ turns/      the turn service: the one place a chat turn happens
 api/        thin front ends: /llm/generate, /llm/models, /v1 (OpenAI shapes)
 """
 
-from modules.llm.module import LLMModule, local_backend_factory
+from modules.llm.module import LLMModule, local_backend_factory, rate_limit_headers
 
-__all__ = ["LLMModule", "local_backend_factory"]
+__all__ = ["LLMModule", "local_backend_factory", "rate_limit_headers"]

@@ -10,8 +10,10 @@ from typing import Any
 
 import structlog
 from litestar import Litestar, Request, Router
+from litestar.datastructures import MutableScopeHeaders
 from litestar.di import NamedDependency, Provide
 from litestar.plugins.problem_details import ProblemDetailsException
+from litestar.types import Message, Scope
 
 from modules.cache import ResponseCache
 from modules.config import Settings
@@ -27,7 +29,15 @@ from modules.llm.inference import (
     RemoteBackend,
 )
 from modules.llm.inference.llamacpp import LlamaCppBackend, LocalOptions, ModelOptions
-from modules.llm.turns import Caller, ProfileStore, PromptPreparer, SessionFactory, TurnService
+from modules.llm.turns import (
+    Admission,
+    Caller,
+    ProfileStore,
+    PromptPreparer,
+    SessionFactory,
+    TurnService,
+    quota_headers,
+)
 from modules.ratelimit import RateLimiter
 
 logger = structlog.get_logger(__name__)
@@ -83,6 +93,17 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
     ]
 
 
+async def rate_limit_headers(message: Message, scope: Scope) -> None:
+    """A `before_send` hook: an admitted request's answer, streamed or whole, starts with
+    OpenAI's rate-limit headers (what the caller has left)."""
+    if message["type"] == "http.response.start":
+        headers = quota_headers(scope.get("state", {}))
+        if headers:
+            mutable = MutableScopeHeaders.from_message(message)
+            for name, value in headers.items():
+                mutable[name] = value
+
+
 class LLMModule:
     def __init__(
         self,
@@ -126,16 +147,19 @@ class LLMModule:
             model_registry: NamedDependency[ModelRegistry],
             profile_service: NamedDependency[ProfileStore],
         ) -> TurnService:
+            state = request.scope.setdefault("state", {})
             return TurnService(
                 settings=self.settings,
                 registry=model_registry,
                 preparer=self.preparer,
-                limiter=self.limiter,
+                admission=Admission.of(
+                    self.settings, self.limiter, request.user.id, request.user.role, state
+                ),
                 cache=self.cache,
                 profiles=profile_service,
                 sessions=self.sessions,
                 caller=Caller(request.user.id, request.user.role),
-                log=request.scope.setdefault("state", {}),
+                log=state,
             )
 
         return {

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from modules.llm.turns import GenerationSettings
+from modules.llm.inference import SamplingParams
 from modules.profiles.models import Profile
 
 ProfileName = Annotated[
@@ -22,14 +22,14 @@ class ProfileCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: ProfileName
     system_prompt: SystemPrompt
     description: Description = ""
-    settings: GenerationSettings = msgspec.field(default_factory=GenerationSettings)
+    settings: SamplingParams = msgspec.field(default_factory=SamplingParams)
 
 
 class ProfileUpdate(msgspec.Struct, forbid_unknown_fields=True):
     name: ProfileName | None = None
     system_prompt: SystemPrompt | None = None
     description: Description | None = None
-    settings: GenerationSettings | None = None
+    settings: SamplingParams | None = None
 
 
 class ProfileRead(msgspec.Struct):
@@ -37,7 +37,7 @@ class ProfileRead(msgspec.Struct):
     name: str
     description: str
     system_prompt: str
-    settings: GenerationSettings
+    settings: SamplingParams
     created_at: datetime
     updated_at: datetime
 

@@ -3,8 +3,10 @@
 from litestar.di import Provide
 
 from modules.ratelimit.service import (
+    Allowance,
     Limits,
     MemoryCounters,
+    Quota,
     RateLimiter,
     RateLimitExceededError,
     RedisCounters,
@@ -18,8 +20,10 @@ def providers(limiter: RateLimiter) -> dict[str, Provide]:
 
 
 __all__ = [
+    "Allowance",
     "Limits",
     "MemoryCounters",
+    "Quota",
     "RateLimitExceededError",
     "RateLimiter",
     "RedisCounters",

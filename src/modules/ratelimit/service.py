@@ -1,7 +1,7 @@
 """Rate limits and quotas: fixed-window counters, in memory or shared through Redis.
 
-Per user: requests per minute, completion tokens per minute and per day (per-role
-overrides). Per client IP and per account: login attempts. A limit of 0 means none.
+Per user: requests per minute, tokens per minute and per day (what the model reads and
+writes; per-role overrides). Per client IP and per account: login attempts. A limit of 0 means none.
 Redis counters use INCRBY with an expiry in one pipeline, so several app processes on one
 Redis enforce one limit. Redis down: limits fail open (the service keeps serving) and the
 error is logged."""
@@ -28,7 +28,14 @@ LOGIN_BACKOFF_SECONDS = 30
 
 
 class RateLimitExceededError(Exception):
-    def __init__(self, what: str, limit: int, window: str, retry_after: int) -> None:
+    def __init__(
+        self,
+        what: str,
+        limit: int,
+        window: str,
+        retry_after: int,
+        quota: Quota | None = None,
+    ) -> None:
         super().__init__(
             f"rate limit exceeded: {limit} {what} per {window}; retry in {retry_after} s"
         )
@@ -36,6 +43,44 @@ class RateLimitExceededError(Exception):
         self.limit = limit
         self.window = window
         self.retry_after = retry_after
+        self.quota = quota  # what the client has left, for its rate-limit headers
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """One limit as a client sees it: its size, what is left, seconds until it resets."""
+
+    limit: int
+    remaining: int
+    reset_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What a user has left after an admission: requests this minute and the tightest
+    token budget (minute or day); None where no limit is set."""
+
+    requests: Allowance | None = None
+    tokens: Allowance | None = None
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI's rate-limit headers, so a client can pace itself."""
+        headers: dict[str, str] = {}
+        for kind, allowance in (("requests", self.requests), ("tokens", self.tokens)):
+            if allowance is not None:
+                headers[f"x-ratelimit-limit-{kind}"] = str(allowance.limit)
+                headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, allowance.remaining))
+                headers[f"x-ratelimit-reset-{kind}"] = duration(allowance.reset_seconds)
+        return headers
+
+
+def duration(seconds: int) -> str:
+    """Seconds as OpenAI writes a reset time: "42s", "6m0s", "3h2m1s"."""
+    hours, rest = divmod(max(0, seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +146,14 @@ def window_at(now: float, length: int) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """Tokens set aside at admission (the request's max_tokens), settled at the end."""
+    """Tokens set aside at admission (the request's max_tokens, then its prompt), settled
+    at the end; `quota` is what the user had left when admitted."""
 
     user_id: str
     minute: int
     day: int
     tokens: int
+    quota: Quota = field(default_factory=Quota)
 
 
 @dataclass
@@ -162,33 +209,60 @@ class RateLimiter:
     async def admit(self, user_id: str, role: str, max_tokens: int) -> Reservation:
         """Count one generation request and set its `max_tokens` aside in the token
         budgets, so concurrent requests cannot overshoot a budget by more than one
-        request's `max_tokens`; raise when a per-user limit is used up."""
+        request's tokens; raise when a per-user limit is used up. A budget is used up when
+        what was charged and reserved before this request reaches it."""
         limits = self.limits_for(role)
         minute, minute_left = self._window(MINUTE)
         day, day_left = self._window(DAY)
+        requests: Allowance | None = None
         if limits.requests_per_minute:
             used = await self._count(f"req:{user_id}:{minute}", 1, MINUTE + 5)
+            requests = Allowance(
+                limits.requests_per_minute, limits.requests_per_minute - used, minute_left
+            )
             if used > limits.requests_per_minute:
                 raise RateLimitExceededError(
-                    "requests", limits.requests_per_minute, "minute", minute_left
+                    "requests", limits.requests_per_minute, "minute", minute_left, Quota(requests)
                 )
         budgets = (
             (f"tok:{user_id}:{minute}", limits.tokens_per_minute, "minute", minute_left, MINUTE),
             (f"tokday:{user_id}:{day}", limits.tokens_per_day, "day", day_left, DAY),
         )
         reserved: list[tuple[str, int]] = []
+        tightest: Allowance | None = None
         for key, limit, window, left, length in budgets:
             total = await self._count(key, max_tokens, length + 60)
             reserved.append((key, length))
-            if limit and total - max_tokens >= limit:
+            if not limit:
+                continue
+            allowance = Allowance(limit, limit - total, left)
+            if tightest is None or allowance.remaining < tightest.remaining:
+                tightest = allowance
+            if total - max_tokens >= limit:
                 for taken, taken_length in reserved:  # give the reservation back
                     await self._count(taken, -max_tokens, taken_length + 60)
-                raise RateLimitExceededError("completion tokens", limit, window, left)
-        return Reservation(user_id, minute, day, max_tokens)
+                quota = Quota(requests, Allowance(limit, 0, left))
+                raise RateLimitExceededError("tokens", limit, window, left, quota)
+        return Reservation(user_id, minute, day, max_tokens, Quota(requests, tightest))
 
-    async def settle(self, reservation: Reservation, generated: int) -> None:
-        """Charge what was generated: the reservation is replaced by the real count."""
-        change = generated - reservation.tokens
+    async def reserve(self, reservation: Reservation, tokens: int) -> Reservation:
+        """Set `tokens` more aside for an admitted request (its prompt, once read)."""
+        if tokens <= 0:
+            return reservation
+        await self._add_to_budgets(reservation, tokens)
+        quota = reservation.quota
+        if quota.tokens is not None:
+            tokens_left = dataclasses.replace(
+                quota.tokens, remaining=quota.tokens.remaining - tokens
+            )
+            quota = dataclasses.replace(quota, tokens=tokens_left)
+        return dataclasses.replace(reservation, tokens=reservation.tokens + tokens, quota=quota)
+
+    async def settle(self, reservation: Reservation, charged: int) -> None:
+        """Charge what the request cost: the reservation is replaced by the real count."""
+        await self._add_to_budgets(reservation, charged - reservation.tokens)
+
+    async def _add_to_budgets(self, reservation: Reservation, change: int) -> None:
         if change:
             user = reservation.user_id
             await self._count(f"tok:{user}:{reservation.minute}", change, MINUTE + 60)

@@ -17,14 +17,8 @@ from modules.llm.api.schemas import (
     ValidateReport,
     ValidateRequest,
 )
-from modules.llm.inference import (
-    Capabilities,
-    ChatMessage,
-    ModelRegistry,
-    ModelStatus,
-    SamplingParams,
-    collect,
-)
+from modules.llm.inference import Capabilities, ModelRegistry, ModelStatus, SamplingParams
+from modules.llm.turns import InputMessage, TurnRequest, TurnService
 
 
 def model_info(model: ModelStatus) -> ModelInfo:
@@ -78,23 +72,32 @@ class ModelsController(Controller):
 
     @post("/validate-model", status_code=200, guards=[requires_admin])
     async def validate_model(
-        self, data: JSONBody[ValidateRequest], model_registry: NamedDependency[ModelRegistry]
+        self,
+        data: JSONBody[ValidateRequest],
+        model_registry: NamedDependency[ModelRegistry],
+        turn_service: NamedDependency[TurnService],
     ) -> ValidateReport:
-        """Load the model if needed, run a short greedy generation, report what it can do."""
+        """Load the model if needed, run a short greedy generation, report what it can do.
+        The generation is a turn like any other (admitted, sanitized, charged), on this
+        model only, and nothing of it is stored or cached."""
         entry = model_registry.entry(data.model)
         if entry.state != "loaded":
             entry = await model_registry.load(entry.alias)
         info = model_info(model_registry.describe(entry.alias))
         fields = {name: getattr(info, name) for name in ModelInfo.__struct_fields__}
-        backend = entry.backend
-        if backend is None:
+        if entry.backend is None:
             return ValidateReport(**fields, available=False)
-        prompt = await backend.chat_prompt([ChatMessage("user", data.prompt)])
         started = time.monotonic()
-        params = SamplingParams(temperature=0.0, max_tokens=data.max_tokens)
-        completion = await collect(
-            backend.stream(prompt, params, owner="validate-model", timeout=60), within_seconds=90
+        turn = await turn_service.start(
+            TurnRequest(
+                messages=[InputMessage("user", data.prompt, "prompt")],
+                settings=SamplingParams(temperature=0.0, max_tokens=data.max_tokens),
+                model=entry.alias,
+                use_cache=False,
+                probe=True,
+            )
         )
+        completion = await turn.result()
         finished = completion.finished
         seconds = finished.generation_seconds
         return ValidateReport(

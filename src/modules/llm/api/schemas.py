@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from modules.llm.inference import Finished
-from modules.llm.turns import GenerationSettings, SanitizationReport
+from modules.llm.inference import Finished, SamplingParams
+from modules.llm.turns import SanitizationReport
 
 # A static bound that a body under the 1 MiB limit can hold; the configured limits
 # (SANITIZER_MAX_CHARS, tokens) are checked next, before any cleaning.
@@ -31,7 +31,7 @@ class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
     # A model alias from GET /llm/models; absent: the default model.
     model: ModelName | None = None
     system: Content | None = None
-    settings: GenerationSettings = msgspec.field(default_factory=GenerationSettings)
+    settings: SamplingParams = msgspec.field(default_factory=SamplingParams)
     stream: bool = False
     # Continue a stored conversation; absent: a new one is made and its id returned.
     conversation_id: uuid.UUID | None = None
@@ -43,12 +43,20 @@ class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
     character_name: ProfileName | None = None
 
 
+class PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int = 0
+
+
 class Usage(msgspec.Struct):
+    """A turn's token counts, the same in this service's answers and OpenAI's."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    # Prompt tokens whose KV cache was reused (a conversation's earlier turns).
+    # Prompt tokens whose KV cache was reused (a conversation's earlier turns); OpenAI's
+    # clients read them from `prompt_tokens_details`.
     cached_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails = msgspec.field(default_factory=PromptTokensDetails)
 
     @classmethod
     def of(cls, finished: Finished) -> Usage:
@@ -57,6 +65,7 @@ class Usage(msgspec.Struct):
             completion_tokens=finished.completion_tokens,
             total_tokens=finished.prompt_tokens + finished.completion_tokens,
             cached_tokens=finished.cached_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=finished.cached_tokens),
         )
 
 

@@ -1,9 +1,8 @@
 """The turn service: the one place a chat turn happens (admission to settlement)."""
 
+from modules.llm.turns.admission import Admission, Ticket, TokenWeights, quota_headers
 from modules.llm.turns.options import (
-    GenerationSettings,
     InvalidTurnRequest,
-    merge_settings,
     sampling_params,
 )
 from modules.llm.turns.ports import ProfileStore
@@ -18,8 +17,8 @@ from modules.llm.turns.types import (
 )
 
 __all__ = [
+    "Admission",
     "Caller",
-    "GenerationSettings",
     "InputMessage",
     "InvalidTurnRequest",
     "MessageSanitization",
@@ -28,9 +27,11 @@ __all__ = [
     "PromptPreparer",
     "SanitizationReport",
     "SessionFactory",
+    "Ticket",
+    "TokenWeights",
     "Turn",
     "TurnRequest",
     "TurnService",
-    "merge_settings",
+    "quota_headers",
     "sampling_params",
 ]

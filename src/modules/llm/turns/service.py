@@ -1,9 +1,10 @@
 """The turn service: the one place a chat turn happens, whichever API asked for it.
 
-In order: admission (rate limit, quota; the backend's bounded queue), model choice,
-profile, history load, sanitization and fitting into the context, response cache,
-generation, then settlement: every generated token charged (also when the client drops,
-times out or cancels), the turn stored, the answer cached."""
+In order: admission (requests in flight, rate limit, token budgets: see `Admission`),
+model choice, profile, history load, sanitization and fitting into the context, response
+cache, generation (the backend's bounded queue), then settlement: every token read and
+generated charged (also when the client drops, times out or cancels), the turn stored, the
+answer cached."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -44,13 +45,13 @@ from modules.llm.inference import (
     QueueFullError,
     SamplingParams,
 )
+from modules.llm.turns.admission import Admission, Ticket
 from modules.llm.turns.fallback import started
-from modules.llm.turns.options import GenerationSettings, merge_settings, sampling_params
+from modules.llm.turns.options import sampling_params
 from modules.llm.turns.ports import ProfileStore
 from modules.llm.turns.preparation import PreparedPrompt, PromptPreparer
 from modules.llm.turns.turn import Turn
 from modules.llm.turns.types import TurnRequest
-from modules.ratelimit import RateLimiter, Reservation
 
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 STORE_ATTEMPTS = 5
@@ -80,7 +81,7 @@ class TurnService:
     settings: Settings
     registry: ModelRegistry
     preparer: PromptPreparer
-    limiter: RateLimiter
+    admission: Admission
     cache: ResponseCache
     profiles: ProfileStore
     sessions: SessionFactory
@@ -88,61 +89,49 @@ class TurnService:
     log: dict[str, Any]  # fields for this request's log line
 
     async def start(self, request: TurnRequest) -> Turn:
-        owner = str(self.caller.user_id)
-        self.limiter.enter(owner)  # requests in flight: released when the turn ends
-        reservation: Reservation | None = None
-        settled = False
-
-        async def release() -> None:
-            # However the turn ended (finished, failed, never started), the in-flight place
-            # is freed (first, and without awaiting: a cancelled task must not keep it) and
-            # an unsettled reservation is given back.
-            self.limiter.leave(owner)
-            if reservation is not None and not settled:
-                await self.limiter.settle(reservation, 0)
-
+        """Admit the turn, prepare it and start its answer; what it costs is charged and
+        its place released however it ends (see `Turn`)."""
+        ticket = await self.admission.admit()  # over a limit: 429 before any work
         try:
-            chain = self.registry.chain(request.model)  # unknown names: 404 before any work
-            conversation, history = await self._history(request.conversation_id)
-            own_system = request.system
-            request, profile = await self._with_profile(request, conversation)
-            params = sampling_params(self.settings, request.settings)
-            reservation = await self.limiter.admit(owner, self.caller.role, params.max_tokens)
-            backend, prepared, key, cached, source = await self._generate(
-                chain, request, conversation, history, params
-            )
-            self.log["cache_hit"] = cached is not None
-            if backend.alias != chain[0]:
-                self.log["fallback"] = backend.alias
-            if self.settings.log_prompts:
-                self.log["prompt"] = [m.content for m in prepared.new_messages]
-            new_conversation = (
-                None
-                if request.raw or conversation is not None
-                else self._new_conversation(
-                    backend.alias,
-                    prepared,
-                    # A profile's prompt is the admin's: the conversation names the profile
-                    # and keeps only a system prompt the user sent.
-                    system=prepared.system if profile is None or own_system else None,
-                    profile=profile,
-                )
-            )
-            conversation_id: uuid.UUID | None = None
-            if new_conversation is not None:
-                conversation_id = new_conversation.id
-            elif conversation is not None:
-                conversation_id = conversation.id
+            return await self._start(request, ticket)
         except BaseException:
-            await release()
+            await ticket.release()
             raise
 
+    async def _start(self, request: TurnRequest, ticket: Ticket) -> Turn:
+        chain = self.registry.chain(request.model)  # unknown names: 404 before any work
+        if request.probe:
+            chain = chain[:1]
+        conversation, history = await self._history(request.conversation_id)
+        own_system = request.system
+        request, profile = await self._with_profile(request, conversation)
+        params = sampling_params(self.settings, request.settings)
+        await ticket.reserve(params.resolved_max_tokens)
+        backend, prepared, key, cached, source = await self._generate(
+            chain, request, conversation, history, params
+        )
+        if cached is None:
+            await ticket.reading(prepared.prompt.token_count)
+        self._log_turn(chain, backend, prepared, cached)
+        new_conversation = (
+            None
+            if request.raw or request.probe or conversation is not None
+            else self._new_conversation(
+                backend.alias,
+                prepared,
+                # A profile's prompt is the admin's: the conversation names the profile
+                # and keeps only a system prompt the user sent.
+                system=prepared.system if profile is None or own_system else None,
+                profile=profile,
+            )
+        )
+        conversation_id = new_conversation.id if new_conversation is not None else None
+        if conversation is not None:
+            conversation_id = conversation.id
+
         async def settle(text: str, finished: Finished) -> None:
-            nonlocal settled
-            # Every generated token is charged (a cache hit generated none).
-            assert reservation is not None
-            await self.limiter.settle(reservation, 0 if cached else finished.completion_tokens)
-            settled = True
+            # What the model read and generated is charged (a cache hit: nothing).
+            await ticket.charge(None if cached else finished)
             if cached is None:
                 self.log["tokens"] = finished.prompt_tokens + finished.completion_tokens
             if conversation_id is not None and finished.finish_reason != "cancelled":
@@ -157,10 +146,23 @@ class TurnService:
             prepared=prepared,
             source=source,
             settle=settle,
-            release=release,
+            release=ticket.release,
             # A margin over the backend's own deadline, in case a prompt evaluation overruns.
             timeout=self.settings.llm_request_timeout_seconds + 30,
         )
+
+    def _log_turn(
+        self,
+        chain: Sequence[str],
+        backend: Backend,
+        prepared: PreparedPrompt,
+        cached: CachedAnswer | None,
+    ) -> None:
+        self.log["cache_hit"] = cached is not None
+        if backend.alias != chain[0]:
+            self.log["fallback"] = backend.alias
+        if self.settings.log_prompts:
+            self.log["prompt"] = [m.content for m in prepared.new_messages]
 
     async def _generate(
         self,
@@ -182,7 +184,7 @@ class TurnService:
                 prepared = await self._prepare(backend, request, conversation, history, params)
                 key = (
                     self._cache_key(backend, prepared, params, request)
-                    if request.use_cache
+                    if request.use_cache and not request.probe
                     else None
                 )
                 cached = await self.cache.get(alias, key) if key else None
@@ -220,11 +222,11 @@ class TurnService:
             if request.profile:
                 raise
             return request, None  # the conversation's profile was deleted since: go on
-        base = msgspec.convert(profile.settings or {}, GenerationSettings)
+        base = msgspec.convert(profile.settings or {}, SamplingParams)
         applied = replace(
             request,
             system=request.system or profile.system_prompt,
-            settings=merge_settings(base, request.settings),
+            settings=request.settings.over(base),
         )
         return applied, name
 
@@ -261,7 +263,7 @@ class TurnService:
             request.messages,
             system=system,
             history=history,
-            max_tokens=params.max_tokens,
+            max_tokens=params.resolved_max_tokens,
             owner=str(self.caller.user_id),
         )
 
@@ -275,7 +277,7 @@ class TurnService:
         return self.cache.key(
             backend.alias,
             [(m.role, m.content) for m in prepared.prompt.messages],
-            {**asdict(params), "raw": request.raw},
+            {**msgspec.structs.asdict(params), "raw": request.raw},
             str(self.caller.user_id),
             model_file=self.registry.entry(backend.alias).fingerprint,
         )

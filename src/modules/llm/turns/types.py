@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from modules.llm.turns.options import GenerationSettings
+from modules.llm.inference import SamplingParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,13 +23,16 @@ class TurnRequest:
 
     messages: list[InputMessage]
     system: str | None = None
-    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    settings: SamplingParams = field(default_factory=SamplingParams)
     model: str | None = None
     conversation_id: uuid.UUID | None = None
     use_cache: bool = True
     profile: str | None = None
     # A plain completion (/v1/completions): the text as is, no template, no conversation.
     raw: bool = False
+    # A model tried out (/llm/validate-model): that model only (no fallback), nothing
+    # stored or cached.
+    probe: bool = False
 
 
 class MessageSanitization(msgspec.Struct):

@@ -29,7 +29,8 @@ from modules.llm.api.openai.schemas import (
     TextChoice,
     TextCompletion,
 )
-from modules.llm.api.openai.translate import chat_turn, completion_turn, finish_reason, usage
+from modules.llm.api.openai.translate import chat_turn, completion_turn, finish_reason
+from modules.llm.api.schemas import Usage
 from modules.llm.api.streaming import (
     STREAM_FAILED,
     event_stream,
@@ -66,7 +67,7 @@ async def _openai_stream(
                 if include_usage:
                     final = chunk_of(None, None)
                     final.choices = []
-                    final.usage = usage(event)
+                    final.usage = Usage.of(event)
                     yield sse(final)
             else:
                 yield sse(chunk_of(event.text, None))
@@ -143,7 +144,7 @@ class OpenAIController(Controller):
                     finish_reason=finish_reason(completion.finished),
                 )
             ],
-            usage=usage(completion.finished),
+            usage=Usage.of(completion.finished),
         )
 
     @post("/completions", status_code=200, responses=ERRORS)
@@ -174,5 +175,5 @@ class OpenAIController(Controller):
             )
         completion = await whole_answer(request, turn)
         whole = chunk_of(completion.text, finish_reason(completion.finished))
-        whole.usage = usage(completion.finished)
+        whole.usage = Usage.of(completion.finished)
         return whole

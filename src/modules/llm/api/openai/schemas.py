@@ -9,12 +9,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from modules.llm.api.schemas import Usage
+
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 Tokens = Annotated[int, Meta(ge=1)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
-Stop = str | Annotated[list[Annotated[str, Meta(min_length=1, max_length=64)]], Meta(max_length=4)]
+# The same bounds for a single stop string as for each one of a list.
+StopString = Annotated[str, Meta(min_length=1, max_length=64)]
+Stop = StopString | Annotated[list[StopString], Meta(max_length=4)]
 ProfileName = Annotated[str, Meta(min_length=1, max_length=100)]
 
 # Fields OpenAI defines that this server does not implement: refused by name, never ignored.
@@ -65,7 +69,9 @@ class ResponseFormat(msgspec.Struct):
     type: str
 
 
-class SamplingFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class OpenAIRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The fields OpenAI's chat and text completion bodies share."""
+
     model: str | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
@@ -89,7 +95,7 @@ class SamplingFields(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     use_cache: bool = True
 
 
-class ChatCompletionRequest(SamplingFields, kw_only=True):
+class ChatCompletionRequest(OpenAIRequest, kw_only=True):
     messages: Annotated[list[ChatMessageIn], Meta(min_length=1)]
     max_completion_tokens: Tokens | None = None
     response_format: ResponseFormat | None = None
@@ -108,18 +114,11 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     profile: ProfileName | None = None
 
 
-class CompletionRequest(SamplingFields, kw_only=True):
+class CompletionRequest(OpenAIRequest, kw_only=True):
     prompt: str | Annotated[list[str], Meta(min_length=1, max_length=1)]
     echo: Any = None
     best_of: Any = None
     suffix: Any = None
-
-
-class CompletionUsage(msgspec.Struct):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    prompt_tokens_details: dict[str, int]
 
 
 class AssistantMessage(msgspec.Struct):
@@ -140,7 +139,7 @@ class ChatCompletion(msgspec.Struct):
     model: str
     conversation_id: uuid.UUID | None
     choices: list[ChatChoice]
-    usage: CompletionUsage
+    usage: Usage
     object: str = "chat.completion"
     system_fingerprint: None = None
 
@@ -160,7 +159,7 @@ class ChatCompletionChunk(msgspec.Struct):
     conversation_id: uuid.UUID | None
     choices: list[ChunkChoice]
     object: str = "chat.completion.chunk"
-    usage: CompletionUsage | None = None
+    usage: Usage | None = None
 
 
 class TextChoice(msgspec.Struct):
@@ -178,7 +177,7 @@ class TextCompletion(msgspec.Struct):
     model: str
     choices: list[TextChoice]
     object: str = "text_completion"
-    usage: CompletionUsage | None = None
+    usage: Usage | None = None
 
 
 class ModelCard(msgspec.Struct):

@@ -12,11 +12,10 @@ from modules.llm.api.openai.schemas import (
     UNSUPPORTED_COMPLETION_FIELDS,
     ChatCompletionRequest,
     CompletionRequest,
-    CompletionUsage,
-    SamplingFields,
+    OpenAIRequest,
 )
-from modules.llm.inference import Finished
-from modules.llm.turns import GenerationSettings, InputMessage, TurnRequest
+from modules.llm.inference import Finished, SamplingParams
+from modules.llm.turns import InputMessage, TurnRequest
 
 
 def _refuse_unsupported(body: msgspec.Struct, unsupported: Mapping[str, str]) -> None:
@@ -29,7 +28,7 @@ def _refuse_unsupported(body: msgspec.Struct, unsupported: Mapping[str, str]) ->
             )
 
 
-def _check_common(body: SamplingFields) -> None:
+def _check_common(body: OpenAIRequest) -> None:
     if body.n not in (None, 1):
         raise OpenAIError(
             "Only n=1 is supported: this server generates one choice per request.",
@@ -43,19 +42,22 @@ def _check_common(body: SamplingFields) -> None:
         )
 
 
-def _settings(body: SamplingFields, max_tokens: int | None) -> GenerationSettings:
-    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+def _settings(body: OpenAIRequest, max_tokens: int | None) -> SamplingParams:
+    stop = (body.stop,) if isinstance(body.stop, str) else body.stop
     # OpenAI allows any 64-bit seed; llama.cpp takes 32 bits.
     seed = None if body.seed is None else body.seed % 2**32
-    return GenerationSettings(
-        temperature=body.temperature,
-        top_p=body.top_p,
-        max_tokens=max_tokens,
-        stop=stop,
-        seed=seed,
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-    )
+    sent = {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "max_tokens": max_tokens,
+        "stop": None if stop is None else tuple(stop),
+        "seed": seed,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+    }
+    # What the client left out takes SamplingParams' defaults.
+    given = {name: value for name, value in sent.items() if value is not None}
+    return msgspec.convert(given, SamplingParams)
 
 
 def chat_turn(body: ChatCompletionRequest) -> TurnRequest:
@@ -118,15 +120,6 @@ def completion_turn(body: CompletionRequest) -> TurnRequest:
         model=body.model,
         use_cache=body.use_cache,
         raw=True,
-    )
-
-
-def usage(finished: Finished) -> CompletionUsage:
-    return CompletionUsage(
-        prompt_tokens=finished.prompt_tokens,
-        completion_tokens=finished.completion_tokens,
-        total_tokens=finished.prompt_tokens + finished.completion_tokens,
-        prompt_tokens_details={"cached_tokens": finished.cached_tokens},
     )
 
 

@@ -27,6 +27,6 @@ def build_sampler(params: SamplingParams, n_vocab: int) -> internals.LlamaSample
         sampler.add_top_k(params.top_k)
     sampler.add_top_p(params.top_p, 1)
     sampler.add_min_p(params.min_p, 1)
-    sampler.add_temp(params.temperature)
+    sampler.add_temp(params.resolved_temperature)
     sampler.add_dist(seed)
     return sampler
