@@ -26,6 +26,7 @@ from app.errors import problem_details_config
 from app.health import HealthController
 from app.redis import redis_client
 from app.request_log import RequestLogMiddleware
+from app.requests import CheckedRequest
 from modules import auth, cache, conversations, metrics, profiles, ratelimit, users, web
 from modules.config import Settings
 from modules.llm import LLMModule, rate_limit_headers
@@ -145,6 +146,7 @@ def create_app(
         ),
         middleware=[metrics.prometheus_config().middleware],
         request_max_body_size=settings.max_body_bytes,
+        request_class=CheckedRequest,
         openapi_config=docs.openapi_config(_package_version()),
         logging_config=None,
         debug=False,

@@ -83,17 +83,43 @@ def test_prompt_empty_after_sanitizing_is_422(api: Api, user_token: str, prompt:
     assert "empty" in response.json()["detail"]
 
 
-def test_nul_and_lone_surrogates_are_cleaned_not_500(api: Api, user_token: str) -> None:
-    raw = (
-        b'{"prompt": "Say hi\\u0000 now \\ud800", "settings": {"max_tokens": 4, "temperature": 0}}'
-    )
+@pytest.mark.parametrize(
+    ("path", "raw", "field", "what"),
+    [
+        ("/llm/generate", b'{"prompt": "Say hi\\u0000 now"}', "prompt", "NUL"),
+        ("/llm/generate", b'{"prompt": "Say hi \\ud800"}', "prompt", "lone surrogate"),
+        ("/llm/generate", b'{"prompt": "hi", "profile": "a\\u0000b"}', "profile", "NUL"),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": "hi"}], "profile": "a\\u0000b"}',
+            "profile",
+            "NUL",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": "x\\udfff"}]}',
+            "messages[0].content",
+            "lone surrogate",
+        ),
+        ("/users/me", b'{"email\\u0000": "a@example.com"}', "body", "NUL"),
+    ],
+)
+def test_nul_and_lone_surrogates_are_refused_in_any_field(
+    api: Api, user_token: str, path: str, raw: bytes, field: str, what: str
+) -> None:
+    """Text no column can store gets a 400 naming the field, before the database (a NUL in a
+    profile name was a 500 on PostgreSQL); msgspec refuses a lone surrogate as malformed."""
     with api.client(user_token) as client:
-        response = client.post(
-            "/llm/generate", content=raw, headers={"content-type": "application/json"}
+        method = "PATCH" if path == "/users/me" else "POST"
+        response = client.request(
+            method, path, content=raw, headers={"content-type": "application/json"}
         )
-    assert response.status_code in (200, 400), response.text
-    if response.status_code == 200:
-        assert response.json()["sanitization"]["changed"] is True
+    assert response.status_code == 400, response.text
+    body = response.json()
+    detail = body["error"]["message"] if path.startswith("/v1") else body["detail"]
+    if what == "NUL":
+        assert field in detail
+        assert "holds a NUL character" in detail
 
 
 def test_duplicate_keys_do_not_bypass_validation(api: Api, user_token: str) -> None:
