@@ -150,6 +150,10 @@ def test_text_completions_whole_and_streamed(api: Api, user_token: str) -> None:
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         ({"temperature": 3}, "temperature"),
         ({"frobnicate": 1}, "frobnicate"),
+        # `stop` has the same bounds as a string as in a list (a string skipped them).
+        ({"stop": "z" * 100_000}, "stop"),
+        ({"stop": ""}, "stop"),
+        ({"stop": ["z" * 65]}, "stop"),
     ],
 )
 def test_unsupported_requests_are_clear_400s(
