@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from modules.conversations import Message
 from tests.api.conftest import FakeApi
-from tests.support import Api, charged_today, wait_for
+from tests.support import Api, wait_for
 
 GREEDY = {"temperature": 0, "seed": 5, "max_tokens": 12}
 
@@ -213,11 +213,12 @@ def test_a_conversation_deleted_during_its_turn_stays_deleted_and_the_answer_end
     assert stored[0][0] == 0
 
 
-def test_a_new_conversation_is_stored_with_its_first_turn_and_not_when_it_is_cancelled(
+def test_a_new_conversation_is_stored_with_its_first_turn_and_kept_when_it_is_stopped(
     api: FakeApi,
 ) -> None:
+    """A reload during a new chat's first answer drops the stream: the question and what was
+    answered are kept, the answer marked cancelled (they were lost)."""
     token = api.user_token()
-    me = str(api.client(token).get("/users/me").json()["id"])
     body = {"prompt": "A slow answer, please.", "stream": True, "use_cache": False}
     api.backend.token_delay = 0.05
     try:
@@ -231,13 +232,19 @@ def test_a_new_conversation_is_stored_with_its_first_turn_and_not_when_it_is_can
             assert any(line.startswith("event: token") for line in lines)
             with api.client(token) as other:  # not stored before its answer ends
                 assert other.get(f"/conversations/{conversation_id}").status_code == 404
-        # The stream was dropped: the turn is cancelled, and settled (charged) unstored.
-        assert wait_for(lambda: charged_today(api.app, me) > 0, 10)
+        # The stream was dropped: the turn is cancelled, settled and stored as it stood.
+        with api.client(token) as client:
+            path = f"/conversations/{conversation_id}"
+            assert wait_for(lambda: client.get(path).status_code == 200, 10)
     finally:
         api.backend.token_delay = 0.001
     with api.client(token) as client:
-        assert client.get(f"/conversations/{conversation_id}").status_code == 404
-        assert client.get("/conversations").json()["total"] == 0
+        messages = client.get(f"/conversations/{conversation_id}").json()["messages"]
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+        assert messages[0]["content"] == "A slow answer, please."
+        assert messages[1]["finish_reason"] == "cancelled"
+        assert messages[1]["content"]  # the tokens it had sent
+        assert client.get("/conversations").json()["total"] == 1
         # A finished first turn stores the conversation and the turn together.
         answered = turn(api, token, "Hello.", use_cache=False)
         detail = client.get(f"/conversations/{answered['conversation_id']}").json()

@@ -138,6 +138,30 @@ def test_stop_cancels_a_long_generation(page: Page, site: FakeApi, backend: Fake
     assert backend.busy == 0
 
 
+def test_a_first_answer_cut_by_a_reload_keeps_the_question(
+    page: Page, backend: FakeBackend
+) -> None:
+    backend.script = ["endless"]
+    backend.answer_tokens, backend.token_delay = 10_000, 0.05
+    register(page)
+    composer(page).fill("Keep this question")
+    composer(page).press("Enter")
+    expect(messages(page).nth(1)).to_contain_text("endless endless")
+    sidebar = page.get_by_role("complementary", name="Conversations")
+    kept = sidebar.get_by_role("button", name="Keep this question", exact=True)
+    for _ in range(10):  # the server stores the turn once it has seen the page go
+        page.reload()
+        expect(messages(page)).to_have_count(0)
+        if kept.is_visible():
+            break
+        page.wait_for_timeout(300)
+    kept.click()
+    expect(messages(page)).to_have_count(2)
+    expect(messages(page).nth(0)).to_contain_text("Keep this question")
+    expect(messages(page).nth(1)).to_contain_text("endless")
+    expect(messages(page).nth(1)).to_contain_text("Stopped.")
+
+
 def test_create_and_revoke_an_api_key(page: Page, site: FakeApi) -> None:
     register(page)
     page.get_by_role("button", name="API keys").click()

@@ -48,4 +48,7 @@ class Message(UUIDAuditBase):
     completion_tokens: Mapped[int | None] = mapped_column(Integer, default=None)
     generation_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     time_to_first_token: Mapped[float | None] = mapped_column(Float, default=None)
+    # An answer's ending: stop, length, timeout, or cancelled (stopped by its client and
+    # kept with what it had said).
+    finish_reason: Mapped[str | None] = mapped_column(String(16), default=None)
     conversation: Mapped[Conversation] = relationship(back_populates="messages", lazy="noload")

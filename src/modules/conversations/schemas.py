@@ -34,6 +34,8 @@ class MessageRead(msgspec.Struct):
     completion_tokens: int | None
     generation_seconds: float | None
     time_to_first_token: float | None
+    # An answer's ending; "cancelled": stopped by its client, kept with what it had said.
+    finish_reason: str | None = None
 
     @classmethod
     def from_model(cls, message: Message) -> MessageRead:

@@ -36,6 +36,7 @@ class NewMessage:
     completion_tokens: int | None = None
     generation_seconds: float | None = None
     time_to_first_token: float | None = None
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +180,7 @@ async def _insert_messages(
                 "completion_tokens": message.completion_tokens,
                 "generation_seconds": message.generation_seconds,
                 "time_to_first_token": message.time_to_first_token,
+                "finish_reason": message.finish_reason,
             }
             for offset, message in enumerate(messages)
         ],

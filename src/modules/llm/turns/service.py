@@ -134,7 +134,9 @@ class TurnService:
             await ticket.charge(None if cached else finished)
             if cached is None:
                 self.log["tokens"] = finished.prompt_tokens + finished.completion_tokens
-            if conversation_id is not None and finished.finish_reason != "cancelled":
+            # A stopped answer is kept too, with what it had said, marked cancelled: a
+            # reload during a new chat's first answer keeps the question.
+            if conversation_id is not None:
                 await self._store(conversation_id, prepared, text, finished, new_conversation)
             if key and cached is None and finished.finish_reason in ("stop", "length"):
                 usage = (finished.prompt_tokens, finished.completion_tokens)
@@ -315,12 +317,13 @@ class TurnService:
                 completion_tokens=finished.completion_tokens,
                 generation_seconds=round(finished.generation_seconds, 4),
                 time_to_first_token=round(finished.time_to_first_token, 4),
+                finish_reason=finished.finish_reason,
             )
         )
         if new_conversation is not None:
             # A new conversation is written with its first turn, in one transaction: its id
-            # was handed out at the start, and a first turn that ends unstored (cancelled,
-            # failed) leaves no empty conversation behind.
+            # was handed out at the start, and a first turn that fails leaves no empty
+            # conversation behind.
             try:
                 async with self.sessions() as session:
                     await store_first_turn(session, new_conversation, new)

@@ -226,6 +226,12 @@ function addMessage(role, text) {
   return item;
 }
 
+// An answer its reader stopped: kept with what it had said (the server stores it so too).
+function markStopped(answer) {
+  answer.dataset.finish = "cancelled";
+  answer.append(element("span", { class: "note", text: "Stopped." }));
+}
+
 function setGenerating(generating) {
   $("send-button").hidden = generating;
   $("stop-button").hidden = !generating;
@@ -289,8 +295,9 @@ async function send(event) {
     });
   } catch (error) {
     if (error.name === "AbortError") {
-      answer.dataset.finish = "cancelled";
-      answer.append(element("span", { class: "note", text: "Stopped." }));
+      markStopped(answer);
+      // The server stores a stopped first answer once it has seen the client go.
+      if (fresh) setTimeout(loadConversations, 500);
     } else {
       answer.dataset.finish = "error";
       say("chat-message", error.message);
@@ -327,7 +334,8 @@ async function openConversation(id) {
     $("messages").replaceChildren();
     for (const message of conversation.messages) {
       if (message.role === "user" || message.role === "assistant") {
-        addMessage(message.role, message.content);
+        const item = addMessage(message.role, message.content);
+        if (message.finish_reason === "cancelled") markStopped(item);
       }
     }
     if ([...$("model").options].some((option) => option.value === conversation.model)) {
