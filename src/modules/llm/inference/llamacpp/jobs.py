@@ -105,10 +105,6 @@ class GenerationHandle:
     def __init__(self, job: GenerationJob) -> None:
         self._job = job
 
-    @property
-    def id(self) -> str:
-        return self._job.id
-
     def cancel(self) -> None:
         self._job.cancelled.set()
 
