@@ -217,6 +217,26 @@ class Api:
         return asyncio.run(run())
 
 
+def generate(via: Api | httpx.Client, token: str | None = None, /, **body: Any) -> httpx.Response:
+    """POST /llm/generate with `body` as its JSON: through a client of its own on an `Api`,
+    or through `via` when it is a client already (its own headers and base URL), with
+    `token` as the bearer when one is given. The response cache is off unless the body
+    turns it on (`use_cache=True`): most tests are about the model, and a hit would hide it."""
+    body.setdefault("use_cache", False)
+    if isinstance(via, httpx.Client):
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        return via.post("/llm/generate", json=body, headers=headers)
+    with via.client(token) as client:
+        return client.post("/llm/generate", json=body)
+
+
+def ok(response: httpx.Response) -> dict[str, Any]:
+    """The JSON body of a 200 response; any other status fails the test, showing the body."""
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
 def promote(database_url: str, email: str) -> None:
     """Make a user an admin, straight in the database (as `create-admin` would)."""
 

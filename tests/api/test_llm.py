@@ -15,16 +15,10 @@ import httpx
 import pytest
 
 from tests.api.conftest import FakeApi
-from tests.support import charged_today, wait_for
+from tests.support import charged_today, generate, wait_for
 
 GREEDY = {"temperature": 0, "seed": 7}
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
-
-
-def generate(api: FakeApi, token: str, **body: Any) -> httpx.Response:
-    body.setdefault("use_cache", False)
-    with api.client(token) as client:
-        return client.post("/llm/generate", json=body)
 
 
 @contextlib.contextmanager
@@ -215,9 +209,7 @@ def test_each_user_is_its_own_cache_owner(api: FakeApi, user_token: str) -> None
 @pytest.mark.parametrize("stream", [False, True])
 def test_turns_are_stored_for_both_shapes(api: FakeApi, user_token: str, stream: bool) -> None:
     with api.client(user_token) as client:
-        response = client.post(
-            "/llm/generate", json={"prompt": "Store me.", "stream": stream, "use_cache": False}
-        )
+        response = generate(client, prompt="Store me.", stream=stream)
         assert response.status_code == 200
         if stream:
             conversation_id = read_events(response)[-1][1]["conversation_id"]

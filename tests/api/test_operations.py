@@ -13,26 +13,22 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.migrations import upgrade_to_head
 from tests.api.conftest import FakeApi
-from tests.support import Api, RunningServer, fake_app, make_settings
+from tests.support import Api, RunningServer, fake_app, generate, make_settings, ok
 
 GREEDY = {"temperature": 0, "max_tokens": 24}
-
-
-def generate(api: Api, token: str, **body: Any) -> dict[str, Any]:
-    with api.client(token) as client:
-        response = client.post("/llm/generate", json=body)
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
 
 
 def test_repeated_request_is_a_cache_hit_that_skips_the_model(
     api: FakeApi, user_token: str
 ) -> None:
-    body = {"prompt": f"List three colors. ({uuid.uuid4().hex[:6]})", "settings": GREEDY}
-    miss = generate(api, user_token, **body)
+    body = {
+        "prompt": f"List three colors. ({uuid.uuid4().hex[:6]})",
+        "settings": GREEDY,
+        "use_cache": True,
+    }
+    miss = ok(generate(api, user_token, **body))
     generations = len(api.backend.prompts)
-    hit = generate(api, user_token, **body)
+    hit = ok(generate(api, user_token, **body))
     assert miss["cache_hit"] is False
     assert hit["cache_hit"] is True
     assert hit["response"] == miss["response"]
@@ -46,17 +42,22 @@ def test_repeated_request_is_a_cache_hit_that_skips_the_model(
 
 
 def test_cache_is_per_user_and_can_be_bypassed(api: Api, user_token: str) -> None:
-    body = {"prompt": f"Name a river. ({uuid.uuid4().hex[:6]})", "settings": GREEDY}
-    generate(api, user_token, **body)
-    assert generate(api, api.user_token(), **body)["cache_hit"] is False
-    assert generate(api, user_token, **body, use_cache=False)["cache_hit"] is False
+    body = {
+        "prompt": f"Name a river. ({uuid.uuid4().hex[:6]})",
+        "settings": GREEDY,
+        "use_cache": True,
+    }
+    ok(generate(api, user_token, **body))
+    assert ok(generate(api, api.user_token(), **body))["cache_hit"] is False
+    assert ok(generate(api, user_token, **{**body, "use_cache": False}))["cache_hit"] is False
     changed = {**body, "settings": {**GREEDY, "max_tokens": 23}}
-    assert generate(api, user_token, **changed)["cache_hit"] is False
+    assert ok(generate(api, user_token, **changed))["cache_hit"] is False
 
 
 def test_streamed_hit_replays_the_answer(api: Api, user_token: str) -> None:
     body = {"prompt": f"Name a mountain. ({uuid.uuid4().hex[:6]})", "settings": GREEDY}
-    whole = generate(api, user_token, **body)
+    whole = ok(generate(api, user_token, **body, use_cache=True))
+    # The stream leaves `use_cache` out: the cache is on unless a request turns it off.
     with (
         api.client(user_token) as client,
         client.stream("POST", "/llm/generate", json={**body, "stream": True}) as response,
@@ -67,18 +68,22 @@ def test_streamed_hit_replays_the_answer(api: Api, user_token: str) -> None:
 
 
 def test_cache_clear_is_admin_only(api: Api, user_token: str, admin_token: str) -> None:
-    body = {"prompt": f"Name a lake. ({uuid.uuid4().hex[:6]})", "settings": GREEDY}
-    generate(api, user_token, **body)
+    body = {
+        "prompt": f"Name a lake. ({uuid.uuid4().hex[:6]})",
+        "settings": GREEDY,
+        "use_cache": True,
+    }
+    ok(generate(api, user_token, **body))
     with api.client(user_token) as client:
         assert client.post("/llm/cache/clear").status_code == 403
     with api.client(admin_token) as client:
         cleared = client.post("/llm/cache/clear")
     assert cleared.status_code == 200
-    assert generate(api, user_token, **body)["cache_hit"] is False
+    assert ok(generate(api, user_token, **body))["cache_hit"] is False
 
 
 def test_metrics_parse_as_prometheus_text(api: Api, user_token: str) -> None:
-    generate(api, user_token, prompt="Say yes.", settings=GREEDY, use_cache=False)
+    ok(generate(api, user_token, prompt="Say yes.", settings=GREEDY))
     with api.client() as client:
         response = client.get("/metrics")
     assert response.status_code == 200
@@ -184,14 +189,14 @@ def test_profile_crud(api: Api, admin_token: str, user_token: str, profile: dict
 def test_profile_is_applied_and_request_settings_win(
     api: Api, user_token: str, profile: dict[str, Any]
 ) -> None:
-    by_profile = generate(api, user_token, prompt="Hello!", profile=profile["name"])
+    by_profile = ok(generate(api, user_token, prompt="Hello!", profile=profile["name"]))
     assert by_profile["usage"]["completion_tokens"] == 3  # the profile's max_tokens
-    as_character = generate(
-        api, user_token, prompt="Hello!", character_name=profile["name"], use_cache=False
-    )
+    as_character = ok(generate(api, user_token, prompt="Hello!", character_name=profile["name"]))
     assert as_character["usage"]["completion_tokens"] == 3
-    overridden = generate(
-        api, user_token, prompt="Hello!", profile=profile["name"], settings={"max_tokens": 5}
+    overridden = ok(
+        generate(
+            api, user_token, prompt="Hello!", profile=profile["name"], settings={"max_tokens": 5}
+        )
     )
     assert overridden["usage"]["completion_tokens"] == 5
     with api.client(user_token) as client:
@@ -205,8 +210,10 @@ def test_profile_is_applied_and_request_settings_win(
 def test_a_profile_conversation_continues_with_its_profile(
     api: FakeApi, user_token: str, profile: dict[str, Any]
 ) -> None:
-    first = generate(api, user_token, prompt="Ahoy!", profile=profile["name"])
-    again = generate(api, user_token, prompt="And then?", conversation_id=first["conversation_id"])
+    first = ok(generate(api, user_token, prompt="Ahoy!", profile=profile["name"]))
+    again = ok(
+        generate(api, user_token, prompt="And then?", conversation_id=first["conversation_id"])
+    )
     assert again["usage"]["completion_tokens"] == 3  # still the profile's settings
     system = api.backend.prompts[-1].messages[0]
     assert (system.role, system.content) == ("system", profile["system_prompt"])
@@ -237,10 +244,9 @@ def test_redis_backed_cache_and_redis_outage(tmp_path: Path) -> None:
             token = c.post("/auth/login", json={"email": email, "password": "redis-pass-1"}).json()[
                 "access_token"
             ]
-            headers = {"Authorization": f"Bearer {token}"}
             body = {"prompt": f"Say a color {namespace_probe}.", "settings": GREEDY}
-            first = c.post("/llm/generate", json=body, headers=headers)
-            second = c.post("/llm/generate", json=body, headers=headers)
+            first = generate(c, token, **body, use_cache=True)
+            second = generate(c, token, **body, use_cache=True)
             assert first.status_code == second.status_code == 200
             assert second.json()["cache_hit"] is expect_hit
             health = c.get("/health")

@@ -19,7 +19,17 @@ from app.migrations import upgrade_to_head
 from modules.llm.inference import ChatMessage
 from modules.llm.inference.remote import RemoteNode, affinity_key, home
 from tests.fakes import FakeBackend, FakeBackends
-from tests.support import CHEAP_HASHER, Api, RunningServer, fake_app, free_port, make_settings
+from tests.support import (
+    CHEAP_HASHER,
+    Api,
+    RunningServer,
+    fake_app,
+    free_port,
+    generate,
+    make_settings,
+)
+
+SHORT = {"max_tokens": 3}
 
 
 @contextmanager
@@ -50,11 +60,6 @@ def fake_node(tmp_path: Path) -> Iterator[tuple[str, str, FakeBackend]]:
 
 def gateway_client(gateway: Api) -> httpx.Client:
     return gateway.client(gateway.user_token())
-
-
-def generate(client: httpx.Client, prompt: str, **body: Any) -> httpx.Response:
-    payload = {"prompt": prompt, "use_cache": False, "settings": {"max_tokens": 3}, **body}
-    return client.post("/llm/generate", json=payload)
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -96,11 +101,14 @@ def test_a_pool_keeps_each_conversation_on_its_home_node(tmp_path: Path) -> None
                 node = served_by[name]
                 for prompt in prompts:
                     before = len(node.prompts)
-                    first = generate(client, prompt)
+                    first = generate(client, prompt=prompt, settings=SHORT)
                     assert first.status_code == 200, first.text
                     assert first.json()["model"] == "pool"
                     again = generate(
-                        client, "And then?", conversation_id=first.json()["conversation_id"]
+                        client,
+                        prompt="And then?",
+                        settings=SHORT,
+                        conversation_id=first.json()["conversation_id"],
                     )
                     assert again.status_code == 200, again.text
                     # Both turns went to the conversation's home node.
@@ -125,7 +133,7 @@ def test_a_dead_node_hands_its_conversations_to_the_others(tmp_path: Path) -> No
     ):
         for prompt in homed_prompts([url_a, dead], per_node=3)[dead.partition("#")[0]]:
             before = len(node_a.prompts)
-            answer = generate(client, prompt)
+            answer = generate(client, prompt=prompt, settings=SHORT)
             assert answer.status_code == 200, answer.text
             assert len(node_a.prompts) == before + 1  # the dead node's turn went to A
         nodes = client.get("/health").json()["models"][0]["nodes"]
@@ -146,7 +154,7 @@ def test_unavailable_models_hand_turns_to_their_fallback(tmp_path: Path) -> None
         ) as gateway,
         gateway_client(gateway) as client,
     ):
-        answer = generate(client, "Hello", model="primary")
+        answer = generate(client, prompt="Hello", settings=SHORT, model="primary")
         assert answer.status_code == 200, answer.text
         assert answer.json()["model"] == "spare"  # the model that answered
         assert len(node.prompts) == 1
@@ -162,8 +170,10 @@ def test_unavailable_models_hand_turns_to_their_fallback(tmp_path: Path) -> None
         metrics = client.get("/metrics").text
         assert metric(metrics, "llm_fallbacks_total", model="primary", fallback="spare") == 3
         # Asked for directly, the fallback answers as itself; unknown names stay a 404.
-        assert generate(client, "Hi", model="spare").json()["model"] == "spare"
-        assert generate(client, "Hi", model="nope").status_code == 404
+        assert (
+            generate(client, prompt="Hi", settings=SHORT, model="spare").json()["model"] == "spare"
+        )
+        assert generate(client, prompt="Hi", settings=SHORT, model="nope").status_code == 404
 
 
 def test_a_full_queue_or_an_unloaded_model_falls_back_and_a_reload_clears_only_its_cache(
@@ -183,19 +193,28 @@ def test_a_full_queue_or_an_unloaded_model_falls_back_and_a_reload_clears_only_i
         long = {"prompt": "Long", "model": "main", "stream": True}
         with client.stream("POST", "/llm/generate", json=long) as stream:
             next(stream.iter_lines())  # its first token came: it holds the slot
-            overflow = generate(client, "Now", model="main")
+            overflow = generate(client, prompt="Now", settings=SHORT, model="main")
             assert overflow.status_code == 200, overflow.text
             assert overflow.json()["model"] == "spare"
         # main unloaded: spare answers.
         assert client.post("/llm/models/main/unload").status_code == 200
-        assert generate(client, "Where?", model="main").json()["model"] == "spare"
+        assert (
+            generate(client, prompt="Where?", settings=SHORT, model="main").json()["model"]
+            == "spare"
+        )
         assert client.post("/llm/models/main/load").status_code == 200
         # An operator reloads spare: spare's cached answers go, main's stay.
         for model in ("main", "spare"):
-            cached = generate(client, f"Cache {model}", model=model, use_cache=True)
+            cached = generate(
+                client, prompt=f"Cache {model}", settings=SHORT, model=model, use_cache=True
+            )
             assert cached.json()["model"] == model
         assert client.post("/llm/models/spare/unload").status_code == 200
         assert client.post("/llm/models/spare/load").status_code == 200
-        main = generate(client, "Cache main", model="main", use_cache=True).json()
-        spare = generate(client, "Cache spare", model="spare", use_cache=True).json()
+        main = generate(
+            client, prompt="Cache main", settings=SHORT, model="main", use_cache=True
+        ).json()
+        spare = generate(
+            client, prompt="Cache spare", settings=SHORT, model="spare", use_cache=True
+        ).json()
         assert (main["cache_hit"], spare["cache_hit"]) == (True, False)

@@ -3,22 +3,14 @@ bundled SmolLM2, greedy and seeded, whole and streamed."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
 import openai
 
 from modules.llm.inference import ChatMessage
 from tests.model.conftest import ModelApi
+from tests.support import generate
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 GREEDY = {"temperature": 0, "seed": 7}
-
-
-def generate(api: ModelApi, token: str, **body: Any) -> httpx.Response:
-    body.setdefault("use_cache", False)
-    with api.client(token) as client:
-        return client.post("/llm/generate", json=body)
 
 
 def test_generate_answers_in_words(api: ModelApi, user_token: str) -> None:
@@ -99,16 +91,10 @@ def test_an_answer_cut_inside_a_character_ends_cleanly(api: ModelApi, user_token
     for prompt in ("Write an emoji: 🐍", "Translate 'cat' to Japanese."):
         for max_tokens in range(1, 7):
             for stream in (False, True):
-                with api.client(user_token) as client:
-                    response = client.post(
-                        "/llm/generate",
-                        json={
-                            "prompt": prompt,
-                            "stream": stream,
-                            "use_cache": False,
-                            "settings": {**GREEDY, "max_tokens": max_tokens},
-                        },
-                    )
+                settings = {**GREEDY, "max_tokens": max_tokens}
+                response = generate(
+                    api, user_token, prompt=prompt, stream=stream, settings=settings
+                )
                 assert response.status_code == 200
                 texts.append(response.text)
     assert not any("\ufffd" in text for text in texts), texts

@@ -18,26 +18,16 @@ from app import create_app
 from app.migrations import upgrade_to_head
 from modules.llm.inference import ChatMessage, Failed, Finished, SamplingParams, TokenDelta
 from tests.model.conftest import ModelApi
-from tests.support import RunningServer, make_settings
+from tests.support import RunningServer, generate, make_settings, ok
 
 GREEDY = {"temperature": 0, "max_tokens": 48}
-
-
-def generate(api: ModelApi, token: str, **body: Any) -> dict[str, Any]:
-    # The engine is the subject here, not the response cache.
-    body.setdefault("use_cache", False)
-    with api.client(token) as client:
-        response = client.post("/llm/generate", json=body)
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
 
 
 def test_greedy_output_is_the_same_alone_and_beside_seven_others(
     api: ModelApi, user_token: str
 ) -> None:
     prompt = "Write a short story about a lighthouse keeper."
-    alone = generate(api, user_token, prompt=prompt, settings=GREEDY)["response"]
+    alone = ok(generate(api, user_token, prompt=prompt, settings=GREEDY))["response"]
     others = [f"Explain topic number {i} in a few sentences." for i in range(7)]
     tokens = [api.user_token() for _ in others]
 
@@ -47,9 +37,9 @@ def test_greedy_output_is_the_same_alone_and_beside_seven_others(
             pool.submit(generate, api, t, prompt=p, settings=GREEDY)
             for t, p in zip(tokens, others, strict=True)
         ]
-        batched = target.result()["response"]
+        batched = ok(target.result())["response"]
         for future in crowd:
-            assert future.result()["usage"]["completion_tokens"] > 0
+            assert ok(future.result())["usage"]["completion_tokens"] > 0
     assert batched == alone
 
 
@@ -96,7 +86,7 @@ def test_seed_reproduces_sampled_output(api: ModelApi, user_token: str) -> None:
             "prompt": "Invent a name for a cat.",
             "settings": {"temperature": 1.2, "seed": seed},
         }
-        response: str = generate(api, user_token, **body)["response"]
+        response: str = ok(generate(api, user_token, **body))["response"]
         return response
 
     assert sample(99) == sample(99)
@@ -105,13 +95,15 @@ def test_seed_reproduces_sampled_output(api: ModelApi, user_token: str) -> None:
 
 
 def test_follow_up_turn_reuses_the_cache(api: ModelApi, user_token: str) -> None:
-    first = generate(api, user_token, prompt="Name a planet.", settings=GREEDY)
-    second = generate(
-        api,
-        user_token,
-        prompt="Name another one.",
-        conversation_id=first["conversation_id"],
-        settings=GREEDY,
+    first = ok(generate(api, user_token, prompt="Name a planet.", settings=GREEDY))
+    second = ok(
+        generate(
+            api,
+            user_token,
+            prompt="Name another one.",
+            conversation_id=first["conversation_id"],
+            settings=GREEDY,
+        )
     )
     # Everything the first turn left in the cache (its prompt, most of its answer) is reused.
     assert second["usage"]["cached_tokens"] >= first["usage"]["prompt_tokens"]
@@ -125,38 +117,42 @@ def test_cache_never_crosses_owners(api: ModelApi) -> None:
         "settings": GREEDY,
     }
     alice, bob = api.user_token(), api.user_token()
-    first = generate(api, alice, **body)
-    again = generate(api, alice, **body)
+    first = ok(generate(api, alice, **body))
+    again = ok(generate(api, alice, **body))
     assert again["usage"]["cached_tokens"] >= first["usage"]["prompt_tokens"] - 1
-    other = generate(api, bob, **body)
+    other = ok(generate(api, bob, **body))
     assert other["usage"]["cached_tokens"] == 0
 
 
 def test_only_the_default_system_prompt_is_shared_between_users(api: ModelApi) -> None:
     prompt = f"Another fresh question: {uuid.uuid4()}"
     alice, bob = api.user_token(), api.user_token()
-    first = generate(api, alice, prompt=prompt, settings=GREEDY)
-    other = generate(api, bob, prompt=prompt, settings=GREEDY)
+    first = ok(generate(api, alice, prompt=prompt, settings=GREEDY))
+    other = ok(generate(api, bob, prompt=prompt, settings=GREEDY))
     # Bob reuses the template's default system turn, never Alice's own words.
     assert 0 < other["usage"]["cached_tokens"] < first["usage"]["prompt_tokens"] - 10
 
 
 def test_evicted_conversation_resumes_from_saved_state(api: ModelApi, user_token: str) -> None:
     engine = api.backend.engine
-    first = generate(api, user_token, prompt="Tell me about owls.", settings=GREEDY)
+    first = ok(generate(api, user_token, prompt="Tell me about owls.", settings=GREEDY))
     saves_before = engine.stats.state_saves
     restores_before = engine.stats.state_restores
     # Nine other users take every slot, so this user's cache must leave its slot.
     crowd = [api.user_token() for _ in range(9)]
     with ThreadPoolExecutor(max_workers=9) as pool:
-        list(pool.map(lambda t: generate(api, t, prompt="Say one word.", settings=GREEDY), crowd))
+        list(
+            pool.map(lambda t: ok(generate(api, t, prompt="Say one word.", settings=GREEDY)), crowd)
+        )
     assert engine.stats.state_saves > saves_before
-    follow_up = generate(
-        api,
-        user_token,
-        prompt="And about eagles?",
-        conversation_id=first["conversation_id"],
-        settings=GREEDY,
+    follow_up = ok(
+        generate(
+            api,
+            user_token,
+            prompt="And about eagles?",
+            conversation_id=first["conversation_id"],
+            settings=GREEDY,
+        )
     )
     assert engine.stats.state_restores > restores_before
     assert follow_up["usage"]["cached_tokens"] >= first["usage"]["prompt_tokens"]
@@ -168,7 +164,7 @@ def test_evicted_conversation_resumes_from_saved_state(api: ModelApi, user_token
     ]
     stranger = api.user_token()
     restores = engine.stats.state_restores
-    cold = generate(api, stranger, messages=conversation, settings=GREEDY)
+    cold = ok(generate(api, stranger, messages=conversation, settings=GREEDY))
     # ...word for word at first. Not to the end: llama.cpp's kernels depend on the batch's
     # shape, so a prompt read cold and one restored then continued round differently, and
     # greedy decoding may part after a few dozen tokens (on an AMD EPYC, after 25). A
@@ -217,7 +213,7 @@ def test_a_bad_job_fails_alone_and_the_engine_lives_on(api: ModelApi, user_token
     outcome = asyncio.run(bad())
     assert isinstance(outcome, Failed)
     assert engine.is_running
-    assert generate(api, user_token, prompt="Still there?", settings=GREEDY)["response"]
+    assert ok(generate(api, user_token, prompt="Still there?", settings=GREEDY))["response"]
 
 
 def test_shutdown_ends_running_generations_cleanly(tmp_path: Path) -> None:
@@ -234,10 +230,11 @@ def test_shutdown_ends_running_generations_cleanly(tmp_path: Path) -> None:
         with ThreadPoolExecutor(max_workers=3) as pool:
             futures = [
                 pool.submit(
-                    client.post,
-                    "/llm/generate",
-                    json={"prompt": "Write a long essay.", "settings": {"max_tokens": 500}},
-                    headers={"Authorization": f"Bearer {token}"},
+                    generate,
+                    client,
+                    token,
+                    prompt="Write a long essay.",
+                    settings={"max_tokens": 500},
                 )
                 for _ in range(3)
             ]
@@ -258,19 +255,25 @@ def test_one_owner_with_more_conversations_than_slots_keeps_each_cache(
     engine = api.backend.engine
     settings = {"temperature": 0, "max_tokens": 8}
     firsts = [
-        generate(api, user_token, prompt=f"Conversation {n}: name a {topic}.", settings=settings)
+        ok(
+            generate(
+                api, user_token, prompt=f"Conversation {n}: name a {topic}.", settings=settings
+            )
+        )
         for n, topic in enumerate(
             ["fruit", "river", "bird", "colour", "tree", "city", "planet", "metal", "song", "game"]
         )
     ]
     assert len(firsts) > engine.parallel
     restores = engine.stats.state_restores
-    again = generate(
-        api,
-        user_token,
-        prompt="And another one?",
-        conversation_id=firsts[0]["conversation_id"],
-        settings=settings,
+    again = ok(
+        generate(
+            api,
+            user_token,
+            prompt="And another one?",
+            conversation_id=firsts[0]["conversation_id"],
+            settings=settings,
+        )
     )
     assert engine.stats.state_restores > restores
     # The whole first turn came from the saved cache, not only the template's start.
@@ -355,7 +358,7 @@ def test_prompts_that_arrive_together_are_read_in_turn(api: ModelApi) -> None:
 def test_metrics_report_the_engines_steps_and_its_time_between_decodes(
     api: ModelApi, user_token: str
 ) -> None:
-    generate(api, user_token, prompt="Count to five.", settings=GREEDY)
+    ok(generate(api, user_token, prompt="Count to five.", settings=GREEDY))
     with api.client() as client:
         text = client.get("/metrics").text
     values = {

@@ -28,12 +28,12 @@ from bench.local_nginx import nginx_binary, running_nginx
 
 from modules.llm.inference import ChatMessage
 from modules.llm.inference.remote import RemoteNode, affinity_key, home
-from tests.support import PASSWORD, cli, start_server, stop
+from tests.support import PASSWORD, cli, generate, start_server, stop
 
 REDIS_DB = 3  # this file's own: flushed at the start, so earlier runs' counters are gone
 REQUESTS_PER_MINUTE = 12
 LOGINS_PER_MINUTE_PER_ADDRESS = 20
-TINY = {"settings": {"max_tokens": 2, "temperature": 0}, "use_cache": False}
+TINY = {"max_tokens": 2, "temperature": 0}
 
 
 @dataclass
@@ -232,10 +232,6 @@ def test_a_login_anywhere_works_everywhere_and_so_do_logout_revocation_deactivat
         assert client.get("/users/me").status_code == 401
 
 
-def generate(client: httpx.Client, prompt: str, **body: object) -> httpx.Response:
-    return client.post("/llm/generate", json={**TINY, "prompt": prompt, **body})
-
-
 def fresh_minute(margin: float = 15) -> None:
     """Fixed windows: start early in a minute so the requests do not straddle two."""
     left = 60 - time.time() % 60
@@ -249,7 +245,7 @@ def test_limits_are_shared_and_count_the_clients_address_behind_nginx(cluster: C
     statuses = []
     for number in range(REQUESTS_PER_MINUTE + 1):  # alternating replicas
         with cluster.client(cluster.gateways[number % 2], token) as client:
-            statuses.append(generate(client, f"Say {number}.").status_code)
+            statuses.append(generate(client, prompt=f"Say {number}.", settings=TINY).status_code)
     assert statuses == [200] * REQUESTS_PER_MINUTE + [429]
 
     # Per-address login limits see the client's address (nginx sets X-Forwarded-For, the
@@ -276,11 +272,13 @@ def test_a_conversation_continues_on_any_replica(cluster: Cluster) -> None:
     _, token = cluster.register()
     one, two = cluster.gateways
     with cluster.client(one, token) as first:
-        started = generate(first, "My name is Ada. Say hello.")
+        started = generate(first, prompt="My name is Ada. Say hello.", settings=TINY)
     assert started.status_code == 200, started.text
     conversation = started.json()["conversation_id"]
     with cluster.client(two, token) as second:
-        again = generate(second, "What is my name?", conversation_id=conversation)
+        again = generate(
+            second, prompt="What is my name?", settings=TINY, conversation_id=conversation
+        )
         assert again.status_code == 200, again.text
         messages = second.get(f"/conversations/{conversation}").json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
@@ -321,9 +319,14 @@ def test_turns_spread_over_the_nodes_and_each_conversation_stays_on_its_own(
             other = next(name for name in cluster.nodes if name != owner)
             for prompt in prompts:
                 before = {name: completed_on(url) for name, url in cluster.nodes.items()}
-                first = generate(client, prompt)
+                first = generate(client, prompt=prompt, settings=TINY)
                 assert first.status_code == 200, first.text
-                again = generate(client, "More.", conversation_id=first.json()["conversation_id"])
+                again = generate(
+                    client,
+                    prompt="More.",
+                    settings=TINY,
+                    conversation_id=first.json()["conversation_id"],
+                )
                 assert again.status_code == 200, again.text
                 # Both turns on the conversation's node, whichever gateway nginx chose.
                 assert completed_on(cluster.nodes[owner]) == before[owner] + 2
@@ -349,7 +352,7 @@ def test_sigterm_drains_a_replicas_streams_and_replicas_leave_the_shared_cache_a
         "settings": {"max_tokens": 4, "temperature": 0},
     }
     with cluster.client(cluster.gateways[0], token) as client:
-        assert client.post("/llm/generate", json=cached).json()["cache_hit"] is False
+        assert generate(client, **cached).json()["cache_hit"] is False
     # A third replica starts (no model file: it answers /health at once), streams, drains.
     started = time.monotonic()
     process, third = start_server(cluster.gateway_env)
@@ -372,7 +375,7 @@ def test_sigterm_drains_a_replicas_streams_and_replicas_leave_the_shared_cache_a
         stop(process)
     # Its start and its stop left the shared cache as it was.
     with cluster.client(cluster.gateways[1], token) as client:
-        assert client.post("/llm/generate", json=cached).json()["cache_hit"] is True
+        assert generate(client, **cached).json()["cache_hit"] is True
 
 
 def test_a_killed_node_hands_its_turns_to_the_fallback_and_the_pool(cluster: Cluster) -> None:
@@ -384,14 +387,14 @@ def test_a_killed_node_hands_its_turns_to_the_fallback_and_the_pool(cluster: Clu
             if number == 3:
                 cluster.processes["node-b"].kill()
                 cluster.processes["node-b"].wait()
-            answer = generate(client, f"Say {number}.", model="solo")
+            answer = generate(client, prompt=f"Say {number}.", settings=TINY, model="solo")
             assert answer.status_code == 200, answer.text
             answered.append(answer.json()["model"])
         assert answered == ["solo"] * 3 + ["backup"] * 5
         # The pool's conversations that lived on B now go to A.
         for prompt in openings(cluster)["b"]:
             before = completed_on(cluster.nodes["a"])
-            assert generate(client, prompt, model="smol").status_code == 200
+            assert generate(client, prompt=prompt, settings=TINY, model="smol").status_code == 200
             assert completed_on(cluster.nodes["a"]) == before + 1
     fallbacks = 0.0
     for gateway in cluster.gateways:
