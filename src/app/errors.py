@@ -7,13 +7,13 @@ from typing import Any
 
 import msgspec
 import structlog
-from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError, RepositoryError
+from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from app.database import database_unavailable
 from app.request_log import current_request_id
 from modules.auth import (
     ApiKeyNotAllowedError,
@@ -163,14 +163,16 @@ def _database_busy(exc: Exception) -> ProblemDetailsException:
     return _problem(503, "the database is busy", headers={"Retry-After": "1"})
 
 
-def _from_repository_error(exc: RepositoryError) -> ProblemDetailsException:
-    """advanced-alchemy wraps what the driver raised: a database that is down or busy is
-    still a 503."""
-    cause = exc.__cause__
-    if isinstance(cause, PoolTimeoutError):
-        return _database_busy(cause)
-    if isinstance(cause, OperationalError | InterfaceError | OSError):
-        return _database_down(cause)
+def _unexpected(exc: Exception) -> ProblemDetailsException:
+    """What no rule names, the database's errors included: asyncpg's raw (a refused
+    connect), SQLAlchemy's, advanced-alchemy's RepositoryError around either. A database
+    that is busy, or that cannot be used now (`database_unavailable` decides, for every
+    path: authentication's user read, a handler's query, a turn being stored), is a 503
+    with Retry-After; anything else is our bug."""
+    if isinstance(exc.__cause__, PoolTimeoutError):
+        return _database_busy(exc.__cause__)
+    if database_unavailable(exc):
+        return _database_down(exc)
     return _internal(exc)
 
 
@@ -211,14 +213,10 @@ def problem_details_config() -> ProblemDetailsConfig:
             RedisError: lambda exc: _problem(
                 503, "the cache backend (Redis) is unavailable", headers={"Retry-After": "5"}
             ),
-            OperationalError: _database_down,
-            InterfaceError: _database_down,
             PoolTimeoutError: _database_busy,
-            RepositoryError: _from_repository_error,
-            OSError: _database_down,  # connection refused before the driver wraps it
             # Bodies that decode to nothing usable are the client's mistake, named as such.
             UnicodeDecodeError: lambda exc: _problem(400, "the request body is not valid UTF-8"),
             RecursionError: lambda exc: _problem(400, "the request body nests too deeply"),
-            Exception: _internal,
+            Exception: _unexpected,  # the database's errors too (see there)
         },
     )

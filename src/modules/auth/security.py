@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -79,14 +80,23 @@ def build_jwt_auth(
         async def authenticate_token(
             self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
         ) -> AuthenticationResult:
+            session = session_provider(connection)
             try:
-                return await self._authenticate(encoded_token, connection)
-            finally:
-                # The reads are done: end their transaction, so that the request holds no
-                # pooled connection while it works (a turn opens sessions of its own, and
-                # may wait for a model). Held, N concurrent turns could take every
-                # connection and wait for one more: the pool's timeout, then errors.
-                await session_provider(connection).commit()
+                result = await self._authenticate(encoded_token, connection)
+            except BaseException:
+                # A read that failed (the database restarting, say) leaves a transaction
+                # that cannot commit: a commit would raise PendingRollbackError in place of
+                # the read's own error, which the error mapping answers (503 when the
+                # database is unavailable). Roll back; the read's error is the answer.
+                with contextlib.suppress(Exception):
+                    await session.rollback()
+                raise
+            # The reads are done: end their transaction, so that the request holds no
+            # pooled connection while it works (a turn opens sessions of its own, and may
+            # wait for a model). Held, N concurrent turns could take every connection and
+            # wait for one more: the pool's timeout, then errors.
+            await session.commit()
+            return result
 
         async def _authenticate(
             self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
