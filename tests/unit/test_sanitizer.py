@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import html
+import random
+import re
+
+import bleach
 import pytest
 
 from modules.sanitizer import SanitizationError, Sanitizer
+from modules.sanitizer import sanitizer as sanitizer_module
+from modules.sanitizer.markup import HTML_ELEMENTS, strip_markup
 
 SMOL_CONTROL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<file_sep>")
 
@@ -180,3 +187,103 @@ def test_limits_come_before_cleaning() -> None:
     # Markup would shrink it under the limit; the limit is checked first.
     with pytest.raises(SanitizationError, match="the limit is 100"):
         sanitizer.clean("<b>x</b>" * 20)
+
+
+# Markup: where a tag ends, unclosed openers, and fidelity to bleach on well-formed markup.
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<a " * 200,  # unclosed openers: one tag with 200 attributes to html5lib
+        "<p " * 200,
+        "<script " * 200,
+        "Use <a href to link, and <p for paragraphs",
+        'see <a href="x for the link',  # an unclosed quote: the tag never ends
+        "x <br",
+    ],
+)
+def test_a_tag_that_never_ends_is_text(sanitizer: Sanitizer, text: str) -> None:
+    result = sanitizer.clean(text)
+    assert result.text == text
+    assert not result.changed
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('a <b title=">">x</b> b', "a x b"),  # `>` inside a quoted value does not end it
+        ("a <b title='x > y' class=\"z\">x</b>", "a x"),
+        ('a <img src="' + "A" * 1500 + '"> b', "a  b"),  # a long tag is one tag
+        ("<b>x</b", "x</b"),
+        ("a <a href=x <b>y</b>", "a y"),  # html5lib: `<b` is an attribute name of `<a`
+        ('a <b ="x>">y', 'a ">y'),  # `=` before a name opens no value
+        ("<p>one</p><p>two</p>", "one\ntwo"),  # a block tag after a tag: a line break
+        ("a<p>b", "ab"),
+        ("a <!DOCTYPE html> b", "a  b"),
+        ("a <!-- x --!> b <!--> c", "a  b  c"),
+        ("a <!-- never closed", "a "),
+        ("x <script>a</script > y <STYLE>p{}</style> z", "x  y  z"),
+        ("x <script src=a>never closed", "x "),
+        ("x <a title='<script>'>y</a>", "x y"),  # not a script: an attribute value
+        ("<a<b>c", "<ac"),  # `<a<` names no element
+    ],
+)
+def test_where_markup_ends(sanitizer: Sanitizer, text: str, expected: str) -> None:
+    assert sanitizer.clean(text).text == expected
+
+
+def _bleach_clean(text: str) -> str:
+    """What the sanitizer did with bleach before: real elements stripped, the rest text."""
+    protected = re.sub(
+        r"<(?:!--|/?([A-Za-z][A-Za-z0-9-]*)(?=[\s/>]))",
+        lambda m: (
+            m.group(0)
+            if m.group(1) is None or m.group(1).lower() in HTML_ELEMENTS
+            else "&lt;" + m.group(0)[1:]
+        ),
+        text.replace("&", "&amp;"),
+    )
+    protected = re.sub(r"<(?![!/A-Za-z])", "&lt;", protected)
+    protected = re.sub(r"<(script|style)\b[^>]*>.*?(</\1\s*>|\Z)", "", protected, flags=re.I | re.S)
+    return html.unescape(
+        bleach.clean(protected, tags=set(), attributes={}, strip=True, strip_comments=True)
+    )
+
+
+def _well_formed(rng: random.Random) -> str:
+    names = ["a", "b", "p", "div", "span", "img", "br", "code", "T", "branch"]
+    values = ['"x > y"', "'a\"b'", "plain", '""', "'<b>'", '"=\'"']
+    parts = []
+    for _ in range(rng.randint(1, 8)):
+        kind = rng.random()
+        if kind < 0.4:
+            name = rng.choice(names)
+            attributes = "".join(
+                f" {rng.choice(['href', 'title', 'data-x'])}={rng.choice(values)}"
+                for _ in range(rng.randint(0, 3))
+            )
+            parts.append(f"<{name}{attributes}{rng.choice(['', '/', ' '])}>")
+        elif kind < 0.55:
+            parts.append(f"</{rng.choice(names)}>")
+        elif kind < 0.6:
+            parts.append("<!-- note -->")
+        else:
+            parts.append(rng.choice(["word ", "3 < 5 ", "x > 1 ", "Tom & Jerry ", "&lt;3 "]))
+    return "".join(parts)
+
+
+def test_well_formed_markup_is_stripped_as_bleach_did() -> None:
+    rng = random.Random(20)
+    for _ in range(500):
+        text = _well_formed(rng) + " end"
+        assert strip_markup(text) == _bleach_clean(text), text
+
+
+def test_limits_come_before_any_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(text: str) -> str:
+        raise AssertionError("cleaned a text over the limit")
+
+    monkeypatch.setattr(sanitizer_module, "strip_markup", never)
+    with pytest.raises(SanitizationError, match="the limit is 1000"):
+        Sanitizer(max_chars=1000).clean("<a " * 100_000)
