@@ -15,6 +15,7 @@ from modules.llm.inference import (
     ModelSpec,
     RemoteBackend,
 )
+from modules.llm.inference import registry as registry_module
 from tests.fakes import FakeBackend
 
 
@@ -136,3 +137,42 @@ async def test_a_remote_model_is_described_without_credentials() -> None:
     assert described.any_node_up
     assert described.latency_seconds is None
     await registry.stop_all()
+
+
+class LogLines:
+    """Stands in for the registry's logger: what it was asked to write."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, object]]] = []
+
+    def error(self, event: str, **fields: object) -> None:
+        self.lines.append((event, fields))
+
+
+async def test_load_errors_are_kept_and_logged_without_directories_or_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = LogLines()
+    monkeypatch.setattr(registry_module, "logger", log)
+    local = ModelSpec("local", Path("/srv/private models/q.gguf"))
+    remote = ModelSpec("remote", url="http://user:s3cret@gpu:8080/v1")
+
+    def failing(spec: ModelSpec) -> Backend:
+        if spec.path is not None:  # as llama-cpp-python says it
+            raise ValueError(f"Failed to load model from file: {spec.path}")
+        raise OSError(f"Client error '401 Unauthorized' for url '{spec.url}/models'")
+
+    registry = ModelRegistry([local, remote], failing)
+    with pytest.raises(RuntimeError) as nothing_loaded:
+        await registry.load_all()
+    errors = {alias: registry.entry(alias).error for alias in ("local", "remote")}
+    assert errors == {
+        "local": "Failed to load model from file: q.gguf",
+        "remote": "Client error '401 Unauthorized' for url 'http://gpu:8080/v1/models'",
+    }
+    assert [fields["error"] for _, fields in log.lines] == list(errors.values())
+    shown = " ".join([str(nothing_loaded.value), *map(str, log.lines), *map(repr, (local, remote))])
+    for secret in ("private", "s3cret", "user:"):
+        assert secret not in shown
+    assert repr(local) == "ModelSpec(alias='local', local='q.gguf')"
+    assert repr(remote) == "ModelSpec(alias='remote', remote='http://gpu:8080/v1')"

@@ -1,12 +1,17 @@
 """The remote backend's pure parts: the control strings sent models must never receive, the
-circuit breaker, and which node of a pool takes a turn."""
+circuit breaker, which node of a pool takes a turn, and what is shown of a server."""
 
 from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import httpx
 import pytest
 
 from modules.llm.inference import ChatMessage
+from modules.llm.inference.descriptions import redact
 from modules.llm.inference.remote import (
     REMOTE_CONTROL_TOKENS,
     CircuitBreaker,
@@ -16,6 +21,7 @@ from modules.llm.inference.remote import (
     home,
     public_url,
 )
+from modules.llm.inference.remote.node import RemoteError, resolve_model, without_credentials
 from modules.llm.inference.remote.routing import IMBALANCE
 from modules.sanitizer import Sanitizer
 
@@ -104,3 +110,61 @@ def test_a_busy_home_gives_the_turn_to_the_least_busy_node() -> None:
 def test_server_names_never_carry_credentials() -> None:
     assert public_url("https://user:secret@gpu-1:8443/v1/#qwen") == "https://gpu-1:8443/v1"
     assert public_url("http://gpu-2/v1") == "http://gpu-2/v1"
+
+
+def test_redaction_hides_credentials_and_directories_in_any_text() -> None:
+    status = (
+        "Client error '401 Unauthorized' for url 'http://user:s3cret@gpu-1:8443/v1/models'\n"
+        "For more information check: https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/401"
+    )
+    assert redact(status) == (
+        "Client error '401 Unauthorized' for url 'http://gpu-1:8443/v1/models'\n"
+        "For more information check: https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/401"
+    )
+    assert redact("Model path does not exist: /srv/private/q.gguf.") == (
+        "Model path does not exist: q.gguf."
+    )
+    # A directory with a space in its name, home-relative paths, paths after `=` or in
+    # brackets; a slash that is not a path stays.
+    assert redact("from file: /srv/my models/q.gguf") == "from file: q.gguf"
+    assert redact("path=~/models/a.gguf (/opt/b.gguf), 3 / 4 and 50/50") == (
+        "path=a.gguf (b.gguf), 3 / 4 and 50/50"
+    )
+    # What the caller knows is in it goes first, whatever it holds.
+    assert redact("cannot read /data/x, y/z.gguf", ["/data/x, y/z.gguf"]) == "cannot read z.gguf"
+    assert redact("https://u:p@[::1]:8080/v1?key=k#model") == "https://[::1]:8080/v1"
+
+
+def test_credentials_in_a_url_travel_as_basic_auth_not_in_the_url() -> None:
+    node = RemoteNode("https://user:s%40cret@gpu-1:8443/v1/", "m", None, httpx.Timeout(1))
+    assert node.base_url == node.name == "https://gpu-1:8443/v1"
+    assert node.auth is not None
+    request = next(node.auth.auth_flow(httpx.Request("GET", node.base_url)))
+    assert request.headers["Authorization"] == httpx.BasicAuth("user", "s@cret")._auth_header
+    assert without_credentials("http://gpu-2/v1") == ("http://gpu-2/v1", None)
+
+
+class Refusing(BaseHTTPRequestHandler):
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("Authorization", ""))
+        self.send_response(401)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        return
+
+
+def test_a_server_that_refuses_is_named_without_its_credentials() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://user:s3cret@127.0.0.1:{server.server_port}/v1"
+        with pytest.raises(RemoteError) as refused:
+            resolve_model(url, None, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(refused.value) == f"http://127.0.0.1:{server.server_port}/v1/models answered 401"
+    assert Refusing.seen == [httpx.BasicAuth("user", "s3cret")._auth_header]  # still sent

@@ -1,5 +1,6 @@
 """What a backend says about itself: typed records, read by /health, /llm/models, /v1/models
-and /metrics through the registry (`ModelRegistry.describe_all`).
+and /metrics through the registry (`ModelRegistry.describe_all`), and the one redaction of
+what is shown or logged about where a model lives (`public_url`, `redact`).
 
 The records are plain values (frozen, no methods with side effects). Fields that must never
 reach a client are marked private (`path`); the public views are built from the rest, so a
@@ -7,9 +8,12 @@ public answer can drop them without knowing where they came from."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 Capability = Literal["chat", "completion", "embeddings", "grammar", "tools", "logprobs", "n"]
 ModelKind = Literal["local", "remote"]
@@ -109,3 +113,54 @@ class ModelDescription:
     @property
     def any_node_up(self) -> bool:
         return any(node.up for node in self.nodes)
+
+
+# A URL (scheme://...), or an absolute or home-relative local path that starts a word (after
+# a space, a quote, a bracket, `=` or `,`). A URL stops at a space, a quote or `<>`; a path
+# also at `,;()[]{}`, and goes on past a space when the next word holds a `/` (a directory
+# with a space in its name). Linear: each repetition starts with a space.
+_PATH_CHARS = r"[^\s'\"<>`,;()\[\]{}]"
+_WORD_CHARS = r"[^\s/'\"<>`,;()\[\]{}]"
+_SHOWN = re.compile(
+    r"(?P<url>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+)"
+    rf"|(?P<path>(?<![^\s'\"(\[{{=,])~?/{_PATH_CHARS}*(?: {_WORD_CHARS}+/{_PATH_CHARS}*)*)"
+)
+_TRAILING = ".,:;!?"  # sentence punctuation after a URL or a path is not part of it
+
+
+def public_url(url: str) -> str:
+    """scheme://host:port/path of a server: never the credentials a URL may carry
+    (`user:password@`), its query or its `#model` part."""
+    where = urlsplit(url.partition("#")[0])
+    host = where.hostname or ""
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    try:
+        port = f":{where.port}" if where.port else ""
+    except ValueError:  # not a number: say nothing more than the host
+        port = ""
+    return f"{where.scheme}://{host}{port}{where.path.rstrip('/')}"
+
+
+def redact(text: str, known: Iterable[str] = ()) -> str:
+    """`text` (an error's message, a log field) safe to show or log: every URL as
+    `public_url` makes it, without credentials, and every absolute local path as its file's
+    name. `known` are paths or URLs the caller knows appear in it (a model's configured
+    file, whose directory may hold spaces the general rule cannot see): replaced first."""
+    for item in sorted(set(known), key=len, reverse=True):
+        if item and item in text:
+            text = text.replace(item, _public(item))
+    return _SHOWN.sub(_replace, text)
+
+
+def _replace(match: re.Match[str]) -> str:
+    shown = match.group()
+    stripped = shown.rstrip(_TRAILING)
+    return _public(stripped, is_url=match.group("url") is not None) + shown[len(stripped) :]
+
+
+def _public(item: str, *, is_url: bool | None = None) -> str:
+    if is_url if is_url is not None else "://" in item:
+        return public_url(item)
+    name = item.rstrip("/").rpartition("/")[2]
+    return name or item  # "/" alone (a division, a root) stays

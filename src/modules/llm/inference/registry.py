@@ -2,7 +2,8 @@
 
 It is the one source of truth for what serves: requests, /health, /metrics and
 /llm/models all read it. A model that fails to load is marked `failed` with its error;
-the others keep serving."""
+the others keep serving. The error is kept and logged redacted (`redact`): a load error's
+text names the file or server as configured, which may carry a directory or credentials."""
 
 from __future__ import annotations
 
@@ -16,23 +17,47 @@ from typing import Literal
 import structlog
 
 from modules.llm.inference.backend import Backend
-from modules.llm.inference.descriptions import ModelDescription
+from modules.llm.inference.descriptions import ModelDescription, ModelKind, public_url, redact
 from modules.llm.inference.errors import BackendUnavailableError, ModelNotFoundError
-from modules.llm.inference.remote.node import public_url
 from modules.llm.inference.stats import GenerationStats, Load
 
 logger = structlog.get_logger(__name__)
 ModelState = Literal["unloaded", "loading", "loaded", "failed"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class ModelSpec:
-    """A GGUF file (`path`), or an OpenAI-compatible server (`url`, `url#model`)."""
+    """A GGUF file (`path`), or an OpenAI-compatible server (`url`, `url#model`).
+
+    Its repr shows only what is public (the file's name, the servers' public URLs): the
+    path's directories, URL credentials and API key are never logged."""
 
     alias: str
     path: Path | None = None
     url: str | None = None
     api_key: str | None = field(default=None, repr=False)  # never logged
+
+    @property
+    def kind(self) -> ModelKind:
+        return "local" if self.path is not None else "remote"
+
+    @property
+    def source(self) -> str:
+        """What serves it, safe to show: the file's name, or the servers' public URLs."""
+        if self.path is not None:
+            return self.path.name
+        return "|".join(public_url(url) for url in (self.url or "").split("|"))
+
+    def secrets(self) -> tuple[str, ...]:
+        """The strings as configured (the path, each server's URL) that `redact` must
+        replace even where its general rules cannot see them (a space in a directory)."""
+        if self.path is not None:
+            return (str(self.path), str(self.path.expanduser()), str(self.path.absolute()))
+        servers = (self.url or "").split("|")
+        return tuple(part for url in servers for part in (url, url.partition("#")[0]))
+
+    def __repr__(self) -> str:
+        return f"ModelSpec(alias={self.alias!r}, {self.kind}={self.source!r})"
 
 
 BackendFactory = Callable[[ModelSpec], Backend]  # blocking: called in a worker thread
@@ -72,22 +97,15 @@ class ModelEntry:
         except OSError:
             return 0
 
-    @property
-    def source(self) -> str:
-        """What the configuration says serves it, safe to show: the file's name, or the
-        servers' URLs without credentials (also while it is not loaded)."""
-        if self.spec.path is not None:
-            return self.spec.path.name
-        return "|".join(public_url(url) for url in (self.spec.url or "").split("|"))
-
     def status(self, default: bool) -> ModelStatus:
         backend = self.backend
         return ModelStatus(
             alias=self.alias,
+            kind=self.spec.kind,
             state=self.state,
             default=default,
             error=self.error,
-            source=self.source,
+            source=self.spec.source,
             size_bytes=self.size_bytes,
             created=self.created,
             description=backend.describe() if backend is not None else None,
@@ -102,9 +120,10 @@ class ModelStatus:
     show. `description`, `load` and `stats` are there while a backend serves it."""
 
     alias: str
+    kind: ModelKind  # a local file or remote servers, as configured
     state: ModelState
     default: bool
-    error: str | None  # why it failed to load
+    error: str | None  # why it failed to load, redacted: no directories, no credentials
     source: str  # public: the file's name or the servers' URLs
     size_bytes: int | None
     created: int
@@ -192,8 +211,9 @@ class ModelRegistry:
             try:
                 entry.backend = await asyncio.to_thread(self._factory, entry.spec)
             except Exception as exc:  # one bad file must not take the others down
-                logger.error("model failed to load", model=entry.alias, error=str(exc))
-                entry.state, entry.error, entry.backend = "failed", str(exc), None
+                error = redact(str(exc) or type(exc).__name__, entry.spec.secrets())
+                logger.error("model failed to load", model=entry.alias, error=error)
+                entry.state, entry.error, entry.backend = "failed", error, None
                 return entry
             entry.state, entry.fingerprint = "loaded", _fingerprint(entry.spec)
         if announce:

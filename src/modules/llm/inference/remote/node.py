@@ -1,4 +1,9 @@
-"""One OpenAI-compatible server: its connection pool, breaker and load."""
+"""One OpenAI-compatible server: its connection pool, breaker and load.
+
+Credentials written in a server's URL (`http://user:password@host/v1`) are taken out of it
+here and sent as HTTP basic auth, as httpx would: the URL the node keeps and requests is
+the one without them, so httpx's own log lines ("HTTP Request: POST <url>") and its error
+messages never carry them."""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from modules.llm.inference.descriptions import NodeDescription
+from modules.llm.inference.descriptions import NodeDescription, public_url, redact
 from modules.llm.inference.errors import QueueFullError
 from modules.llm.inference.events import FinishReason
 from modules.llm.inference.remote.breaker import CircuitBreaker
@@ -22,7 +27,7 @@ class RemoteError(Exception):
 
 class RemoteNode:
     def __init__(self, base_url: str, model: str, api_key: str | None, timeout: httpx.Timeout):
-        self.base_url = base_url.rstrip("/")
+        self.base_url, self.auth = without_credentials(base_url.rstrip("/"))
         self.model = model
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = timeout
@@ -55,7 +60,9 @@ class RemoteNode:
         # One pool per node, kept: a new client per request costs an SSL context and a
         # connection before the first token.
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, headers=self.headers)
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout, headers=self.headers, auth=self.auth
+            )
             self._loop = asyncio.get_running_loop()
         return self._client
 
@@ -90,7 +97,7 @@ class RemoteNode:
                         if choice.get("finish_reason") == "length":
                             reason = "length"
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-            raise RemoteError(str(exc)) from exc
+            raise RemoteError(redact(str(exc))) from exc
         return usage, reason
 
     def close(self) -> None:
@@ -103,21 +110,30 @@ class RemoteNode:
                 return
 
 
-def public_url(url: str) -> str:
-    """scheme://host:port/path of a server: never the credentials a URL may carry, nor
-    the model part."""
-    where = urlsplit(url.partition("#")[0])
-    try:
-        port = f":{where.port}" if where.port else ""
-    except ValueError:  # not a number: say nothing more than the host
-        port = ""
-    return f"{where.scheme}://{where.hostname}{port}{where.path.rstrip('/')}"
-
-
 def resolve_model(base_url: str, api_key: str | None, timeout: float = 10) -> str:
-    """Blocking: the first model the server lists at /models."""
+    """Blocking: the first model the server lists at /models. A failure names the server by
+    its public URL: httpx's own messages carry the URL as configured, credentials and all."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    response = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout)
-    response.raise_for_status()
-    model: str = response.json()["data"][0]["id"]
+    base_url, auth = without_credentials(base_url.rstrip("/"))
+    where = f"{public_url(base_url)}/models"
+    try:
+        response = httpx.get(f"{base_url}/models", headers=headers, auth=auth, timeout=timeout)
+        response.raise_for_status()
+        model: str = response.json()["data"][0]["id"]
+    except httpx.HTTPStatusError as exc:
+        raise RemoteError(f"{where} answered {exc.response.status_code}") from None
+    except httpx.HTTPError as exc:
+        raise RemoteError(f"{where}: {redact(str(exc)) or type(exc).__name__}") from None
+    except (ValueError, LookupError, TypeError):
+        raise RemoteError(f"{where} listed no model") from None
     return model
+
+
+def without_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """The URL without its `user:password@`, and those as basic auth (None when none)."""
+    where = urlsplit(url)
+    if where.username is None and where.password is None:
+        return url, None
+    netloc = where.netloc.rpartition("@")[2]
+    auth = httpx.BasicAuth(unquote(where.username or ""), unquote(where.password or ""))
+    return urlunsplit(where._replace(netloc=netloc)), auth
