@@ -1,4 +1,9 @@
-"""GET /health: the process, the database, every model and the cache."""
+"""GET /health: each component's status, for anyone (load balancers, probes); and
+GET /health/details: the same with what is behind it (versions, counters, busy slots, remote
+nodes, redacted errors), for admins.
+
+The public answer holds status words only: it is unauthenticated, and counters, slots and
+error texts tell an attacker how busy the service is and where its files and servers are."""
 
 from __future__ import annotations
 
@@ -14,9 +19,35 @@ from litestar.response import Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from modules.auth import requires_admin
 from modules.cache import ResponseCache
 from modules.llm.inference import ModelRegistry, ModelStatus, NodeDescription
+from modules.llm.inference.descriptions import redact
 from modules.ratelimit import RateLimiter
+
+
+class ComponentStatus(msgspec.Struct):
+    status: str  # ok, degraded or unavailable
+
+
+class ModelStatusWord(msgspec.Struct):
+    """One configured model in the public report: its alias, status and state."""
+
+    name: str
+    status: str  # ok or unavailable
+    state: str  # unloaded, loading, loaded or failed
+
+
+class PublicHealth(msgspec.Struct):
+    """GET /health: each component's status and nothing else."""
+
+    status: str  # ok, degraded (the cache or the shared limits are down) or unavailable
+    process: ComponentStatus
+    database: ComponentStatus
+    model: ModelStatusWord  # the default model
+    models: list[ModelStatusWord]
+    cache: ComponentStatus
+    limits: ComponentStatus
 
 
 class ProcessHealth(msgspec.Struct):
@@ -73,6 +104,8 @@ class ModelHealth(msgspec.Struct, omit_defaults=True):
 
 
 class HealthReport(msgspec.Struct):
+    """GET /health/details (admins): what is behind each status."""
+
     status: str  # ok, degraded (the cache is down) or unavailable
     process: ProcessHealth
     database: DatabaseHealth
@@ -93,33 +126,81 @@ class HealthController(Controller):
         model_registry: NamedDependency[ModelRegistry],
         response_cache: NamedDependency[ResponseCache],
         rate_limiter: NamedDependency[RateLimiter],
+    ) -> Response[PublicHealth]:
+        """Each component's status (process, database, every model by alias, cache, limits);
+        503 when the database or the default model is down. No authentication: status words
+        only, the details are at /health/details (admins)."""
+        report = await _report(state, model_registry, response_cache, rate_limiter)
+        return Response(_public(report), status_code=_status_code(report))
+
+    @get("/details", guards=[requires_admin], cache=False)
+    async def details(
+        self,
+        state: State,
+        model_registry: NamedDependency[ModelRegistry],
+        response_cache: NamedDependency[ResponseCache],
+        rate_limiter: NamedDependency[RateLimiter],
     ) -> Response[HealthReport]:
-        """The process, the database, every model and the cache; 503 when the database or
-        the default model is down."""
-        database = await _database_health(state.db_config.get_engine())
-        models = [_model_health(model) for model in model_registry.describe_all()]
-        model = models[0]  # the default model comes first
-        cache = await response_cache.health()
-        healthy = database.status == "ok" and model.status == "ok"
-        limits = rate_limiter.health()
-        # A Redis outage degrades the service but it keeps answering: still 200.
-        redis_ok = cache["status"] == "ok" and limits["status"] == "ok"
-        status = "unavailable" if not healthy else "ok" if redis_ok else "degraded"
-        body = HealthReport(
-            status=status,
-            process=ProcessHealth(
-                status="ok",
-                pid=os.getpid(),
-                uptime_seconds=round(time.monotonic() - state.started_at, 1),
-                version=state.version,
-            ),
-            database=database,
-            model=model,
-            models=models,
-            cache=cache,
-            limits=limits,
-        )
-        return Response(body, status_code=200 if healthy else 503)
+        """The process, the database, every model (backend, slots, queue, outcome counts,
+        remote nodes, why it failed to load) and the cache (admin). Errors are redacted:
+        no credentials, no directories. 503 as /health."""
+        report = await _report(state, model_registry, response_cache, rate_limiter)
+        return Response(report, status_code=_status_code(report))
+
+
+async def _report(
+    state: State,
+    model_registry: ModelRegistry,
+    response_cache: ResponseCache,
+    rate_limiter: RateLimiter,
+) -> HealthReport:
+    database = await _database_health(state.db_config.get_engine())
+    models = [_model_health(model) for model in model_registry.describe_all()]
+    model = models[0]  # the default model comes first
+    cache = _redacted(await response_cache.health())
+    limits = _redacted(rate_limiter.health())
+    healthy = database.status == "ok" and model.status == "ok"
+    # A Redis outage degrades the service but it keeps answering: still 200.
+    redis_ok = cache["status"] == "ok" and limits["status"] == "ok"
+    status = "unavailable" if not healthy else "ok" if redis_ok else "degraded"
+    return HealthReport(
+        status=status,
+        process=ProcessHealth(
+            status="ok",
+            pid=os.getpid(),
+            uptime_seconds=round(time.monotonic() - state.started_at, 1),
+            version=state.version,
+        ),
+        database=database,
+        model=model,
+        models=models,
+        cache=cache,
+        limits=limits,
+    )
+
+
+def _status_code(report: HealthReport) -> int:
+    return 503 if report.status == "unavailable" else 200
+
+
+def _public(report: HealthReport) -> PublicHealth:
+    models = [ModelStatusWord(m.name, m.status, m.state) for m in report.models]
+    return PublicHealth(
+        status=report.status,
+        process=ComponentStatus(report.process.status),
+        database=ComponentStatus(report.database.status),
+        model=models[0],
+        models=models,
+        cache=ComponentStatus(str(report.cache["status"])),
+        limits=ComponentStatus(str(report.limits["status"])),
+    )
+
+
+def _redacted(component: dict[str, Any]) -> dict[str, Any]:
+    """A Redis error's text may name the server as configured (a URL with a password)."""
+    if isinstance(component.get("error"), str):
+        component = {**component, "error": redact(component["error"])}
+    return component
 
 
 async def _database_health(engine: AsyncEngine) -> DatabaseHealth:
@@ -136,7 +217,7 @@ async def _database_health(engine: AsyncEngine) -> DatabaseHealth:
 def _model_health(model: ModelStatus) -> ModelHealth:
     described, load, stats = model.description, model.load, model.stats
     if described is None or load is None or stats is None:
-        error = model.error or "not loaded"
+        error = model.error or "not loaded"  # the registry keeps it redacted
         return ModelHealth("unavailable", model.alias, model.state, error=error)
     local, remote = described.local, described.kind == "remote"
     return ModelHealth(

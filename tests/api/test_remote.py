@@ -15,19 +15,29 @@ import httpx
 from app import create_app
 from app.migrations import upgrade_to_head
 from tests.api.conftest import FakeApi
-from tests.support import CHEAP_HASHER, PASSWORD, RunningServer, free_port, make_settings
+from tests.support import (
+    CHEAP_HASHER,
+    PASSWORD,
+    RunningServer,
+    free_port,
+    make_settings,
+    promote,
+)
 
 CAPABILITIES = ("chat", "completion", "embeddings", "grammar", "tools", "logprobs", "n")
 
 
 @contextmanager
 def gateway(tmp_path: Path, models: str, keys: str = "") -> Iterator[httpx.Client]:
+    """The gateway, and a client of its operator (an admin: remote servers, breakers and
+    nodes are in /health/details and the admin's /llm/models)."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"
     upgrade_to_head(database_url)
     settings = make_settings(database_url, tmp_path, llm_models=models, llm_remote_api_keys=keys)
     app = create_app(settings, password_hasher=CHEAP_HASHER)
     with RunningServer(app) as server, httpx.Client(base_url=server.base_url, timeout=60) as c:
         c.post("/auth/register", json={"email": "g@example.com", "password": PASSWORD})
+        promote(database_url, "g@example.com")
         token = c.post("/auth/login", json={"email": "g@example.com", "password": PASSWORD}).json()[
             "access_token"
         ]
@@ -68,7 +78,7 @@ def test_a_remote_model_streams_through_sanitized_and_charged(api: FakeApi, tmp_
             kinds = [line[7:] for line in stream.iter_lines() if line.startswith("event: ")]
         assert (kinds[0], kinds[-1]) == ("start", "done")
         assert kinds.count("token") == 5  # tokens pass through as they arrive
-        health = client.get("/health").json()
+        health = client.get("/health/details").json()
         model = health["models"][0]
         assert model["backend"] == "remote"
         assert model["breaker"] == "closed"
@@ -107,4 +117,4 @@ def test_a_dead_remote_trips_the_breaker_and_fails_fast(tmp_path: Path) -> None:
         assert fast.status_code == 503
         assert "keeps failing" in fast.json()["detail"]
         assert time.perf_counter() - started < 0.5
-        assert client.get("/health").json()["models"][0]["breaker"] == "open"
+        assert client.get("/health/details").json()["models"][0]["breaker"] == "open"

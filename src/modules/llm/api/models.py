@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
@@ -19,23 +20,34 @@ from modules.llm.api.schemas import (
 )
 from modules.llm.inference import Capabilities, ModelRegistry, ModelStatus, SamplingParams
 from modules.llm.turns import InputMessage, TurnRequest, TurnService
+from modules.users import ROLE_ADMIN
+
+# What a user who is not an admin reads of a load error: that it failed, not its text.
+LOAD_FAILED = "the model failed to load (an admin sees why)"
 
 
-def model_info(model: ModelStatus) -> ModelInfo:
-    """The public view of a model: its file's name or servers' URLs, never a path or a
-    credential."""
+def model_info(model: ModelStatus, *, admin: bool = False) -> ModelInfo:
+    """A model as a user sees it: a local model's file name (never its directory); for an
+    admin also a remote model's servers (public URLs, never credentials) and why it failed
+    to load (redacted by the registry)."""
     described = model.description
+    shows_servers = admin or model.kind == "local"
+    error = model.error if admin or model.error is None else LOAD_FAILED
     return ModelInfo(
         alias=model.alias,
         state=model.state,
         default=model.default,
-        file=model.source,
+        file=model.source if shows_servers else None,
         size_bytes=model.size_bytes,
         context_size=described.context_size if described else None,
         slots=model.load.slots if model.load else None,
-        error=model.error,
+        error=error,
         capabilities=_capabilities(described.capabilities) if described else None,
     )
+
+
+def _is_admin(request: Request[Any, Any, Any]) -> bool:
+    return getattr(request.user, "role", None) == ROLE_ADMIN
 
 
 def _capabilities(capabilities: Capabilities) -> ModelCapabilities:
@@ -47,11 +59,15 @@ class ModelsController(Controller):
     tags = ("models",)
 
     @get("/models")
-    async def list_models(self, model_registry: NamedDependency[ModelRegistry]) -> ModelList:
-        """Every configured model with its state and size."""
+    async def list_models(
+        self, request: Request[Any, Any, Any], model_registry: NamedDependency[ModelRegistry]
+    ) -> ModelList:
+        """Every configured model with its state and size; admins also see remote servers
+        and load errors."""
+        admin = _is_admin(request)
         return ModelList(
             default=model_registry.default_alias,
-            models=[model_info(model) for model in model_registry.describe_all()],
+            models=[model_info(model, admin=admin) for model in model_registry.describe_all()],
         )
 
     @post("/models/{alias:str}/load", status_code=200, guards=[requires_admin])
@@ -60,7 +76,7 @@ class ModelsController(Controller):
     ) -> ModelInfo:
         """Load a configured model (admin); its cached answers are dropped."""
         entry = await model_registry.load(alias)
-        return model_info(model_registry.describe(entry.alias))
+        return model_info(model_registry.describe(entry.alias), admin=True)
 
     @post("/models/{alias:str}/unload", status_code=200, guards=[requires_admin])
     async def unload_model(
@@ -68,7 +84,7 @@ class ModelsController(Controller):
     ) -> ModelInfo:
         """Unload a model (admin): its memory is freed, its requests get 503."""
         entry = await model_registry.unload(alias)
-        return model_info(model_registry.describe(entry.alias))
+        return model_info(model_registry.describe(entry.alias), admin=True)
 
     @post("/validate-model", status_code=200, guards=[requires_admin])
     async def validate_model(

@@ -145,10 +145,13 @@ class ModelInfo(msgspec.Struct):
     alias: str
     state: str
     default: bool
-    file: str
+    # A local model's file name (never its directory); a remote model's servers' public
+    # URLs for admins, null for other users.
+    file: str | None
     size_bytes: int | None
     context_size: int | None
     slots: int | None
+    # Why it failed to load: redacted for admins, a fixed sentence for other users.
     error: str | None
     capabilities: ModelCapabilities | None  # while loaded
 
