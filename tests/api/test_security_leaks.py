@@ -118,7 +118,7 @@ def test_credentials_and_paths_appear_in_no_answer_and_no_log_line(
     tmp_path: Path, refusing_server: str
 ) -> None:
     # `llm-service serve` as an operator runs it, its output (every log line) in a file.
-    # (A missing file is left out here: the command line warns about it at start-up.)
+    # (No missing file here: `serve`'s start-up warning still prints its full path, cli.py.)
     models = tmp_path / DIRECTORY
     models.mkdir()
     (models / "broken.gguf").write_bytes(b"not a gguf file")
