@@ -99,7 +99,7 @@ class ModelsController(Controller):
         entry = model_registry.entry(data.model)
         if entry.state != "loaded":
             entry = await model_registry.load(entry.alias)
-        info = model_info(model_registry.describe(entry.alias))
+        info = model_info(model_registry.describe(entry.alias), admin=True)
         fields = {name: getattr(info, name) for name in ModelInfo.__struct_fields__}
         if entry.backend is None:
             return ValidateReport(**fields, available=False)
