@@ -280,6 +280,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> bool:
     return predicate()
 
 
+def fresh_minute(margin: float = 15) -> None:
+    """Fixed windows: start early in a minute (`margin` seconds or more before its end) so
+    the requests that follow do not straddle two."""
+    left = 60 - time.time() % 60
+    if left < margin:
+        time.sleep(left + 0.5)
+
+
 def charged_today(app: Litestar, user_id: str) -> int:
     """Completion tokens charged to a user today (the in-memory rate limiter's counter)."""
     limiter = app.state.llm.limiter

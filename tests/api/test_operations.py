@@ -239,11 +239,7 @@ def test_redis_backed_cache_and_redis_outage(tmp_path: Path) -> None:
         settings = make_settings(database_url, tmp_path, redis_url=redis_url)
         app = fake_app(settings)
         with RunningServer(app) as server, httpx.Client(base_url=server.base_url, timeout=60) as c:
-            email = f"{uuid.uuid4().hex[:8]}@example.com"
-            c.post("/auth/register", json={"email": email, "password": "redis-pass-1"})
-            token = c.post("/auth/login", json={"email": email, "password": "redis-pass-1"}).json()[
-                "access_token"
-            ]
+            token = Api(base_url=server.base_url, app=app, database_url=database_url).user_token()
             body = {"prompt": f"Say a color {namespace_probe}.", "settings": GREEDY}
             first = generate(c, token, **body, use_cache=True)
             second = generate(c, token, **body, use_cache=True)

@@ -18,7 +18,7 @@ from app import create_app
 from app.migrations import upgrade_to_head
 from modules.llm.inference import ChatMessage, Failed, Finished, SamplingParams, TokenDelta
 from tests.model.conftest import ModelApi
-from tests.support import RunningServer, generate, make_settings, ok
+from tests.support import Api, RunningServer, generate, make_settings, ok
 
 GREEDY = {"temperature": 0, "max_tokens": 48}
 
@@ -221,10 +221,7 @@ def test_shutdown_ends_running_generations_cleanly(tmp_path: Path) -> None:
     upgrade_to_head(database_url)
     app = create_app(make_settings(database_url, tmp_path))
     with RunningServer(app) as server, httpx.Client(base_url=server.base_url, timeout=60) as client:
-        client.post("/auth/register", json={"email": "s@example.com", "password": "shut-down-1"})
-        token = client.post(
-            "/auth/login", json={"email": "s@example.com", "password": "shut-down-1"}
-        ).json()["access_token"]
+        token = Api(base_url=server.base_url, app=app, database_url=database_url).user_token()
         engine = app.state.llm.registry.default.engine
 
         with ThreadPoolExecutor(max_workers=3) as pool:

@@ -28,7 +28,7 @@ from bench.local_nginx import nginx_binary, running_nginx
 
 from modules.llm.inference import ChatMessage
 from modules.llm.inference.remote import RemoteNode, affinity_key, home
-from tests.support import PASSWORD, cli, generate, start_server, stop
+from tests.support import PASSWORD, cli, fresh_minute, generate, start_server, stop
 
 REDIS_DB = 3  # this file's own: flushed at the start, so earlier runs' counters are gone
 REQUESTS_PER_MINUTE = 12
@@ -230,13 +230,6 @@ def test_a_login_anywhere_works_everywhere_and_so_do_logout_revocation_deactivat
         assert client.patch(f"/users/{user_id}", json={"is_active": False}).status_code == 200
     with cluster.client(two, access) as client:
         assert client.get("/users/me").status_code == 401
-
-
-def fresh_minute(margin: float = 15) -> None:
-    """Fixed windows: start early in a minute so the requests do not straddle two."""
-    left = 60 - time.time() % 60
-    if left < margin:
-        time.sleep(left + 0.5)
 
 
 def test_limits_are_shared_and_count_the_clients_address_behind_nginx(cluster: Cluster) -> None:
