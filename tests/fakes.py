@@ -202,6 +202,9 @@ class FakeBackend:
     async def text_prompt(self, text: str) -> Prompt:
         return Prompt((ChatMessage("user", text),), tuple(fake_tokenize(text, False)), raw=True)
 
+    def message_tokens(self, message: ChatMessage) -> int:
+        return self.builder.message_tokens(message)
+
     def stream(
         self, prompt: Prompt, params: SamplingParams, *, owner: str, timeout: float
     ) -> FakeGeneration:

@@ -1,7 +1,9 @@
-"""Stored history is cleaned again before every turn, each text once per owner."""
+"""Stored history is cleaned again before every turn, each text once per owner, and its
+tokens counted once per model and role."""
 
 from __future__ import annotations
 
+from modules.llm.inference import ChatMessage
 from modules.llm.turns.preparation import CleanedHistory
 from modules.sanitizer import SanitizationError, Sanitizer
 
@@ -52,3 +54,30 @@ def test_the_least_recently_used_texts_leave_beyond_the_budget() -> None:
     assert sanitizer.calls == calls
     history.clean("ada", sanitizer, "bbbbbbbbbb")  # dropped: cleaned again
     assert sanitizer.calls == calls + 1
+
+
+def test_each_texts_tokens_are_counted_once_per_model_and_role() -> None:
+    sanitizer = CountingSanitizer()
+    history = CleanedHistory()
+    counted: list[ChatMessage] = []
+
+    def count(message: ChatMessage) -> int:
+        counted.append(message)
+        return len(message.content.split()) + 2
+
+    hello = ChatMessage("user", "Hello <b>there</b>")
+    for _ in range(3):
+        assert history.measure("ada", sanitizer, hello, "m1", count) == (
+            ChatMessage("user", "Hello there"),
+            4,
+        )
+    assert counted == [ChatMessage("user", "Hello there")]  # the cleaned text, once
+    assert sanitizer.calls == 1
+    # The same text in another role, or for another model, is counted again; not cleaned.
+    history.measure("ada", sanitizer, ChatMessage("assistant", hello.content), "m1", count)
+    history.measure("ada", sanitizer, hello, "m2", count)
+    assert len(counted) == 3
+    assert sanitizer.calls == 1
+    # A refused text is never counted.
+    assert history.measure("ada", sanitizer, ChatMessage("user", "x" * 101), "m1", count) is None
+    assert len(counted) == 3

@@ -64,6 +64,13 @@ class Backend(Protocol):
 
     async def text_prompt(self, text: str) -> Prompt: ...
 
+    def message_tokens(self, message: ChatMessage) -> int:
+        """Blocking (it tokenizes): call it from a worker thread. The tokens this message
+        adds to a `chat_prompt` (an estimate where the tokens are not known here). The
+        turn service keeps it with the message's cleaned text and fits a history by
+        summing, instead of rendering the history again for every turn it drops."""
+        ...
+
     def stream(
         self, prompt: Prompt, params: SamplingParams, *, owner: str, timeout: float
     ) -> Generation:

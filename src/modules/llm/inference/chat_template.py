@@ -20,6 +20,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 _OPEN, _CLOSE = "\x01", "\x02"
 _PLACEHOLDER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
 
+# What a message is rendered after when its template overhead is measured (see
+# `ChatPromptBuilder.message_tokens`), in order of preference: templates that refuse some
+# orders (roles that must alternate, no system role) get the next one.
+_OPENINGS: tuple[tuple[str, ...], ...] = (("system",), ("user",), ("user", "assistant"), ())
+# Where no opening renders: a typical template's tokens around one message.
+_FALLBACK_OVERHEAD = 8
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -64,6 +71,7 @@ class ChatPromptBuilder:
         self._eos_token = eos_token
         self._tokenize = tokenize
         self._bos_id = bos_id
+        self._overheads: dict[str, int] = {}  # by role, see `message_tokens`
 
     def render_with_placeholders(self, messages: Sequence[ChatMessage]) -> str:
         slots: list[dict[str, Any]] = [
@@ -96,3 +104,28 @@ class ChatPromptBuilder:
         if self._bos_id is not None and (not tokens or tokens[0] != self._bos_id):
             tokens.insert(0, self._bos_id)
         return tokens
+
+    def message_tokens(self, message: ChatMessage) -> int:
+        """The tokens `message` adds to a prompt that `build` makes: its content, tokenized
+        as `build` does it (special tokens off), plus what the template writes around a
+        message of its role, measured once per role. Exact for templates that write the
+        same text around every message of a role (ChatML and most others); an estimate for
+        the rest (the turn service checks the final prompt). Blocking: it tokenizes."""
+        overhead = self._overheads.get(message.role)
+        if overhead is None:
+            overhead = self._overheads[message.role] = self._overhead(message.role)
+        return overhead + len(self._tokenize(message.content, False))
+
+    def _overhead(self, role: str) -> int:
+        # The difference between an opening with and without one empty message of the role:
+        # what a template writes once per prompt (BOS, a default system turn, the generation
+        # prompt) cancels out.
+        for roles in _OPENINGS:
+            opening = [ChatMessage(r, "") for r in roles]
+            try:
+                return max(
+                    0, len(self.build([*opening, ChatMessage(role, "")])) - len(self.build(opening))
+                )
+            except ChatTemplateError:
+                continue
+        return _FALLBACK_OVERHEAD

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 
 from modules.config import Settings
 from modules.llm.inference import Backend, ChatMessage, Prompt, PromptTooLongError
@@ -17,43 +17,116 @@ from modules.sanitizer import SanitizationError, Sanitizer
 
 # Characters of stored history kept cleaned (see `CleanedHistory`): a few MB.
 CLEANED_HISTORY_CHARS = 2_000_000
+# Renders of a fitted prompt beyond the first, when the summed message lengths were off (a
+# template that writes something around some messages only); each drops at least the
+# measured excess. After them, the history is left out.
+FIT_CORRECTIONS = 2
+
+
+@dataclass(slots=True)
+class _Cleaned:
+    text: str | None  # None: the sanitizer refuses it
+    # Its length in tokens as a chat prompt holds it, by model and role.
+    tokens: dict[tuple[Hashable, str], int] = field(default_factory=dict)
 
 
 class CleanedHistory:
-    """Stored messages as the sanitizer cleaned them (None: refused), by owner, sanitizer
-    and text, the least recently used dropped first beyond a budget of characters. A
-    conversation's history comes back unchanged turn after turn, and cleaning it again cost
-    0.15 ms a message: a 50-turn conversation paid 15 ms before each turn. Kept per owner,
-    so that one user's history never makes another's turn faster (a timing side channel).
-    Used from worker threads."""
+    """Stored messages as the sanitizer cleaned them (None: refused), with their length in
+    tokens, by owner, sanitizer and text, the least recently used dropped first beyond a
+    budget of characters. A conversation's history comes back unchanged turn after turn,
+    and cleaning it again cost 0.15 ms a message: a 50-turn conversation paid 15 ms before
+    each turn; tokenizing it again to fit it into the context cost far more. Kept per
+    owner, so that one user's history never makes another's turn faster (a timing side
+    channel). Used from worker threads."""
 
     def __init__(self, budget_chars: int = CLEANED_HISTORY_CHARS) -> None:
         self.budget = budget_chars
         self.used = 0
-        self._entries: OrderedDict[tuple[str, Sanitizer, str], str | None] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, Sanitizer, str], _Cleaned] = OrderedDict()
         self._lock = threading.Lock()
 
     def clean(self, owner: str, sanitizer: Sanitizer, text: str) -> str | None:
+        return self._entry(owner, sanitizer, text).text
+
+    def measure(
+        self,
+        owner: str,
+        sanitizer: Sanitizer,
+        message: ChatMessage,
+        model: Hashable,
+        count: Callable[[ChatMessage], int],
+    ) -> tuple[ChatMessage, int] | None:
+        """The message cleaned and its tokens as `count` measures them for `model` (None:
+        refused); each counted once per text, model and role."""
+        entry = self._entry(owner, sanitizer, message.content)
+        if entry.text is None:
+            return None
+        cleaned = ChatMessage(message.role, entry.text)
+        key = (model, message.role)
+        tokens = entry.tokens.get(key)
+        if tokens is None:
+            tokens = count(cleaned)
+            with self._lock:
+                entry.tokens[key] = tokens
+        return cleaned, tokens
+
+    def _entry(self, owner: str, sanitizer: Sanitizer, text: str) -> _Cleaned:
         key = (owner, sanitizer, text)
         with self._lock:
-            if key in self._entries:
+            entry = self._entries.get(key)
+            if entry is not None:
                 self._entries.move_to_end(key)
-                return self._entries[key]
+                return entry
         try:
             cleaned: str | None = sanitizer.clean(text).text
         except SanitizationError:
             cleaned = None
+        entry = _Cleaned(cleaned)
         size = len(text) + len(cleaned or "")
         if size > self.budget:
-            return cleaned
+            return entry
         with self._lock:
-            if key not in self._entries:
-                self._entries[key] = cleaned
-                self.used += size
+            if key in self._entries:  # another thread cleaned it meanwhile
+                return self._entries[key]
+            self._entries[key] = entry
+            self.used += size
             while self.used > self.budget:
-                (_, _, old), old_cleaned = self._entries.popitem(last=False)
-                self.used -= len(old) + len(old_cleaned or "")
-        return cleaned
+                (_, _, old), old_entry = self._entries.popitem(last=False)
+                self.used -= len(old) + len(old_entry.text or "")
+        return entry
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """Stored messages through an assistant answer (the newest turn may have none),
+    cleaned, with their summed tokens."""
+
+    messages: list[ChatMessage]
+    tokens: int
+
+
+def _turn_bounds(history: Sequence[ChatMessage]) -> list[tuple[int, int]]:
+    """Where each turn of a stored history starts and ends, oldest first."""
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    for index, message in enumerate(history):
+        if message.role == "assistant":
+            bounds.append((start, index + 1))
+            start = index + 1
+    if start < len(history):
+        bounds.append((start, len(history)))
+    return bounds
+
+
+def _drop_at_least(turns: Sequence[_Turn], tokens: float) -> int:
+    """How many of the oldest turns to drop: at least one, and at least `tokens`."""
+    count, dropped = 0, 0
+    while count < len(turns):
+        dropped += turns[count].tokens
+        count += 1
+        if dropped >= tokens:
+            break
+    return count
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,31 +200,46 @@ class PromptPreparer:
         max_tokens: int,
         owner: str,
     ) -> PreparedPrompt:
-        """The system turn, as much recent history as fits, and the new messages."""
+        """The system turn, as much recent history as fits, and the new messages. Each
+        stored message is cleaned and measured once (see `CleanedHistory`); the history is
+        fitted by summing those lengths, and the prompt rendered once more (a bounded few
+        times where the sum was off), never once per dropped turn."""
         raw = ([InputMessage("system", system, "system")] if system else []) + list(new)
         # Cleaning is CPU work (bleach, NFKC): it runs off the event loop.
         cleaned, report = await asyncio.to_thread(self.sanitize, backend, raw)
         system_message = cleaned[0] if system else None
         new_messages = cleaned[1:] if system else cleaned
-        # Stored history was sanitized when stored; cleaning it again (each text once, see
-        # `CleanedHistory`) keeps the promise that everything the model reads went through
-        # the sanitizer.
-        past = await asyncio.to_thread(self._clean_history, backend, history, owner)
+        head = [system_message] if system_message else []
         n_ctx = backend.context_size
+        # Without history: the prompt itself. With it: what every fitted prompt holds.
+        base = await backend.chat_prompt(head + new_messages)
+        if base.token_count >= n_ctx:
+            raise PromptTooLongError(base.token_count, n_ctx)
         # A conversation keeps room to answer; a lone prompt only has to fit.
-        reserve = min(max_tokens, n_ctx // 4) if past else 0
-        dropped = 0
-        while True:
-            messages = ([system_message] if system_message else []) + past + new_messages
-            prompt = await backend.chat_prompt(messages)
-            if prompt.token_count + reserve <= n_ctx or not past:
+        reserve = min(max_tokens, n_ctx // 4) if history else 0
+        # Newest turns first, cleaned and measured once per text, as long as they fit.
+        dropped, kept = await asyncio.to_thread(
+            self._fit_history, backend, history, owner, n_ctx - reserve - base.token_count
+        )
+        prompt = base
+        for _ in range(1 + FIT_CORRECTIONS):
+            if not kept:
+                prompt = base
                 break
-            # Drop the oldest turn: through its assistant answer (or everything left).
-            cut = next((i + 1 for i, m in enumerate(past) if m.role == "assistant"), len(past))
-            past = past[cut:]
-            dropped += 1
-        if prompt.token_count >= n_ctx:
-            raise PromptTooLongError(prompt.token_count, n_ctx)
+            messages = [message for turn in kept for message in turn.messages]
+            prompt = await backend.chat_prompt(head + messages + new_messages)
+            excess = prompt.token_count + reserve - n_ctx
+            if excess <= 0:
+                break
+            # The sum was short (a template that writes text around some messages only):
+            # drop at least the excess, scaled by how far off the sum was.
+            summed = sum(turn.tokens for turn in kept)
+            actual = prompt.token_count - base.token_count
+            scale = actual / summed if 0 < summed < actual else 1.0
+            more = _drop_at_least(kept, excess / scale)
+            dropped, kept = dropped + more, kept[more:]
+        else:
+            dropped, kept, prompt = dropped + len(kept), [], base
         return PreparedPrompt(
             prompt=prompt,
             new_messages=new_messages,
@@ -168,13 +256,32 @@ class PromptPreparer:
             raise PromptTooLongError(prompt.token_count, backend.context_size)
         return PreparedPrompt(prompt=prompt, new_messages=cleaned, system=None, sanitization=report)
 
-    def _clean_history(
-        self, backend: Backend, history: Sequence[ChatMessage], owner: str
-    ) -> list[ChatMessage]:
+    def _fit_history(
+        self, backend: Backend, history: Sequence[ChatMessage], owner: str, room: int
+    ) -> tuple[int, list[_Turn]]:
+        """The newest turns whose tokens sum to at most `room`, oldest first, and how many
+        older turns are left out. Only the turns looked at are cleaned and measured (each
+        text once, see `CleanedHistory`): the model never reads the older ones.
+
+        Stored history was sanitized when stored; cleaning it again keeps the promise that
+        everything the model reads went through the current sanitizer."""
         sanitizer = self.sanitizer_for(backend)
-        cleaned = []
-        for message in history:
-            text = self._history.clean(owner, sanitizer, message.content)
-            if text is not None:  # a stored message the current rules refuse is left out
-                cleaned.append(ChatMessage(message.role, text))
-        return cleaned
+        model = (backend.alias, id(backend))
+        bounds = _turn_bounds(history)
+        kept: list[_Turn] = []
+        total = 0
+        for index in range(len(bounds) - 1, -1, -1):
+            start, end = bounds[index]
+            messages, tokens = [], 0
+            for message in history[start:end]:
+                measured = self._history.measure(
+                    owner, sanitizer, message, model, backend.message_tokens
+                )
+                if measured is not None:  # a stored message the current rules refuse is left out
+                    messages.append(measured[0])
+                    tokens += measured[1]
+            if total + tokens > room:
+                return index + 1, kept[::-1]
+            total += tokens
+            kept.append(_Turn(messages, tokens))
+        return 0, kept[::-1]

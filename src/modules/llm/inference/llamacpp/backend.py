@@ -107,6 +107,16 @@ class LlamaCppBackend:
         )
         return Prompt((ChatMessage("user", text),), tuple(tokens), raw=True)
 
+    def message_tokens(self, message: ChatMessage) -> int:
+        """Blocking: from a worker thread. The message's own tokens in a chat prompt: its
+        content tokenized as plain text, plus its role's template tokens (measured once)."""
+        if not self.engine.is_running:
+            raise BackendUnavailableError(f"model {self.alias!r} is not loaded")
+        try:
+            return self.prompt_builder.message_tokens(message)
+        except ModelClosedError as exc:
+            raise BackendUnavailableError(str(exc)) from exc
+
     def stream(
         self, prompt: Prompt, params: SamplingParams, *, owner: str, timeout: float
     ) -> GenerationHandle:

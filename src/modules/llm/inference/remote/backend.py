@@ -91,6 +91,10 @@ class RemoteBackend:
         messages = (ChatMessage("user", text),)
         return Prompt(messages, (), raw=True, estimated_tokens=_estimate(messages))
 
+    def message_tokens(self, message: ChatMessage) -> int:
+        """An estimate, as `chat_prompt` makes: the server's template is not known here."""
+        return _estimate((message,))
+
     def stream(
         self, prompt: Prompt, params: SamplingParams, *, owner: str, timeout: float
     ) -> RemoteGeneration:
