@@ -99,3 +99,22 @@ def test_logout_with_an_api_key_is_a_clear_400(api: Api, user_token: str) -> Non
         response = client.post("/auth/logout")
     assert response.status_code == 400
     assert "API key" in response.json()["detail"]
+
+
+def test_an_api_key_cannot_create_list_or_revoke_keys(api: Api, user_token: str) -> None:
+    """A key that leaked must not be able to revoke the owner's other keys (or list them,
+    or make more): managing keys needs a password login."""
+    kept = create_key(api, user_token)
+    leaked = str(create_key(api, user_token)["key"])
+    with api.client(leaked) as as_key:
+        for response in (
+            as_key.delete(f"/auth/api-keys/{kept['id']}"),
+            as_key.get("/auth/api-keys"),
+            as_key.post("/auth/api-keys", json={"name": "more"}),
+        ):
+            assert response.status_code == 403, response.text
+            assert "API key cannot" in response.json()["detail"]
+    with api.client(user_token) as owner:
+        listed = owner.get("/auth/api-keys").json()
+    assert len(listed) == 2
+    assert all(key["revoked_at"] is None for key in listed)

@@ -39,7 +39,8 @@ def test_email_is_unique_case_insensitively(api: Api) -> None:
         ("12345678901", "must contain a letter"),
         ("abcdefghijk", "digit or a symbol"),
         ("x1" * 600, "at most 1024"),
-        ("abc\x00defg123", "control characters"),
+        # (A NUL is refused in any field before the policy sees it: tests/api/test_errors.py.)
+        ("abc\x01defg123", "control characters"),
     ],
 )
 def test_password_policy_is_a_clear_422(api: Api, password: str, message: str) -> None:

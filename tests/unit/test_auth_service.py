@@ -8,13 +8,22 @@ import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import argon2
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from app.database import metadata
-from modules.auth import AuthError, AuthService, PasswordHasher, RegistrationClosedError, TokenCodec
+from modules.auth import (
+    AuthError,
+    AuthService,
+    PasswordHasher,
+    PasswordPolicyError,
+    RegistrationClosedError,
+    TokenCodec,
+)
+from modules.auth.service import INVALID_CREDENTIALS
 from modules.users import UserService
 
 SECRET = "unit-secret-" + "x" * 40
@@ -108,29 +117,70 @@ async def test_unknown_email_costs_what_a_wrong_password_does(tmp_path: Path) ->
     assert 0.2 < ratio < 5.0, ratio
 
 
-async def test_passwords_are_nfkc_normalized_and_old_hashes_upgrade(auth: AuthService) -> None:
+async def test_passwords_are_nfkc_normalized(auth: AuthService) -> None:
     precomposed, combining = "caf\u00e9-password-1", "cafe\u0301-password-1"
     await auth.register("e@example.com", precomposed)
     assert (await auth.login("e@example.com", combining)).access_token
-    # A hash made before normalization (argon2id of the password as typed, at the fixture's
-    # cost) still verifies, and the login replaces it with the hash of the normalized password.
-    user = await auth.users.get_by_email("e@example.com")
-    assert user is not None
-    typed = argon2.PasswordHasher(memory_cost=1024, time_cost=1, parallelism=1)
-    user.password_hash = typed.hash(combining)
-    await auth.users.update(user)
-    assert not (await auth.hasher.verify(precomposed, user.password_hash))[0]
-    assert (await auth.login("e@example.com", combining)).access_token
-    upgraded = await auth.users.get_by_email("e@example.com")
-    assert upgraded is not None
-    # The stored hash is now the normalized password's, and current.
-    assert await auth.hasher.verify(precomposed, upgraded.password_hash) == (True, None)
-    assert (await auth.login("e@example.com", precomposed)).access_token
+    wide = "\uff23\uff41\uff46\uff45-password-1"  # full-width "Cafe"
+    await auth.register("w@example.com", "Cafe-password-1")
+    assert (await auth.login("w@example.com", wide)).access_token
+
+
+@pytest.fixture
+def argon2_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How many argon2 verifications and hashes run (passlib calls argon2-cffi's low-level
+    functions through the module, so they can be counted there)."""
+    calls = {"verify": 0, "hash": 0}
+    verify_secret, hash_secret = argon2.low_level.verify_secret, argon2.low_level.hash_secret
+
+    def counted_verify(*args: Any, **kwargs: Any) -> Any:
+        calls["verify"] += 1
+        return verify_secret(*args, **kwargs)
+
+    def counted_hash(*args: Any, **kwargs: Any) -> Any:
+        calls["hash"] += 1
+        return hash_secret(*args, **kwargs)
+
+    monkeypatch.setattr(argon2.low_level, "verify_secret", counted_verify)
+    monkeypatch.setattr(argon2.low_level, "hash_secret", counted_hash)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "wrong-password-1",
+        "\uff37\uff32\uff2f\uff2e\uff27-password-1",  # NFKC changes it: was hashed twice
+        "\ufdfa" * 250,  # over 4096 bytes once normalized: no hash at all, or a 500
+        "\ufdfa" * 250 + "1",
+        "x" * 5000,
+    ],
+    ids=["wrong", "full-width", "expanding", "expanding-digit", "long"],
+)
+async def test_a_failed_login_is_one_argon2_verify_for_known_and_unknown_emails(
+    auth: AuthService, argon2_calls: dict[str, int], password: str
+) -> None:
+    await auth.register("known@example.com", PASSWORD)
+    for email in ("known@example.com", "unknown@example.com"):
+        argon2_calls.update(verify=0, hash=0)
+        with pytest.raises(AuthError) as failed:
+            await auth.authenticate(email, password)
+        assert (failed.value.status_code, failed.value.detail) == (401, INVALID_CREDENTIALS)
+        assert argon2_calls == {"verify": 1, "hash": 0}, (email, argon2_calls)
+
+
+async def test_a_password_over_4096_bytes_once_normalized_is_refused_before_hashing(
+    auth: AuthService, argon2_calls: dict[str, int]
+) -> None:
+    with pytest.raises(PasswordPolicyError, match="4096 bytes"):
+        await auth.register("long@example.com", "\ufdfa" * 250 + "1")
+    assert argon2_calls == {"verify": 0, "hash": 0}
 
 
 async def test_the_bootstrap_email_becomes_the_first_admin_only(auth: AuthService) -> None:
     auth.allow_registration = False
     auth.bootstrap_admin_email = "boss@example.com"
+    auth.client_is_local = True  # from the server's own machine
     first = await auth.sign_up("Boss@Example.com", PASSWORD)
     assert first.role == "admin"
     with pytest.raises(RegistrationClosedError):
@@ -140,3 +190,12 @@ async def test_the_bootstrap_email_becomes_the_first_admin_only(auth: AuthServic
     await auth.register("admin2@example.com", PASSWORD, role="admin")
     # Once an admin exists, the bootstrap email is an ordinary account.
     assert (await auth.sign_up("boss@example.com", PASSWORD)).role == "user"
+
+
+async def test_the_bootstrap_email_is_refused_from_anywhere_else(auth: AuthService) -> None:
+    auth.bootstrap_admin_email = "boss@example.com"
+    for allow_registration in (False, True):
+        auth.allow_registration = allow_registration
+        with pytest.raises(RegistrationClosedError, match="loopback"):
+            await auth.sign_up("boss@example.com", PASSWORD)
+    assert await auth.users.get_by_email("boss@example.com") is None

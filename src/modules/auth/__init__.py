@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from modules.auth.api_keys import ApiKeyAuth, ApiKeyNotFoundError, provide_api_key_service
 from modules.auth.controller import ApiKeyController, AuthController, SessionController
+from modules.auth.gate import client_address, is_local_client
 from modules.auth.guards import requires_login_session
 from modules.auth.models import ApiKey, RefreshToken
 from modules.auth.passwords import PasswordHasher
@@ -47,8 +48,10 @@ def providers(settings: Settings, codec: TokenCodec, hasher: PasswordHasher) -> 
             password_min_length=settings.password_min_length,
             allow_registration=settings.allow_registration,
             bootstrap_admin_email=settings.bootstrap_admin_email,
+            refuse_mixed_scripts=settings.email_refuse_mixed_scripts,
             limiter=rate_limiter,
-            client_ip=request.client.host if request.client else "unknown",
+            client_ip=client_address(request),
+            client_is_local=is_local_client(request),
         )
 
     return {

@@ -21,6 +21,7 @@ from litestar.status_codes import (
 )
 
 from modules.auth.api_keys import ApiKeyService
+from modules.auth.gate import UNAUTHENTICATED_BODY_LIMIT, login_gate, registration_gate
 from modules.auth.guards import login_family, requires_login_session
 from modules.auth.schemas import (
     ApiKeyCreate,
@@ -69,24 +70,40 @@ class AuthController(Controller):
     path = "/auth"
     tags = ("auth",)
 
-    @post("/register", status_code=HTTP_201_CREATED, exclude_from_auth=True)
+    @post(
+        "/register",
+        status_code=HTTP_201_CREATED,
+        exclude_from_auth=True,
+        guards=[registration_gate],
+        request_max_body_size=UNAUTHENTICATED_BODY_LIMIT,
+    )
     async def register(
         self,
         data: JSONBody[RegisterRequest],
         auth_service: NamedDependency[AuthService],
     ) -> UserRead:
-        """Create an account with the `user` role (403 when ALLOW_REGISTRATION=false)."""
+        """Create an account with the `user` role (403 when ALLOW_REGISTRATION=false).
+        The body is at most 16 KiB, and counted against the address before it is read."""
         user = await auth_service.sign_up(data.email, data.password)
         return UserRead.from_model(user)
 
-    @post("/login", status_code=200, exclude_from_auth=True)
+    @post(
+        "/login",
+        status_code=200,
+        exclude_from_auth=True,
+        guards=[login_gate],
+        request_max_body_size=UNAUTHENTICATED_BODY_LIMIT,
+    )
     async def login(
         self,
         request: Request[Any, Any, Any],
         auth_service: NamedDependency[AuthService],
     ) -> TokenResponse:
         """Log in with `{"email", "password"}` as JSON, or `username`/`password` as an
-        OAuth2 password-grant form (`application/x-www-form-urlencoded`)."""
+        OAuth2 password-grant form (`application/x-www-form-urlencoded`). A form or
+        plain-text body is accepted only from this site's own pages or from programs (no
+        Origin header): one from another site is a 403 that counts against nothing. The
+        body is at most 16 KiB, and counted against the address before it is read."""
         if request.content_type[0] == RequestEncodingType.URL_ENCODED:
             form = await request.form()
             grant_type = form.get("grant_type")
@@ -101,11 +118,18 @@ class AuthController(Controller):
         pair = await auth_service.login(credentials.email, credentials.password)
         return _token_response(pair)
 
-    @post("/refresh", status_code=200, exclude_from_auth=True)
+    @post(
+        "/refresh",
+        status_code=200,
+        exclude_from_auth=True,
+        guards=[login_gate],
+        request_max_body_size=UNAUTHENTICATED_BODY_LIMIT,
+    )
     async def refresh(
         self, data: JSONBody[RefreshRequest], auth_service: NamedDependency[AuthService]
     ) -> TokenResponse:
-        """Trade a refresh token for a new pair; each refresh token works once."""
+        """Trade a refresh token for a new pair; each refresh token works once. Counted
+        like a login attempt against the address, before the body is read."""
         return _token_response(await auth_service.refresh(data.refresh_token))
 
     @post("/logout", status_code=HTTP_204_NO_CONTENT)
@@ -141,7 +165,13 @@ class SessionController(Controller):
     path = "/auth/session"
     tags = ("auth",)
 
-    @post("/", status_code=200, exclude_from_auth=True)
+    @post(
+        "/",
+        status_code=200,
+        exclude_from_auth=True,
+        guards=[login_gate],
+        request_max_body_size=UNAUTHENTICATED_BODY_LIMIT,
+    )
     async def start(
         self,
         request: Request[Any, Any, Any],
@@ -234,19 +264,21 @@ class ApiKeyController(Controller):
             expires_at=key.expires_at,
         )
 
-    @get("/")
+    @get("/", guards=[requires_login_session])
     async def list_keys(
         self, request: Request[User, Any, Any], api_key_service: NamedDependency[ApiKeyService]
     ) -> list[ApiKeyRead]:
-        """One's own keys, newest first, without their secrets."""
+        """One's own keys, newest first, without their secrets. Needs a login: an API key
+        cannot manage keys."""
         return [ApiKeyRead.from_model(k) for k in await api_key_service.list_for(request.user.id)]
 
-    @delete("/{key_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    @delete("/{key_id:uuid}", status_code=HTTP_204_NO_CONTENT, guards=[requires_login_session])
     async def revoke_key(
         self,
         request: Request[User, Any, Any],
         key_id: FromPath[uuid.UUID],
         api_key_service: NamedDependency[ApiKeyService],
     ) -> None:
-        """Revoke a key: it stops working at once."""
+        """Revoke a key: it stops working at once. Needs a login: a key that leaked must
+        not be able to revoke the owner's other keys."""
         await api_key_service.revoke(request.user.id, key_id)

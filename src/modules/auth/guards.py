@@ -15,7 +15,8 @@ def requires_login_session(
     connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
 ) -> None:
     """Guard: the caller logged in with a password (a JWT), not with an API key. What an
-    API key must not do (make keys, end logins) needs a password-confirmed login."""
+    API key must not do (make, list or revoke keys, end logins) needs a password-confirmed
+    login."""
     if not isinstance(connection.auth, Token):
         raise PermissionDeniedException(
             "an API key cannot do this; log in with your password (POST /auth/login)"

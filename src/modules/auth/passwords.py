@@ -17,12 +17,19 @@ with warnings.catch_warnings():
 ARGON2_MEMORY_KIB = 19 * 1024
 ARGON2_ROUNDS = 2
 ARGON2_PARALLELISM = 1
-# passlib's own limit; the password policy keeps new passwords far below it.
+# passlib's own limit, on the normalized password's UTF-8 bytes; the password policy
+# refuses longer new passwords (a 422) before anything is hashed.
 MAX_PASSWORD_BYTES = 4096
+# What an over-long password is checked as instead, for the time it takes; never a match.
+_STAND_IN = "over-long password"
 
 
 class PasswordHasher:
-    """Hashes and verifies passwords in a worker thread; argon2 is CPU and memory bound."""
+    """Hashes and verifies passwords in a worker thread; argon2 is CPU and memory bound.
+
+    Every verification is exactly one argon2 verify, whatever the password and whether the
+    account exists (an unknown email is checked against a dummy hash): the time of a
+    failed login says nothing about the account."""
 
     def __init__(
         self,
@@ -44,26 +51,31 @@ class PasswordHasher:
             self._dummy_hash = self._context.hash(secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._context.hash, normalize_password(password))
+        """The hash of a new password, which the password policy has checked (its length
+        included): an over-long one here is a bug, not a client error."""
+        normal = normalize_password(password)
+        if len(normal.encode()) > MAX_PASSWORD_BYTES:
+            raise ValueError(f"password over {MAX_PASSWORD_BYTES} bytes: check the policy first")
+        return await asyncio.to_thread(self._context.hash, normal)
 
     async def verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
-        """(matches, new hash if the stored one is outdated: older parameters, or made from
-        the password as typed, before passwords were normalized)."""
+        """(matches, new hash if the stored one uses outdated parameters)."""
         return await asyncio.to_thread(self._verify, password, password_hash)
 
     def _verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
         normal = normalize_password(password)
         if len(normal.encode()) > MAX_PASSWORD_BYTES:
-            return False, None  # longer than any password that could have been set
+            # Longer than any password that can be set: no match, at the cost of a real
+            # check against the same hash, so an over-long guess takes as long as any
+            # other, at a known account or an unknown one.
+            self._context.verify(_STAND_IN, password_hash)
+            return False, None
         matches, new_hash = self._context.verify_and_update(normal, password_hash)
-        if not matches and normal != password and self._context.verify(password, password_hash):
-            return True, self._context.hash(normal)
         return bool(matches), new_hash
 
     async def verify_dummy(self, password: str) -> None:
-        await asyncio.to_thread(
-            self._context.verify, normalize_password(password), self._dummy_hash
-        )
+        """What `verify` costs, for an account that does not exist."""
+        await self.verify(password, self._dummy_hash)
 
 
 def normalize_password(password: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from modules.auth.tokens import InvalidTokenError, IssuedToken, TokenCodec
 from modules.ratelimit import RateLimiter
 from modules.users.models import ROLE_ADMIN, ROLE_USER, User
 from modules.users.schemas import UserSelfUpdate
-from modules.users.service import UserService, normalize_email
+from modules.users.service import UserService, checked_email, normalize_email
 
 
 class AuthError(Exception):
@@ -93,8 +94,10 @@ class AuthService:
         password_min_length: int,
         allow_registration: bool = True,
         bootstrap_admin_email: str = "",
+        refuse_mixed_scripts: bool = True,
         limiter: RateLimiter | None = None,
         client_ip: str = "unknown",
+        client_is_local: bool = False,
     ) -> None:
         self.session = session
         self.users = users
@@ -103,8 +106,11 @@ class AuthService:
         self.password_min_length = password_min_length
         self.allow_registration = allow_registration
         self.bootstrap_admin_email = normalize_email(bootstrap_admin_email)
+        self.refuse_mixed_scripts = refuse_mixed_scripts
         self.limiter = limiter
         self.client_ip = client_ip
+        # From the server's own machine, not through a proxy (modules.auth.gate).
+        self.client_is_local = client_is_local
 
     def check_password_policy(
         self, password: str, email: str = "", field: str = "password"
@@ -114,22 +120,31 @@ class AuthService:
             raise PasswordPolicyError(problems, field)
 
     async def sign_up(self, email: str, password: str) -> User:
-        """Self-service registration, with the `user` role, where the server allows it. The
-        BOOTSTRAP_ADMIN_EMAIL account, while no admin exists, registers as the first admin
-        (registration closed or not)."""
+        """Self-service registration, with the `user` role, where the server allows it
+        (the route counts it against the address first). The BOOTSTRAP_ADMIN_EMAIL account,
+        while no admin exists, registers as the first admin (registration closed or not),
+        but only from the server's own machine: nobody else can claim it by registering
+        first, and until an admin exists nobody else may register that email at all."""
         bootstrap = (
             bool(self.bootstrap_admin_email)
             and normalize_email(email) == self.bootstrap_admin_email
             and not await self.users.exists(User.role == ROLE_ADMIN)
         )
+        if bootstrap and not self.client_is_local:
+            raise RegistrationClosedError(
+                "this email is kept for the first admin, who registers from the server's "
+                "own machine (a loopback address, not through a proxy) or is made with "
+                "`llm-service create-admin`"
+            )
         if not self.allow_registration and not bootstrap:
             raise RegistrationClosedError("registration is disabled on this server")
-        if self.limiter is not None:
-            await self.limiter.check_registration(self.client_ip)
         return await self.register(email, password, role=ROLE_ADMIN if bootstrap else ROLE_USER)
 
     async def register(self, email: str, password: str, role: str = ROLE_USER) -> User:
-        email = normalize_email(email)
+        """A new account. Its email is NFKC-normalized and refused when it could pass for
+        another (invisible or bidi characters, mixed scripts); its password is checked
+        against the policy, length included, before it is hashed."""
+        email = checked_email(email, refuse_mixed_scripts=self.refuse_mixed_scripts)
         self.check_password_policy(password, email)
         if await self.users.get_by_email(email) is not None:
             raise EmailTakenError(f"an account with email {email} already exists")
@@ -139,7 +154,8 @@ class AuthService:
         )
 
     async def authenticate(self, email: str, password: str) -> User:
-        """The user with these credentials; an unknown email costs the same as a wrong password."""
+        """The user with these credentials. An unknown email gets the same answer after the
+        same work (one argon2 verify) as a wrong password, whatever the password."""
         user = await self.users.get_by_email(email)
         if user is None:
             await self.hasher.verify_dummy(password)
@@ -156,27 +172,38 @@ class AuthService:
         return user
 
     async def login(self, email: str, password: str) -> TokenPair:
-        user = await self._throttled(email, self.authenticate(email, password))
+        """A login; its route counted the attempt against the address already."""
+        user = await self._throttled(email, self.authenticate(email, password), by_address=False)
         return await self._issue_pair(user, family_id=uuid.uuid4())
 
     async def start_session(self, email: str, password: str) -> tuple[User, IssuedToken, uuid.UUID]:
         """A browser login: its own family, like `login`, and one access token that lives
         as long as a refresh token would (it sits in an HttpOnly cookie, and the family's
-        revocation ends it like any other login)."""
-        user = await self._throttled(email, self.authenticate(email, password))
+        revocation ends it like any other login). Its route counted the attempt against
+        the address already."""
+        user = await self._throttled(email, self.authenticate(email, password), by_address=False)
         family_id = uuid.uuid4()
         self._record_family(user, family_id)
         access = self.codec.issue_access(user.id, user.role, family_id, self.codec.refresh_ttl)
         return user, access, family_id
 
-    async def _throttled(self, email: str, check: Coroutine[Any, Any, T]) -> T:
+    async def _throttled(self, email: str, check: Coroutine[Any, Any, T], *, by_address: bool) -> T:
         """A password check, counted per account and client address: wrong guesses lock
-        out that address for that account, never the account's owner elsewhere."""
+        out that address for that account, never the account's owner elsewhere. With
+        `by_address`, the attempt also counts against the address's login limit; the
+        login routes count that before they read the body (modules.auth.gate)."""
         email = normalize_email(email)
         if self.limiter is None:
             return await check
+        # check_login counts the address and checks the account in one call; a copy
+        # without the per-address limit does only the second (same counters).
+        limiter = (
+            self.limiter
+            if by_address
+            else dataclasses.replace(self.limiter, login_per_ip_per_minute=0)
+        )
         try:
-            await self.limiter.check_login(self.client_ip, email)
+            await limiter.check_login(self.client_ip, email)
         except BaseException:
             check.close()
             raise
@@ -264,9 +291,11 @@ class AuthService:
                 "an API key cannot change the email or password; log in with your password"
             )
         email, new_password = change.email, change.new_password
-        await self._throttled(user.email, self._confirm(user, change.current_password))
+        await self._throttled(
+            user.email, self._confirm(user, change.current_password), by_address=True
+        )
         if email is not None:
-            email = normalize_email(email)
+            email = checked_email(email, refuse_mixed_scripts=self.refuse_mixed_scripts)
             other = await self.users.get_by_email(email)
             if other is not None and other.id != user.id:
                 raise EmailTakenError(f"email {email} is already in use")

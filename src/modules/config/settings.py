@@ -67,9 +67,16 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(900, ge=30)
     refresh_token_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     allow_registration: bool = True
-    # This email, registering while no admin exists, becomes the first admin (even with
-    # registration off). Empty: admins come from `llm-service create-admin` only.
+    # This email, registering from the server itself (a loopback address, not through a
+    # proxy) while no admin exists, becomes the first admin (even with registration off);
+    # from anywhere else it is refused until an admin exists. Empty: admins come from
+    # `llm-service create-admin` only.
     bootstrap_admin_email: str = ""
+    # Refuse new emails whose local part or a domain label mixes scripts the way
+    # look-alike addresses do (Latin with Cyrillic or Greek); Latin with Chinese, Japanese
+    # or Korean writing stays allowed. Invisible, bidi and control characters are always
+    # refused, and every email is NFKC-normalized.
+    email_refuse_mixed_scripts: bool = True
     password_min_length: int = Field(8, ge=8, le=128)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
 

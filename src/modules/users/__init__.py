@@ -9,9 +9,11 @@ from modules.users.controller import UserController
 from modules.users.guards import requires_admin
 from modules.users.models import ROLE_ADMIN, ROLE_USER, User
 from modules.users.service import (
+    InvalidEmailError,
     SelfLockoutError,
     UserNotFoundError,
     UserService,
+    checked_email,
     normalize_email,
     provide_users_service,
 )
@@ -28,10 +30,12 @@ def providers() -> dict[str, Provide]:
 __all__ = [
     "ROLE_ADMIN",
     "ROLE_USER",
+    "InvalidEmailError",
     "SelfLockoutError",
     "User",
     "UserNotFoundError",
     "UserService",
+    "checked_email",
     "create_router",
     "normalize_email",
     "providers",
