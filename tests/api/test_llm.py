@@ -221,8 +221,8 @@ def test_turns_are_stored_for_both_shapes(api: FakeApi, user_token: str, stream:
 
 
 def test_health_reports_every_model(api: FakeApi) -> None:
-    with api.client() as client:
-        response = client.get("/health")
+    with api.client(api.admin_token()) as client:
+        response = client.get("/health/details")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"

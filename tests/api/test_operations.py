@@ -137,8 +137,8 @@ def test_request_id_is_honoured_or_made(api: Api) -> None:
 
 
 def test_health_reports_the_cache(api: Api) -> None:
-    with api.client() as client:
-        cache = client.get("/health").json()["cache"]
+    with api.client(api.admin_token()) as client:
+        cache = client.get("/health/details").json()["cache"]
     assert cache["status"] == "ok"
     assert cache["backend"] == "memory"
 
@@ -239,13 +239,15 @@ def test_redis_backed_cache_and_redis_outage(tmp_path: Path) -> None:
         settings = make_settings(database_url, tmp_path, redis_url=redis_url)
         app = fake_app(settings)
         with RunningServer(app) as server, httpx.Client(base_url=server.base_url, timeout=60) as c:
-            token = Api(base_url=server.base_url, app=app, database_url=database_url).user_token()
+            api = Api(base_url=server.base_url, app=app, database_url=database_url)
+            token = api.user_token()
             body = {"prompt": f"Say a color {namespace_probe}.", "settings": GREEDY}
             first = generate(c, token, **body, use_cache=True)
             second = generate(c, token, **body, use_cache=True)
             assert first.status_code == second.status_code == 200
             assert second.json()["cache_hit"] is expect_hit
-            health = c.get("/health")
+            admin = {"Authorization": f"Bearer {api.admin_token()}"}
+            health = c.get("/health/details", headers=admin)
             assert health.status_code == 200
             assert health.json()["status"] == expect_status
             assert health.json()["cache"]["backend"] == "redis"

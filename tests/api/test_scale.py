@@ -59,7 +59,8 @@ def fake_node(tmp_path: Path) -> Iterator[tuple[str, str, FakeBackend]]:
 
 
 def gateway_client(gateway: Api) -> httpx.Client:
-    return gateway.client(gateway.user_token())
+    """An admin's client: it also reads the nodes in /health/details."""
+    return gateway.client(gateway.admin_token())
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -114,7 +115,7 @@ def test_a_pool_keeps_each_conversation_on_its_home_node(tmp_path: Path) -> None
                     # Both turns went to the conversation's home node.
                     assert len(node.prompts) == before + 2
                     assert node.prompts[-1].messages[0].content == prompt
-            health = client.get("/health").json()["models"][0]
+            health = client.get("/health/details").json()["models"][0]
             assert [n["turns"] for n in health["nodes"]] == [4, 4]
             metrics = client.get("/metrics").text
             for name in served_by:
@@ -136,7 +137,7 @@ def test_a_dead_node_hands_its_conversations_to_the_others(tmp_path: Path) -> No
             answer = generate(client, prompt=prompt, settings=SHORT)
             assert answer.status_code == 200, answer.text
             assert len(node_a.prompts) == before + 1  # the dead node's turn went to A
-        nodes = client.get("/health").json()["models"][0]["nodes"]
+        nodes = client.get("/health/details").json()["models"][0]["nodes"]
         assert [node["breaker"] for node in nodes] == ["closed", "open"]
         metrics = client.get("/metrics").text
         assert metric(metrics, "llm_remote_node_up", model="pool", node=nodes[1]["url"]) == 0

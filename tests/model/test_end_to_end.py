@@ -104,8 +104,8 @@ def test_an_answer_cut_inside_a_character_ends_cleanly(api: ModelApi, user_token
 
 
 def test_health_says_where_the_model_runs(api: ModelApi) -> None:
-    with api.client() as client:
-        model = client.get("/health").json()["model"]
+    with api.client(api.admin_token()) as client:
+        model = client.get("/health/details").json()["model"]
     assert model["backend"] == "llama.cpp"
     assert model["layers"] == 30  # SmolLM2-135M
     assert model["gpu_layers"] == 0  # LLM_GPU_LAYERS=0, and this build is CPU-only

@@ -163,8 +163,8 @@ def tokens_of(stream: httpx.Response) -> tuple[list[float], dict[str, object], f
 
 
 def test_a_gateway_starts_with_no_model_file_and_answers_health(cluster: Cluster) -> None:
-    with cluster.client(cluster.gateways[0]) as client:
-        health = client.get("/health").json()
+    with cluster.client(cluster.gateways[0], cluster.admin_token) as client:
+        health = client.get("/health/details").json()
     assert {m["name"]: m["backend"] for m in health["models"]} == {
         "smol": "remote",
         "solo": "remote",
@@ -324,10 +324,11 @@ def test_turns_spread_over_the_nodes_and_each_conversation_stays_on_its_own(
                 # Both turns on the conversation's node, whichever gateway nginx chose.
                 assert completed_on(cluster.nodes[owner]) == before[owner] + 2
                 assert completed_on(cluster.nodes[other]) == before[other]
+    admin = {"Authorization": f"Bearer {cluster.admin_token}"}
     shares = [
         {
             node["url"]: node["turns"]
-            for node in httpx.get(f"{g}/health").json()["models"][0]["nodes"]
+            for node in httpx.get(f"{g}/health/details", headers=admin).json()["models"][0]["nodes"]
         }
         for g in cluster.gateways
     ]
