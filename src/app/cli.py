@@ -31,10 +31,9 @@ def _settings() -> Settings:
 
 
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from app import create_app
     from app.migrations import pending_migrations, upgrade_to_head
+    from app.shutdown import run_server
 
     settings = _settings()
     if args.host:
@@ -71,18 +70,7 @@ def serve(args: argparse.Namespace) -> None:
             sys.exit(f"llm-service: cannot reach the database: {type(exc).__name__}: {exc}")
         if problem:
             sys.exit(f"llm-service: {problem}")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        # Only a trusted balancer's X-Forwarded-For names the client (uvicorn believes
-        # 127.0.0.1's by default).
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=settings.trusted_proxies or "",
-        access_log=False,  # the app writes one structured line per request
-    )
+    run_server(create_app(settings), settings)
 
 
 def migrate(_: argparse.Namespace) -> None:
