@@ -51,8 +51,10 @@ def serve(args: argparse.Namespace) -> None:
             "this build of llama-cpp-python is CPU-only: rebuild it for your GPU (README: GPU) "
             "or set LLM_GPU_LAYERS=0"
         )
+    from modules.llm.inference.descriptions import redact
+
     missing = [
-        f"{alias}={target}"
+        f"{alias}={redact(str(target))}"  # the file's name: a log shows no directories
         for alias, target in specs
         if not isinstance(target, str) and not target.is_file()
     ]

@@ -236,15 +236,18 @@ class Settings(BaseSettings):
             path = self.resolve_model_path()
             return [(self.llm_model_alias or path.stem, path)]
         specs: list[tuple[str, Path | str]] = []
-        for item in self.llm_models.split(","):
+        # Errors name an entry by its place and alias, never its target: a URL may carry
+        # credentials and a path the machine's layout.
+        for number, item in enumerate(self.llm_models.split(","), start=1):
             alias, separator, target = item.strip().partition("=")
             target = target.strip()
+            entry = f"LLM_MODELS entry {number} ({alias.strip() or 'no alias'})"
             if not separator or not alias.strip() or not target:
-                raise ValueError(f"LLM_MODELS entry {item!r} is not alias=path or alias=URL")
+                raise ValueError(f"{entry} is not alias=path or alias=URL")
             remote = target.startswith(("http://", "https://"))
             nodes = [node.strip() for node in target.split("|")]
             if remote and not all(node.startswith(("http://", "https://")) for node in nodes):
-                raise ValueError(f"LLM_MODELS entry {item!r}: every server of a pool is a URL")
+                raise ValueError(f"{entry}: every server of a pool is a URL")
             specs.append((alias.strip(), "|".join(nodes) if remote else Path(target).expanduser()))
         aliases = [alias for alias, _ in specs]
         if len(set(aliases)) != len(aliases):
