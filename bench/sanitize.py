@@ -1,32 +1,41 @@
-"""Sanitizer cost against input size, for honest and adversarial text, and /health's p99
-latency while four hostile requests are in flight.
+"""Sanitizer cost against input size for every input class, and the service's latency
+while four clients send the worst inputs.
 
-Part one calls the Sanitizer directly on inputs up to the 1 MiB body limit (the
-per-message character limit is lifted for it, to show the rules' own scaling). Part two
-starts the service on the embedded defaults and measures /health while four clients post
-hostile prompts of the largest size the default limits admit.
+Part one calls the Sanitizer directly (its per-message character limit lifted, to show the
+rules' own scaling) on each input class at 1 KiB, 2 KiB, ... 1 MiB and prints two tables:
+the CPU time per clean (best of several, `time.process_time`) and the ratio
+time(2n) / time(n), which stays near 2 for linear work and near 4 for quadratic work. A
+class whose clean takes longer than `--budget` seconds is not run at larger sizes.
 
-    .venv/bin/python bench/sanitize.py [--sizes 1024,16384,131072,1048576]
+Part two starts the service on the embedded defaults (real small model) and measures, in the
+same run, idle and then while four clients post the worst inputs of the largest size the
+default limits admit (SANITIZER_MAX_CHARS, 32,000 characters): `/health` latency and another
+user's 1-token `/llm/generate` latency.
+
+    .venv/bin/python bench/sanitize.py                      # both parts
+    .venv/bin/python bench/sanitize.py --no-service         # part one only
+    .venv/bin/python bench/sanitize.py --max-kib 128        # part one up to 128 KiB
+    .venv/bin/python bench/sanitize.py --sanitizer old.py   # part one with another version
+                                                            # (e.g. `git show REV:src/...`)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import importlib.util
 import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import httpx
-from service import running_service
-
-from modules.sanitizer import SanitizationError, Sanitizer
-
-BIN = Path(sys.executable).parent
 HONEST = "Is 3 < 5 && 7 > 2? Here is `code <b>` and some prose, ünïcödé and 日本語. "
+MARKUP = "<div><b>x</b><script>alert(1)</script><p>" * 4
+INVISIBLE = "a\u200b\u202e\u2066b\ufeff"
 
 
 # Each removal of a control token joins its neighbours into the next one, as deep as the
@@ -36,92 +45,246 @@ def nested(size: int) -> str:
     return "<|im_" * depth + "<|im_end|>" + "end|>" * depth
 
 
-MARKUP = "<div><b>x</b><script>alert(1)</script><p>" * 4
-INVISIBLE = "a\u200b\u202e\u2066b\ufeff"
-
-
 def text_of(pattern: str, size: int) -> str:
     return (pattern * (size // len(pattern) + 1))[:size]
 
 
-def seconds(clean: Callable[[], object], repeat: int) -> float:
+CLASSES: dict[str, Callable[[int], str]] = {
+    "honest": lambda size: text_of(HONEST, size),
+    "nested tokens": nested,
+    "markup": lambda size: text_of(MARKUP, size),
+    "`<a `": lambda size: text_of("<a ", size),
+    "`<p `": lambda size: text_of("<p ", size),
+    "`<script `": lambda size: text_of("<script ", size),
+    "invisible": lambda size: text_of(INVISIBLE, size),
+}
+# What part two's four clients send, at the per-message limit: the inputs that cost the
+# sanitizer most and that the service then refuses (422: too many tokens for the context, or
+# empty after cleaning), so that the load is the sanitizer's and not the model's. (The
+# markup class keeps its text, and 2,400 tokens of prompt to read would load the engine.)
+WORST: dict[str, Callable[[int], str]] = {
+    "`<a `": CLASSES["`<a `"],
+    "`<p `": CLASSES["`<p `"],
+    "`<script `": CLASSES["`<script `"],
+    "nested tokens": nested,
+    "markup only": lambda size: text_of("<div><b></b><script>alert(1)</script><p>", size),
+}
+
+
+def load_sanitizer(path: str | None) -> tuple[type[Any], type[Exception]]:
+    if path is None:
+        from modules.sanitizer import SanitizationError, Sanitizer
+
+        return Sanitizer, SanitizationError
+    spec = importlib.util.spec_from_file_location("sanitizer_under_test", Path(path))
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.Sanitizer, module.SanitizationError
+
+
+def cpu_seconds(clean: Callable[[], object], error: type[Exception]) -> float:
+    """Best CPU time of several cleans: at least 3 and about 0.3 s of work, at most 9."""
     best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        with contextlib.suppress(SanitizationError):
+    spent = 0.0
+    runs = 0
+    while runs < 3 or (spent < 0.3 and runs < 9):
+        started = time.process_time()
+        with contextlib.suppress(error):
             clean()
-        best = min(best, time.perf_counter() - started)
+        elapsed = time.process_time() - started
+        best = min(best, elapsed)
+        spent += elapsed
+        runs += 1
+        if elapsed > 2.0:  # a quadratic size: one run says enough
+            break
     return best
 
 
-def scaling(sizes: list[int]) -> None:
-    sanitizer = Sanitizer(max_chars=max(sizes) + 1)
-    kinds: dict[str, Callable[[int], str]] = {
-        "honest": lambda size: text_of(HONEST, size),
-        "nested control tokens": nested,
-        "markup": lambda size: text_of(MARKUP, size),
-        "invisible characters": lambda size: text_of(INVISIBLE, size),
-    }
-    print("| input | " + " | ".join(f"{size // 1024} KiB ms" for size in sizes) + " |")
-    print("|---|" + "---:|" * len(sizes))
-    for name, make in kinds.items():
-        row = []
+def scaling(sizes: list[int], sanitizer_path: str | None, budget: float) -> None:
+    sanitizer_class, error = load_sanitizer(sanitizer_path)
+    sanitizer = sanitizer_class(max_chars=max(sizes) + 1)
+    times: dict[str, list[float | None]] = {}
+    for name, make in CLASSES.items():
+        row: list[float | None] = []
         for size in sizes:
-            text = make(size)
-            row.append(seconds(lambda t=text: sanitizer.clean(t), 3 if size < 2**20 else 1))
-        print(f"| {name} | " + " | ".join(f"{s * 1000:.1f}" for s in row) + " |")
+            if row and (row[-1] is None or row[-1] > budget):
+                row.append(None)
+                continue
+            row.append(cpu_seconds(functools.partial(sanitizer.clean, make(size)), error))
+        times[name] = row
 
-
-def health_under_load() -> None:
-    with running_service(LLM_PARALLEL="2", LLM_MAX_IN_FLIGHT_PER_USER="0") as service:
-        idle = probe(service.base_url, 50)
-        # The largest hostile prompt the defaults admit (SANITIZER_MAX_CHARS=32000).
-        hostile = {"prompt": nested(32000), "settings": {"max_tokens": 1}, "use_cache": False}
-        stop = threading.Event()
-
-        def attack() -> None:
-            with httpx.Client(
-                base_url=service.base_url, headers=service.headers, timeout=120
-            ) as client:
-                while not stop.is_set():
-                    client.post("/llm/generate", json=hostile)
-
-        attackers = [threading.Thread(target=attack) for _ in range(4)]
-        for thread in attackers:
-            thread.start()
-        time.sleep(1)
-        loaded = probe(service.base_url, 100)
-        stop.set()
-        for thread in attackers:
-            thread.join()
+    names = list(CLASSES)
+    print("CPU ms per clean (best of several; - : not run, the smaller size took over the budget)")
     print()
-    print("| /health | p50 ms | p99 ms |")
-    print("|---|---:|---:|")
-    for name, values in (("idle", idle), ("4 hostile 32k-char prompts in flight", loaded)):
-        ordered = sorted(values)
-        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-        print(f"| {name} | {statistics.median(values) * 1000:.1f} | {p99 * 1000:.1f} |")
+    print("| size | " + " | ".join(names) + " |")
+    print("|---:|" + "---:|" * len(names))
+    for index, size in enumerate(sizes):
+        cells = [times[name][index] for name in names]
+        print(f"| {kib(size)} | " + " | ".join(ms(cell) for cell in cells) + " |")
+    print()
+    print("time(2n) / time(n)")
+    print()
+    print("| size | " + " | ".join(names) + " |")
+    print("|---:|" + "---:|" * len(names))
+    for index in range(1, len(sizes)):
+        ratios: list[str] = []
+        for name in names:
+            before, after = times[name][index - 1], times[name][index]
+            ratios.append(f"{after / before:.2f}" if before and after else "-")
+        print(f"| {kib(sizes[index])} | " + " | ".join(ratios) + " |")
 
 
-def probe(base: str, count: int) -> list[float]:
-    latencies = []
+def kib(size: int) -> str:
+    return f"{size // 1024} KiB" if size < 2**20 else f"{size // 2**20} MiB"
+
+
+def ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.2f}" if seconds < 0.01 else f"{seconds * 1000:.1f}"
+
+
+# Part two ------------------------------------------------------------------------------
+
+
+def under_load(requests_each: int) -> None:
+    import httpx
+    from service import running_service
+
+    one_token = {"prompt": "Hi", "settings": {"max_tokens": 1}, "use_cache": False}
+    statuses: dict[str, dict[int, int]] = {}
+    results: dict[str, tuple[list[float], list[float]]] = {}
+    with running_service(LLM_MAX_IN_FLIGHT_PER_USER="0") as service:
+        other = other_user(service.base_url)
+
+        def probe() -> tuple[list[float], list[float]]:
+            health: list[float] = []
+            generate: list[float] = []
+            with (
+                httpx.Client(base_url=service.base_url, timeout=120) as client,
+                httpx.Client(base_url=service.base_url, headers=other, timeout=120) as user,
+            ):
+                for _ in range(requests_each):
+                    started = time.perf_counter()
+                    client.get("/health").raise_for_status()
+                    health.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    user.post("/llm/generate", json=one_token).raise_for_status()
+                    generate.append(time.perf_counter() - started)
+                    time.sleep(0.02)
+            return health, generate
+
+        def under(name: str, prompts: list[str]) -> None:
+            """Probe while four clients post these prompts in turn (each starting at another)."""
+            stop = threading.Event()
+            counts = statuses[name] = {}
+            lock = threading.Lock()
+
+            def attack(first: int) -> None:
+                with httpx.Client(
+                    base_url=service.base_url, headers=service.headers, timeout=120
+                ) as client:
+                    index = first
+                    while not stop.is_set():
+                        body = {
+                            "prompt": prompts[index % len(prompts)],
+                            "settings": {"max_tokens": 1},
+                            "use_cache": False,
+                        }
+                        status = client.post("/llm/generate", json=body).status_code
+                        with lock:
+                            counts[status] = counts.get(status, 0) + 1
+                        index += 1
+
+            attackers = [threading.Thread(target=attack, args=(k,)) for k in range(4)]
+            for thread in attackers:
+                thread.start()
+            time.sleep(1)
+            results[name] = probe()
+            stop.set()
+            for thread in attackers:
+                thread.join()
+
+        probe()  # warm up: the first generate loads what it needs
+        results["idle"] = probe()
+        # The same size in plain words, refused for its length as well: what any 32,000-
+        # character request costs (HTTP, JSON, authentication, tokenizing), sanitizer aside.
+        under("4 clients, plain 32k-character text", [text_of("lorem ipsum ", 32000)])
+        under("4 clients, the worst inputs", [make(32000) for make in WORST.values()])
+        results["idle again"] = probe()
+
+    print()
+    print(
+        f"{requests_each} sequential probes per phase (a /health, then another user's 1-token "
+        "/llm/generate); the worst inputs are 32,000 characters of "
+        + ", ".join(WORST)
+        + " in turn. Answers to the four clients: "
+        + "; ".join(
+            f"{name}: " + ", ".join(f"{count} x {status}" for status, count in sorted(c.items()))
+            for name, c in statuses.items()
+        )
+    )
+    print()
+    print("| phase | /health p50 ms | /health p99 ms | generate p50 ms | generate p99 ms |")
+    print("|---|---:|---:|---:|---:|")
+    for name, (health, generate) in results.items():
+        print(
+            f"| {name} | {p50(health):.1f} | {p99(health):.1f} | {p50(generate):.1f} | "
+            f"{p99(generate):.1f} |"
+        )
+    idle_health, idle_generate = results["idle"]
+    worst_health, worst_generate = results["4 clients, the worst inputs"]
+    print()
+    print(
+        f"worst inputs / idle: /health p99 {p99(worst_health) / p99(idle_health):.2f}x, "
+        f"generate p50 {p50(worst_generate) / p50(idle_generate):.2f}x, "
+        f"p99 {p99(worst_generate) / p99(idle_generate):.2f}x (target: within 2x)"
+    )
+
+
+def other_user(base: str) -> dict[str, str]:
+    import httpx
+
+    credentials = {"email": "other@example.com", "password": "other-password-1"}
     with httpx.Client(base_url=base, timeout=30) as client:
-        for _ in range(count):
-            started = time.perf_counter()
-            client.get("/health")
-            latencies.append(time.perf_counter() - started)
-            time.sleep(0.02)
-    return latencies
+        client.post("/auth/register", json=credentials)
+        token = client.post("/auth/login", json=credentials).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="1024,16384,131072,1048576")
-    parser.add_argument("--no-service", action="store_true", help="only the direct timings")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--min-kib", type=int, default=1)
+    parser.add_argument("--max-kib", type=int, default=1024)
+    parser.add_argument("--budget", type=float, default=5.0, help="seconds; see above")
+    parser.add_argument("--sanitizer", help="a sanitizer.py to load instead of the package's")
+    parser.add_argument("--probes", type=int, default=100, help="part two: probes per phase")
+    parser.add_argument("--no-service", action="store_true", help="only part one")
+    parser.add_argument("--no-scaling", action="store_true", help="only part two")
     args = parser.parse_args()
-    scaling([int(size) for size in args.sizes.split(",")])
+    sizes = []
+    size = args.min_kib * 1024
+    while size <= args.max_kib * 1024:
+        sizes.append(size)
+        size *= 2
+    if not args.no_scaling:
+        scaling(sizes, args.sanitizer, args.budget)
     if not args.no_service:
-        health_under_load()
+        under_load(args.probes)
 
 
 if __name__ == "__main__":
