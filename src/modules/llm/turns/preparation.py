@@ -205,7 +205,7 @@ class PromptPreparer:
         fitted by summing those lengths, and the prompt rendered once more (a bounded few
         times where the sum was off), never once per dropped turn."""
         raw = ([InputMessage("system", system, "system")] if system else []) + list(new)
-        # Cleaning is CPU work (bleach, NFKC): it runs off the event loop.
+        # Cleaning is CPU work (markup, NFKC): it runs off the event loop.
         cleaned, report = await asyncio.to_thread(self.sanitize, backend, raw)
         system_message = cleaned[0] if system else None
         new_messages = cleaned[1:] if system else cleaned
