@@ -24,6 +24,8 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
+from modules.web import security_headers
+
 STATIC = Path(__file__).parent / "static"
 SCHEMA = "/schema"
 ASSETS = f"{SCHEMA}/assets"
@@ -38,30 +40,12 @@ def inline_script_hashes(page: bytes) -> list[str]:
 
 
 # Swagger UI's own styles set element styles from script (allowed), its icons are data: URLs.
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'none'",
-        " ".join(
-            [
-                "script-src 'self'",
-                *inline_script_hashes(SwaggerRenderPlugin.render_oauth2_redirect()),
-            ]
-        ),
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "font-src 'self'",
-        "connect-src 'self'",
-        "form-action 'self'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-    )
+SECURITY_HEADERS = security_headers(
+    scripts=tuple(inline_script_hashes(SwaggerRenderPlugin.render_oauth2_redirect())),
+    images=("data:",),
+    fonts=True,
 )
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
+CONTENT_SECURITY_POLICY = SECURITY_HEADERS["Content-Security-Policy"]
 
 
 class OfflineSwagger(SwaggerRenderPlugin):

@@ -3,6 +3,6 @@ JavaScript from `static/` (no build step, no CDN, no third-party code), under a 
 Content-Security-Policy. It talks to the same JSON API as any client, with the browser
 session cookie and CSRF token of /auth/session instead of a bearer token."""
 
-from modules.web.controller import create_router
+from modules.web.controller import create_router, security_headers
 
-__all__ = ["create_router"]
+__all__ = ["create_router", "security_headers"]
