@@ -149,10 +149,9 @@ def body_gate(count: Counter) -> Callable[[Connection, BaseRouteHandler], Awaita
 
 
 async def _count_login(limiter: RateLimiter, address: str) -> None:
-    # Only the per-address count: no email is known before the body is read, and no
-    # failures are ever recorded for the empty one. The account's own check follows once
-    # the body is decoded (AuthService).
-    await limiter.check_login(address, "")
+    # Only the per-address count: no email is known before the body is read. The
+    # account's own check follows once the body is decoded (AuthService).
+    await limiter.count_login_attempt(address)
 
 
 async def _count_registration(limiter: RateLimiter, address: str) -> None:

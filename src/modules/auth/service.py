@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -195,15 +194,10 @@ class AuthService:
         email = normalize_email(email)
         if self.limiter is None:
             return await check
-        # check_login counts the address and checks the account in one call; a copy
-        # without the per-address limit does only the second (same counters).
-        limiter = (
-            self.limiter
-            if by_address
-            else dataclasses.replace(self.limiter, login_per_ip_per_minute=0)
-        )
         try:
-            await limiter.check_login(self.client_ip, email)
+            if by_address:
+                await self.limiter.count_login_attempt(self.client_ip)
+            await self.limiter.check_account(self.client_ip, email)
         except BaseException:
             check.close()
             raise
