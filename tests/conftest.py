@@ -17,7 +17,7 @@ from modules.config import default_model_path
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-async def _admin_execute(sql: str) -> None:
+async def admin_execute(sql: str) -> None:
     connection = await asyncpg.connect(ADMIN_URL, timeout=10)
     try:
         await connection.execute(sql)
@@ -30,7 +30,7 @@ def postgres_url() -> Iterator[str]:
     """A fresh database for this run, dropped afterwards. No PostgreSQL is an error, not a skip."""
     name = f"llm_service_test_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(_admin_execute(f'CREATE DATABASE "{name}"'))
+        asyncio.run(admin_execute(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.exit(
             f"PostgreSQL is not reachable at {ADMIN_URL} ({exc}). Start it with "
@@ -40,7 +40,7 @@ def postgres_url() -> Iterator[str]:
         )
     base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
     yield f"{base}/{name}"
-    asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

@@ -291,8 +291,15 @@ def as_sqlalchemy(error: Exception, *, invalidated: bool = False) -> DBAPIError:
     """What SQLAlchemy's asyncpg dialect raises for `error` on a connection: asyncpg's error
     translated to the dialect's DB-API class (SQLSTATE kept), wrapped in SQLAlchemy's."""
     dbapi = PGDialect_asyncpg.import_dbapi()
-    table = dbapi._asyncpg_error_translate
-    adapted = next(table[cls] for cls in type(error).__mro__ if cls in table)(
+    # The dialect's translation, as SQLAlchemy 2 writes it (its table is private).
+    table = {
+        asyncpg.IntegrityConstraintViolationError: dbapi.IntegrityError,
+        asyncpg.SyntaxOrAccessError: dbapi.ProgrammingError,
+        asyncpg.PostgresError: dbapi.Error,
+        asyncpg.InterfaceError: dbapi.InterfaceError,
+        asyncpg.exceptions.InternalClientError: dbapi.InternalError,
+    }
+    adapted = next((table[cls] for cls in type(error).__mro__ if cls in table), dbapi.Error)(
         f"{type(error)}: {error}"
     )
     adapted.sqlstate = getattr(error, "sqlstate", None)
@@ -335,7 +342,7 @@ UNAVAILABLE: dict[str, Callable[[], Exception]] = {
 NOT_UNAVAILABLE: dict[str, Callable[[], Exception]] = {
     "unique violation": lambda: asyncpg.UniqueViolationError("duplicate key"),
     "undefined table": lambda: asyncpg.UndefinedTableError('relation "x" does not exist'),
-    "bad argument": lambda: asyncpg.exceptions._base.DataError("invalid input for $1"),
+    "bad argument": lambda: asyncpg.DataError("invalid input for $1"),
     "concurrent use": lambda: asyncpg.InterfaceError(
         "cannot perform operation: another operation is in progress"
     ),

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from app.migrations import upgrade_to_head
-from tests.conftest import _admin_execute
+from tests.conftest import admin_execute
 from tests.support import Api, RunningServer, fake_app, free_port, make_settings
 
 CLI = shutil.which("llm-service") or str(Path(sys.executable).with_name("llm-service"))
@@ -107,12 +107,12 @@ def test_cli_create_admin_then_admin_api(api: Api) -> None:
 def test_serve_refuses_an_unmigrated_database_saying_what_to_do(postgres_url: str) -> None:
     # A database of its own, never migrated (the embedded SQLite default migrates itself).
     name = f"llm_service_unmigrated_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin_execute(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin_execute(f'CREATE DATABASE "{name}"'))
     try:
         url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
         result = run_cli("serve", database_url=url, PORT=str(free_port()))
     finally:
-        asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     refused_in_one_line(result, "not migrated")
     assert "run `llm-service migrate`" in result.stderr
 
