@@ -84,7 +84,9 @@ class LLMController(Controller):
         started = time.monotonic()
         turn = await turn_service.start(to_turn_request(data))
         if data.stream:
-            return event_stream(GenerateResponse, _events(turn, request_id_of(request)))
+            return event_stream(
+                GenerateResponse, _events(turn, request_id_of(request)), _error_event
+            )
         completion = await whole_answer(request, turn)
         finished = completion.finished
         assert turn.conversation_id is not None
@@ -137,4 +139,8 @@ async def _events(turn: Turn, request_id: str | None) -> AsyncIterator[ServerSen
             else:
                 yield sse({"text": event.text}, "token")
     except Exception:  # logged by the turn; the client gets a stable message, no internals
-        yield sse({"status": 503, "detail": STREAM_FAILED, "request_id": request_id}, "error")
+        yield _error_event(STREAM_FAILED, request_id)
+
+
+def _error_event(detail: str, request_id: str | None) -> ServerSentEventMessage:
+    return sse({"status": 503, "detail": detail, "request_id": request_id}, "error")

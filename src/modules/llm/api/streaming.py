@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -20,6 +20,8 @@ from modules.llm.turns import Turn
 T = TypeVar("T")
 
 RESTARTING = "the server is restarting; retry in a moment"
+# A front end's last event of a stream that failed: (detail, request id) in its own shape.
+ErrorEvent = Callable[[str, str | None], ServerSentEventMessage]
 
 
 class ServerRestarting(Exception):
@@ -107,30 +109,19 @@ class Wait:
             raise ServerRestarting from None
 
 
-def _restarting_event(request: Request[Any, Any, Any]) -> ServerSentEventMessage:
-    """The last event of a stream that the drain ended: the shape of the stream's own
-    failures (an `error` event; under /v1, OpenAI's error object as a data line)."""
-    request_id = request_id_of(request)
-    if request.scope["path"].startswith("/v1/"):
-        # Imported here: the /v1 package imports this module.
-        from modules.llm.api.openai.errors import OpenAIError
-
-        error = OpenAIError(
-            RESTARTING, status=503, error_type="server_error", request_id=request_id
-        )
-        return sse(error.body())
-    return sse({"status": 503, "detail": RESTARTING, "request_id": request_id}, "error")
-
-
 class EventStream(ServerSentEvent):
     """SSE that keeps `text/event-stream` even from a handler that may also answer JSON
     (Litestar 2.25 lets the handler's media type override the response's own here), and
-    that the app's drain ends cleanly."""
+    that the app's drain ends cleanly, with the front end's own error event."""
 
     def __init__(
-        self, events: AsyncIterator[ServerSentEventMessage], headers: dict[str, str] | None
+        self,
+        events: AsyncIterator[ServerSentEventMessage],
+        error_event: ErrorEvent,
+        headers: dict[str, str] | None,
     ) -> None:
         self._events = events
+        self._error_event = error_event
         self._request: Request[Any, Any, Any] | None = None
         super().__init__(self._until_drained(), headers=headers)
 
@@ -155,7 +146,7 @@ class EventStream(ServerSentEvent):
                         return
                     yield event
             except ServerRestarting:
-                yield _restarting_event(request)
+                yield self._error_event(RESTARTING, request_id_of(request))
             finally:
                 # Interrupted between events, the stream still holds its turn: stop it.
                 if isinstance(events, AsyncGenerator):
@@ -165,12 +156,14 @@ class EventStream(ServerSentEvent):
 def event_stream(
     declared: type[T],
     events: AsyncIterator[ServerSentEventMessage],
+    error_event: ErrorEvent,
     headers: dict[str, str] | None = None,
 ) -> T:
     """A Server-Sent Events answer from a route whose declared type is its JSON answer.
     Litestar sends any Response as it is, and the OpenAPI schema keeps one exact JSON shape
-    (a union with the stream would be a `oneOf` that every JSON answer matches twice)."""
-    return cast(T, EventStream(events, headers))
+    (a union with the stream would be a `oneOf` that every JSON answer matches twice).
+    `error_event` ends a stream that the server's drain interrupts."""
+    return cast(T, EventStream(events, error_event, headers))
 
 
 def sse(payload: Any, event: str | None = None) -> ServerSentEventMessage:

@@ -72,12 +72,15 @@ async def _openai_stream(
             else:
                 yield sse(chunk_of(event.text, None))
     except Exception:  # logged by the turn; the client gets a stable message, no internals
-        error = OpenAIError(
-            STREAM_FAILED, status=503, error_type="server_error", request_id=request_id
-        )
-        yield sse(error.body())
+        yield _error_event(STREAM_FAILED, request_id)
         return
     yield ServerSentEventMessage(data="[DONE]")
+
+
+def _error_event(detail: str, request_id: str | None) -> ServerSentEventMessage:
+    """OpenAI's error object as a data line (and no [DONE])."""
+    error = OpenAIError(detail, status=503, error_type="server_error", request_id=request_id)
+    return sse(error.body())
 
 
 class OpenAIController(Controller):
@@ -129,6 +132,7 @@ class OpenAIController(Controller):
             return event_stream(
                 ChatCompletion,
                 _openai_stream(turn, chunk_of, include_usage, request_id_of(request)),
+                _error_event,
                 headers={"X-Conversation-Id": str(turn.conversation_id)},
             )
         completion = await whole_answer(request, turn)
@@ -172,6 +176,7 @@ class OpenAIController(Controller):
             return event_stream(
                 TextCompletion,
                 _openai_stream(turn, chunk_of, include_usage, request_id_of(request)),
+                _error_event,
             )
         completion = await whole_answer(request, turn)
         whole = chunk_of(completion.text, finish_reason(completion.finished))
