@@ -120,10 +120,12 @@ async def _database_session(settings: Settings) -> AsyncIterator[AsyncSession]:
 async def _create_admin(settings: Settings, email: str, password: str) -> str:
     from modules.auth import PasswordHasher
     from modules.auth.policy import password_problems
-    from modules.users import ROLE_ADMIN, UserService, normalize_email
+    from modules.users import ROLE_ADMIN, UserService, checked_email
     from modules.users.models import User
 
-    email = normalize_email(email)
+    # Checked as registration checks it: no invisible, bidi or control characters, and no
+    # mixed scripts where the setting refuses them.
+    email = checked_email(email, refuse_mixed_scripts=settings.email_refuse_mixed_scripts)
     problems = password_problems(password, min_length=settings.password_min_length, email=email)
     if problems:
         raise ValueError("password " + "; ".join(problems))

@@ -73,6 +73,17 @@ def test_cli_migrate_and_create_admin_on_sqlite(tmp_path: Path) -> None:
     )
     assert weak.returncode != 0
     assert "password" in weak.stderr
+    # The email is checked as registration checks it.
+    spoofed = run_cli(
+        "create-admin",
+        "--email",
+        "bo\u200bss@example.com",
+        "--password-stdin",
+        database_url=url,
+        stdin="boss-password-1\n",
+    )
+    assert spoofed.returncode != 0
+    assert "U+200B" in spoofed.stderr
     created = run_cli(
         "create-admin",
         "--email",
