@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     llm_model_alias: str = ""
     llm_context_size: int = Field(4096, ge=256, le=131072)
     llm_threads: int = Field(0, ge=0, le=256)
+    # Requests whose prompt is prepared (cleaned, fitted, tokenized) at once, the others
+    # waiting their owner's turn; 0: one fewer than the cores, at least one.
+    llm_prepare_workers: int = Field(0, ge=0, le=256)
     llm_batch_size: int = Field(512, ge=16, le=8192)
     llm_gpu_layers: int = Field(0, ge=-1)
     # llama.cpp's AMX and weight-repack CPU buffers: faster on some CPUs, but their AMX
@@ -214,6 +217,10 @@ class Settings(BaseSettings):
     @property
     def effective_threads(self) -> int:
         return self.llm_threads or max(1, os.cpu_count() or 1)
+
+    @property
+    def effective_prepare_workers(self) -> int:
+        return self.llm_prepare_workers or max(1, (os.cpu_count() or 1) - 1)
 
     def resolve_model_path(self) -> Path:
         """The GGUF file to load; raises FileNotFoundError with a hint when there is none."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from modules.config import Settings
 from modules.llm.inference import Backend, ChatMessage, Prompt, PromptTooLongError
+from modules.llm.turns.lane import FairLane
 from modules.llm.turns.options import InvalidTurnRequest
 from modules.llm.turns.types import InputMessage, MessageSanitization, SanitizationReport
 from modules.sanitizer import SanitizationError, Sanitizer
@@ -145,6 +146,7 @@ class PromptPreparer:
         self.settings = settings
         self._sanitizers: dict[tuple[str, int], Sanitizer] = {}
         self._history = CleanedHistory()
+        self.lane = FairLane(settings.effective_prepare_workers)
 
     def sanitizer_for(self, backend: Backend) -> Sanitizer:
         key = (backend.alias, id(backend))
@@ -203,7 +205,20 @@ class PromptPreparer:
         """The system turn, as much recent history as fits, and the new messages. Each
         stored message is cleaned and measured once (see `CleanedHistory`); the history is
         fitted by summing those lengths, and the prompt rendered once more (a bounded few
-        times where the sum was off), never once per dropped turn."""
+        times where the sum was off), never once per dropped turn. In the owner's turn of
+        the fair lane."""
+        async with self.lane.slot(owner):
+            return await self._chat(backend, new, system, history, max_tokens, owner)
+
+    async def _chat(
+        self,
+        backend: Backend,
+        new: Sequence[InputMessage],
+        system: str | None,
+        history: Sequence[ChatMessage],
+        max_tokens: int,
+        owner: str,
+    ) -> PreparedPrompt:
         raw = ([InputMessage("system", system, "system")] if system else []) + list(new)
         # Cleaning is CPU work (markup, NFKC): it runs off the event loop.
         cleaned, report = await asyncio.to_thread(self.sanitize, backend, raw)
@@ -248,10 +263,11 @@ class PromptPreparer:
             history_turns_dropped=dropped,
         )
 
-    async def text(self, backend: Backend, message: InputMessage) -> PreparedPrompt:
+    async def text(self, backend: Backend, message: InputMessage, *, owner: str) -> PreparedPrompt:
         """A plain completion: the sanitized text, no chat template."""
-        cleaned, report = await asyncio.to_thread(self.sanitize, backend, [message])
-        prompt = await backend.text_prompt(cleaned[0].content)
+        async with self.lane.slot(owner):
+            cleaned, report = await asyncio.to_thread(self.sanitize, backend, [message])
+            prompt = await backend.text_prompt(cleaned[0].content)
         if prompt.token_count >= backend.context_size:
             raise PromptTooLongError(prompt.token_count, backend.context_size)
         return PreparedPrompt(prompt=prompt, new_messages=cleaned, system=None, sanitization=report)

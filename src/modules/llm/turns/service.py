@@ -253,7 +253,9 @@ class TurnService:
         params: SamplingParams,
     ) -> PreparedPrompt:
         if request.raw:
-            return await self.preparer.text(backend, request.messages[0])
+            return await self.preparer.text(
+                backend, request.messages[0], owner=str(self.caller.user_id)
+            )
         system = (
             request.system
             or (conversation.system_prompt if conversation is not None else None)
