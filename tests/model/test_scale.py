@@ -28,7 +28,7 @@ from bench.local_nginx import nginx_binary, running_nginx
 
 from modules.llm.inference import ChatMessage
 from modules.llm.inference.remote import RemoteNode, affinity_key, home
-from tests.support import PASSWORD, cli, fresh_minute, generate, start_server, stop
+from tests.support import PASSWORD, cli, fresh_minute, generate, promote, start_server, stop
 
 REDIS_DB = 3  # this file's own: flushed at the start, so earlier runs' counters are gone
 REQUESTS_PER_MINUTE = 12
@@ -138,7 +138,12 @@ def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             gateways.append(url)
         edge = stack.enter_context(running_nginx(gateways, tmp_path))
         found = Cluster(nodes, gateways, edge, gateway_env, processes)
-        _, found.admin_token = found.register(gateways[0], admin)  # BOOTSTRAP_ADMIN_EMAIL
+        found.register(gateways[0], admin)  # BOOTSTRAP_ADMIN_EMAIL, while no admin exists
+        # The tier's other tests share this database and may have made an admin already.
+        promote(postgres_url, admin)
+        with found.client(gateways[0]) as client:
+            login = client.post("/auth/login", json={"email": admin, "password": PASSWORD})
+            found.admin_token = login.json()["access_token"]
         yield found
     finally:
         stack.close()
