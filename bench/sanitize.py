@@ -150,14 +150,16 @@ def ms(seconds: float | None) -> str:
 # Part two ------------------------------------------------------------------------------
 
 
-def under_load(requests_each: int) -> None:
+def under_load(requests_each: int, prepare_workers: int) -> None:
     import httpx
     from service import running_service
 
     one_token = {"prompt": "Hi", "settings": {"max_tokens": 1}, "use_cache": False}
     statuses: dict[str, dict[int, int]] = {}
     results: dict[str, tuple[list[float], list[float]]] = {}
-    with running_service(LLM_MAX_IN_FLIGHT_PER_USER="0") as service:
+    with running_service(
+        LLM_MAX_IN_FLIGHT_PER_USER="0", LLM_PREPARE_WORKERS=str(prepare_workers)
+    ) as service:
         other = other_user(service.base_url)
 
         def probe() -> tuple[list[float], list[float]]:
@@ -274,6 +276,12 @@ def main() -> None:
     parser.add_argument("--sanitizer", help="a sanitizer.py to load instead of the package's")
     parser.add_argument("--probes", type=int, default=100, help="part two: probes per phase")
     parser.add_argument("--no-service", action="store_true", help="only part one")
+    parser.add_argument(
+        "--prepare-workers",
+        type=int,
+        default=0,
+        help="part two: LLM_PREPARE_WORKERS (0: the default; 64: no lane to speak of)",
+    )
     parser.add_argument("--no-scaling", action="store_true", help="only part two")
     args = parser.parse_args()
     sizes = []
@@ -284,7 +292,7 @@ def main() -> None:
     if not args.no_scaling:
         scaling(sizes, args.sanitizer, args.budget)
     if not args.no_service:
-        under_load(args.probes)
+        under_load(args.probes, args.prepare_workers)
 
 
 if __name__ == "__main__":
