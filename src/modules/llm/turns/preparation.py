@@ -208,60 +208,49 @@ class PromptPreparer:
         times where the sum was off), never once per dropped turn. In the owner's turn of
         the fair lane."""
         async with self.lane.slot(owner):
-            return await self._chat(backend, new, system, history, max_tokens, owner)
-
-    async def _chat(
-        self,
-        backend: Backend,
-        new: Sequence[InputMessage],
-        system: str | None,
-        history: Sequence[ChatMessage],
-        max_tokens: int,
-        owner: str,
-    ) -> PreparedPrompt:
-        raw = ([InputMessage("system", system, "system")] if system else []) + list(new)
-        # Cleaning is CPU work (markup, NFKC): it runs off the event loop.
-        cleaned, report = await asyncio.to_thread(self.sanitize, backend, raw)
-        system_message = cleaned[0] if system else None
-        new_messages = cleaned[1:] if system else cleaned
-        head = [system_message] if system_message else []
-        n_ctx = backend.context_size
-        # Without history: the prompt itself. With it: what every fitted prompt holds.
-        base = await backend.chat_prompt(head + new_messages)
-        if base.token_count >= n_ctx:
-            raise PromptTooLongError(base.token_count, n_ctx)
-        # A conversation keeps room to answer; a lone prompt only has to fit.
-        reserve = min(max_tokens, n_ctx // 4) if history else 0
-        # Newest turns first, cleaned and measured once per text, as long as they fit.
-        dropped, kept = await asyncio.to_thread(
-            self._fit_history, backend, history, owner, n_ctx - reserve - base.token_count
-        )
-        prompt = base
-        for _ in range(1 + FIT_CORRECTIONS):
-            if not kept:
-                prompt = base
-                break
-            messages = [message for turn in kept for message in turn.messages]
-            prompt = await backend.chat_prompt(head + messages + new_messages)
-            excess = prompt.token_count + reserve - n_ctx
-            if excess <= 0:
-                break
-            # The sum was short (a template that writes text around some messages only):
-            # drop at least the excess, scaled by how far off the sum was.
-            summed = sum(turn.tokens for turn in kept)
-            actual = prompt.token_count - base.token_count
-            scale = actual / summed if 0 < summed < actual else 1.0
-            more = _drop_at_least(kept, excess / scale)
-            dropped, kept = dropped + more, kept[more:]
-        else:
-            dropped, kept, prompt = dropped + len(kept), [], base
-        return PreparedPrompt(
-            prompt=prompt,
-            new_messages=new_messages,
-            system=system_message.content if system_message else None,
-            sanitization=report,
-            history_turns_dropped=dropped,
-        )
+            raw = ([InputMessage("system", system, "system")] if system else []) + list(new)
+            # Cleaning is CPU work (markup, NFKC): it runs off the event loop.
+            cleaned, report = await asyncio.to_thread(self.sanitize, backend, raw)
+            system_message = cleaned[0] if system else None
+            new_messages = cleaned[1:] if system else cleaned
+            head = [system_message] if system_message else []
+            n_ctx = backend.context_size
+            # Without history: the prompt itself. With it: what every fitted prompt holds.
+            base = await backend.chat_prompt(head + new_messages)
+            if base.token_count >= n_ctx:
+                raise PromptTooLongError(base.token_count, n_ctx)
+            # A conversation keeps room to answer; a lone prompt only has to fit.
+            reserve = min(max_tokens, n_ctx // 4) if history else 0
+            # Newest turns first, cleaned and measured once per text, as long as they fit.
+            dropped, kept = await asyncio.to_thread(
+                self._fit_history, backend, history, owner, n_ctx - reserve - base.token_count
+            )
+            prompt = base
+            for _ in range(1 + FIT_CORRECTIONS):
+                if not kept:
+                    prompt = base
+                    break
+                messages = [message for turn in kept for message in turn.messages]
+                prompt = await backend.chat_prompt(head + messages + new_messages)
+                excess = prompt.token_count + reserve - n_ctx
+                if excess <= 0:
+                    break
+                # The sum was short (a template that writes text around some messages only):
+                # drop at least the excess, scaled by how far off the sum was.
+                summed = sum(turn.tokens for turn in kept)
+                actual = prompt.token_count - base.token_count
+                scale = actual / summed if 0 < summed < actual else 1.0
+                more = _drop_at_least(kept, excess / scale)
+                dropped, kept = dropped + more, kept[more:]
+            else:
+                dropped, kept, prompt = dropped + len(kept), [], base
+            return PreparedPrompt(
+                prompt=prompt,
+                new_messages=new_messages,
+                system=system_message.content if system_message else None,
+                sanitization=report,
+                history_turns_dropped=dropped,
+            )
 
     async def text(self, backend: Backend, message: InputMessage, *, owner: str) -> PreparedPrompt:
         """A plain completion: the sanitized text, no chat template."""
