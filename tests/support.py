@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -298,3 +298,30 @@ def charged_today(app: Litestar, user_id: str) -> int:
         return value
 
     return asyncio.run(read())
+
+
+@dataclass
+class RecordedStream:
+    """One streamed answer as its client saw it: (event name, data) pairs, with the time
+    each arrived, and how the body ended."""
+
+    events: list[tuple[str | None, str, float]] = field(default_factory=list)
+    ended_cleanly: bool = False
+    error: str | None = None
+
+    def read(self, client: httpx.Client, path: str, body: dict[str, Any]) -> None:
+        try:
+            with client.stream("POST", path, json=body) as response:
+                if response.status_code != 200:
+                    self.error = f"{response.status_code}: {response.read()!r}"
+                    return
+                name: str | None = None
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("data: "):
+                        self.events.append((name, line[6:], time.monotonic()))
+                        name = None
+            self.ended_cleanly = True  # the chunked body's end arrived: no protocol error
+        except httpx.HTTPError as exc:
+            self.error = repr(exc)

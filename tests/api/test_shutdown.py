@@ -15,16 +15,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from app.migrations import upgrade_to_head
 from modules.llm.api.streaming import RESTARTING, Drain, ServerRestarting
-from tests.support import PASSWORD, free_port, wait_for
+from tests.support import PASSWORD, RecordedStream, free_port, wait_for
 
 GRACE = 2
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,34 +85,6 @@ def served(postgres_url: str, tmp_path: Path) -> Iterator[Served]:
             process.wait()
 
 
-@dataclass
-class Stream:
-    """One streamed answer as its client saw it: (event name, data) pairs, with the time
-    each arrived, and how the body ended."""
-
-    events: list[tuple[str | None, str, float]] = field(default_factory=list)
-    ended_cleanly: bool = False
-    error: str | None = None
-
-
-def read_stream(client: httpx.Client, path: str, body: dict[str, Any], into: Stream) -> None:
-    try:
-        with client.stream("POST", path, json=body) as response:
-            if response.status_code != 200:
-                into.error = f"{response.status_code}: {response.read()!r}"
-                return
-            name: str | None = None
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    name = line[7:]
-                elif line.startswith("data: "):
-                    into.events.append((name, line[6:], time.monotonic()))
-                    name = None
-        into.ended_cleanly = True  # the chunked body's end arrived: no protocol error
-    except httpx.HTTPError as exc:
-        into.error = repr(exc)
-
-
 def test_sigterm_ends_streams_with_a_restarting_error_and_exits_in_time(served: Served) -> None:
     with httpx.Client(base_url=served.base_url, timeout=30) as anonymous:
         anonymous.post("/auth/register", json={"email": "s@example.com", "password": PASSWORD})
@@ -124,35 +95,32 @@ def test_sigterm_ends_streams_with_a_restarting_error_and_exits_in_time(served: 
         base_url=served.base_url, timeout=30, headers={"Authorization": f"Bearer {token}"}
     )
     long = {"max_tokens": 500}
-    generate, chat, short = Stream(), Stream(), Stream()
+    generate, chat, short = RecordedStream(), RecordedStream(), RecordedStream()
     whole: list[httpx.Response] = []
     work = [
         threading.Thread(
-            target=read_stream,
+            target=generate.read,
             args=(
                 client,
                 "/llm/generate",
                 {"prompt": "Go on.", "stream": True, "settings": long},
-                generate,
             ),
         ),
         threading.Thread(
-            target=read_stream,
+            target=chat.read,
             args=(
                 client,
                 "/v1/chat/completions",
                 {"messages": [{"role": "user", "content": "Go on."}], "stream": True, **long},
-                chat,
             ),
         ),
         # 20 words in a second: this one ends within the grace period, as usual.
         threading.Thread(
-            target=read_stream,
+            target=short.read,
             args=(
                 client,
                 "/llm/generate",
                 {"prompt": "Short.", "stream": True, "settings": {"max_tokens": 20}},
-                short,
             ),
         ),
         threading.Thread(

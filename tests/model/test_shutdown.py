@@ -10,41 +10,16 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from modules.llm.api.streaming import RESTARTING
-from tests.support import PASSWORD, start_server, stop, wait_for
+from tests.support import PASSWORD, RecordedStream, start_server, stop, wait_for
 
 GRACE = 3  # the model may give a token a second on a busy machine
 # Greedy counting: the model goes on until max_tokens, far beyond the grace period.
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
 LONG = {"max_tokens": 1000, "temperature": 0, "seed": 1}
-
-
-class Stream:
-    def __init__(self) -> None:
-        self.events: list[tuple[str | None, str, float]] = []
-        self.error: str | None = None
-        self.ended_cleanly = False
-
-    def read(self, client: httpx.Client, path: str, body: dict[str, Any]) -> None:
-        try:
-            with client.stream("POST", path, json=body) as response:
-                if response.status_code != 200:
-                    self.error = f"{response.status_code}: {response.read()!r}"
-                    return
-                name: str | None = None
-                for line in response.iter_lines():
-                    if line.startswith("event: "):
-                        name = line[7:]
-                    elif line.startswith("data: "):
-                        self.events.append((name, line[6:], time.monotonic()))
-                        name = None
-            self.ended_cleanly = True
-        except httpx.HTTPError as exc:
-            self.error = repr(exc)
 
 
 def test_sigterm_mid_stream_sends_a_restarting_error_then_exits_in_time(tmp_path: Path) -> None:
@@ -67,7 +42,7 @@ def test_sigterm_mid_stream_sends_a_restarting_error_then_exits_in_time(tmp_path
         client = httpx.Client(
             base_url=base_url, timeout=60, headers={"Authorization": f"Bearer {token}"}
         )
-        generate, completion = Stream(), Stream()
+        generate, completion = RecordedStream(), RecordedStream()
         readers = [
             threading.Thread(
                 target=generate.read,
