@@ -127,6 +127,25 @@ def test_a_prompt_that_cannot_fit_is_refused() -> None:
         prepare(PromptPreparer(Settings()), CountingBackend(), conversation(5), text)
 
 
+def test_a_prompt_far_over_the_context_is_refused_from_a_prefix() -> None:
+    """Counted in doubling prefixes: 50 times the context is refused after reading a few
+    times the context, never all of it (llama.cpp's tokenizer is slower than linear)."""
+    backend = CountingBackend()
+    text = " ".join(["word"] * (CONTEXT * 50))
+    roomy = Settings(sanitizer_max_chars=100_000, sanitizer_max_request_chars=100_000)
+    with pytest.raises(PromptTooLongError, match="over"):
+        prepare(PromptPreparer(roomy), backend, [], text)
+    assert backend.words_tokenized < CONTEXT * 8
+
+
+def test_a_long_prompt_that_fits_is_counted_whole() -> None:
+    # Two characters a word: a prompt far longer in characters than the context in tokens
+    # still goes out whole when its tokens fit.
+    text = " ".join(["w"] * (CONTEXT - 40))
+    prepared = prepare(PromptPreparer(Settings()), CountingBackend(), [], text)
+    assert list(prepared.prompt.messages)[1:] == [ChatMessage("user", text)]
+
+
 @pytest.mark.parametrize("turns", [5, 50, 500])
 def test_renders_do_not_grow_with_the_history(turns: int) -> None:
     backend = CountingBackend()

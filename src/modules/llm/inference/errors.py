@@ -20,9 +20,12 @@ class QueueTimeoutError(Exception):
 
 
 class PromptTooLongError(ValueError):
-    def __init__(self, prompt_tokens: int, context_size: int) -> None:
+    """`at_least`: only a part of the prompt was counted (it already did not fit)."""
+
+    def __init__(self, prompt_tokens: int, context_size: int, *, at_least: bool = False) -> None:
+        length = f"over {prompt_tokens}" if at_least else str(prompt_tokens)
         super().__init__(
-            f"the prompt is {prompt_tokens} tokens long; the model's context holds "
+            f"the prompt is {length} tokens long; the model's context holds "
             f"{context_size} and needs room for at least one generated token"
         )
         self.prompt_tokens = prompt_tokens

@@ -22,6 +22,12 @@ CLEANED_HISTORY_CHARS = 2_000_000
 # template that writes something around some messages only); each drops at least the
 # measured excess. After them, the history is left out.
 FIT_CORRECTIONS = 2
+# A message longer than this many characters per token of context is first counted in
+# prefixes, doubling: one far over the context is refused without tokenizing it all.
+# (llama.cpp's tokenizer is slower than linear on long texts: 32,000 characters cost 8
+# times what 8,000 do.) The margin covers a token split where a prefix is cut.
+PROBE_CHARS_PER_TOKEN = 2
+PROBE_MARGIN_TOKENS = 64
 
 
 @dataclass(slots=True)
@@ -215,6 +221,7 @@ class PromptPreparer:
             new_messages = cleaned[1:] if system else cleaned
             head = [system_message] if system_message else []
             n_ctx = backend.context_size
+            await asyncio.to_thread(_refuse_far_too_long, backend, head + new_messages)
             # Without history: the prompt itself. With it: what every fitted prompt holds.
             base = await backend.chat_prompt(head + new_messages)
             if base.token_count >= n_ctx:
@@ -256,6 +263,7 @@ class PromptPreparer:
         """A plain completion: the sanitized text, no chat template."""
         async with self.lane.slot(owner):
             cleaned, report = await asyncio.to_thread(self.sanitize, backend, [message])
+            await asyncio.to_thread(_refuse_far_too_long, backend, cleaned)
             prompt = await backend.text_prompt(cleaned[0].content)
         if prompt.token_count >= backend.context_size:
             raise PromptTooLongError(prompt.token_count, backend.context_size)
@@ -290,3 +298,18 @@ class PromptPreparer:
             total += tokens
             kept.append(_Turn(messages, tokens))
         return 0, kept[::-1]
+
+
+def _refuse_far_too_long(backend: Backend, messages: Sequence[ChatMessage]) -> None:
+    """Blocking. Raise PromptTooLongError for a message that a prefix of it already shows
+    to be over the context; count prefixes of twice the context in characters, then four
+    times, ..., so the tokens counted stay within a few times the context."""
+    n_ctx = backend.context_size
+    for message in messages:
+        length = n_ctx * PROBE_CHARS_PER_TOKEN
+        while length < len(message.content):
+            prefix = ChatMessage(message.role, message.content[:length])
+            counted = backend.message_tokens(prefix)
+            if counted > n_ctx + PROBE_MARGIN_TOKENS:
+                raise PromptTooLongError(counted - PROBE_MARGIN_TOKENS, n_ctx, at_least=True)
+            length *= 2
