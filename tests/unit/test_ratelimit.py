@@ -102,18 +102,18 @@ async def test_failed_logins_lock_only_that_address_for_that_account() -> None:
     await rates.record_login_failure("6.6.6.6", "a@b.co")
     await rates.record_login_failure("6.6.6.6", "a@b.co")
     with pytest.raises(RateLimitExceededError, match="failed logins"):
-        await rates.check_login("6.6.6.6", "a@b.co")
+        await rates.check_account("6.6.6.6", "a@b.co")
     # The attacker's guesses do not lock the owner out from their own address.
-    await rates.check_login("1.2.3.4", "a@b.co")
+    await rates.check_account("1.2.3.4", "a@b.co")
     # Backoff: 30 s after the limit is reached, then twice as long after each failure.
     clock.now += 30
-    await rates.check_login("6.6.6.6", "a@b.co")
+    await rates.check_account("6.6.6.6", "a@b.co")
     await rates.record_login_failure("6.6.6.6", "a@b.co")
     with pytest.raises(RateLimitExceededError) as waiting:
-        await rates.check_login("6.6.6.6", "a@b.co")
+        await rates.check_account("6.6.6.6", "a@b.co")
     assert waiting.value.retry_after == 60
     clock.now += 900  # a new window starts over
-    await rates.check_login("6.6.6.6", "a@b.co")
+    await rates.check_account("6.6.6.6", "a@b.co")
 
 
 class BrokenCounters:

@@ -148,17 +148,9 @@ def body_gate(count: Counter) -> Callable[[Connection, BaseRouteHandler], Awaita
     return guard
 
 
-async def _count_login(limiter: RateLimiter, address: str) -> None:
-    # Only the per-address count: no email is known before the body is read. The
-    # account's own check follows once the body is decoded (AuthService).
-    await limiter.count_login_attempt(address)
-
-
-async def _count_registration(limiter: RateLimiter, address: str) -> None:
-    await limiter.check_registration(address)
-
-
 # Logins (JSON, the OAuth2 form, the browser session) and refreshes count against
-# LOGIN_ATTEMPTS_PER_MINUTE_PER_IP; registrations against REGISTRATIONS_PER_HOUR_PER_IP.
-login_gate = body_gate(_count_login)
-registration_gate = body_gate(_count_registration)
+# LOGIN_ATTEMPTS_PER_MINUTE_PER_IP (only the address: no email is known before the body
+# is read; the account's own check follows in AuthService); registrations against
+# REGISTRATIONS_PER_HOUR_PER_IP.
+login_gate = body_gate(RateLimiter.count_login_attempt)
+registration_gate = body_gate(RateLimiter.check_registration)

@@ -295,11 +295,6 @@ class RateLimiter:
                 "registrations from this address", self.registrations_per_hour_per_ip, "hour", left
             )
 
-    async def check_login(self, client_ip: str, email: str) -> None:
-        """Before a password is checked (a login, or a password confirmation)."""
-        await self.count_login_attempt(client_ip)
-        await self.check_account(client_ip, email)
-
     async def count_login_attempt(self, client_ip: str) -> None:
         """One login attempt from this address (before its body is even read)."""
         minute, minute_left = self._window(MINUTE)
@@ -314,7 +309,8 @@ class RateLimiter:
                 )
 
     async def check_account(self, client_ip: str, email: str) -> None:
-        """Refuse while this account is backing off failures from this address."""
+        """Before a password is checked (a login, or a password confirmation): refuse
+        while this account is backing off failures from this address."""
         if self.login_failures_per_account:
             window, _ = self._window(self.login_failure_window)
             pair = f"{email}:{client_ip}:{window}"

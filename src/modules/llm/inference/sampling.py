@@ -34,10 +34,9 @@ class SamplingParams(
     def over(self, base: SamplingParams) -> SamplingParams:
         """These settings where they differ from the defaults, `base`'s elsewhere (a
         request's settings over a profile's)."""
-        changed = msgspec.structs.asdict(self)
-        defaults = msgspec.structs.asdict(DEFAULTS)
         values = msgspec.structs.asdict(base)
-        values.update({k: v for k, v in changed.items() if v != defaults[k]})
+        changed = msgspec.structs.asdict(self)
+        values.update({k: v for k, v in changed.items() if v != _DEFAULT_VALUES[k]})
         return SamplingParams(**values)
 
     def resolved(self, *, temperature: float, max_tokens: int) -> SamplingParams:
@@ -63,3 +62,4 @@ class SamplingParams(
 
 
 DEFAULTS = SamplingParams()
+_DEFAULT_VALUES = msgspec.structs.asdict(DEFAULTS)

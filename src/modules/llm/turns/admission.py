@@ -117,13 +117,13 @@ class Admission:
         )
         return cls(limiter, weights, user_id, role, state)
 
-    async def admit(self, max_tokens: int = 0) -> Ticket:
-        """Take a place in flight, count the request and reserve `max_tokens`; raises
-        RateLimitExceededError (429), holding nothing, when a limit is used up."""
+    async def admit(self) -> Ticket:
+        """Take a place in flight and count the request (the ticket reserves its tokens);
+        raises RateLimitExceededError (429), holding nothing, when a limit is used up."""
         owner = str(self.user_id)
         self.limiter.enter(owner)
         try:
-            reservation = await self.limiter.admit(owner, self.role, max_tokens)
+            reservation = await self.limiter.admit(owner, self.role, 0)
         except BaseException:
             self.limiter.leave(owner)
             raise

@@ -215,13 +215,11 @@ class PromptPreparer:
         the fair lane."""
         async with self.lane.slot(owner):
             raw = ([InputMessage("system", system, "system")] if system else []) + list(new)
-            # Cleaning is CPU work (markup, NFKC): it runs off the event loop.
-            cleaned, report = await asyncio.to_thread(self.sanitize, backend, raw)
+            cleaned, report = await asyncio.to_thread(self._clean_and_bound, backend, raw)
             system_message = cleaned[0] if system else None
             new_messages = cleaned[1:] if system else cleaned
             head = [system_message] if system_message else []
             n_ctx = backend.context_size
-            await asyncio.to_thread(_refuse_far_too_long, backend, head + new_messages)
             # Without history: the prompt itself. With it: what every fitted prompt holds.
             base = await backend.chat_prompt(head + new_messages)
             if base.token_count >= n_ctx:
@@ -262,12 +260,20 @@ class PromptPreparer:
     async def text(self, backend: Backend, message: InputMessage, *, owner: str) -> PreparedPrompt:
         """A plain completion: the sanitized text, no chat template."""
         async with self.lane.slot(owner):
-            cleaned, report = await asyncio.to_thread(self.sanitize, backend, [message])
-            await asyncio.to_thread(_refuse_far_too_long, backend, cleaned)
+            cleaned, report = await asyncio.to_thread(self._clean_and_bound, backend, [message])
             prompt = await backend.text_prompt(cleaned[0].content)
         if prompt.token_count >= backend.context_size:
             raise PromptTooLongError(prompt.token_count, backend.context_size)
         return PreparedPrompt(prompt=prompt, new_messages=cleaned, system=None, sanitization=report)
+
+    def _clean_and_bound(
+        self, backend: Backend, raw: Sequence[InputMessage]
+    ) -> tuple[list[ChatMessage], SanitizationReport]:
+        """Blocking, CPU work (markup, NFKC, counting), off the event loop in one hop: the
+        messages cleaned, and any far over the context refused (`_refuse_far_too_long`)."""
+        cleaned, report = self.sanitize(backend, raw)
+        _refuse_far_too_long(backend, cleaned)
+        return cleaned, report
 
     def _fit_history(
         self, backend: Backend, history: Sequence[ChatMessage], owner: str, room: int
