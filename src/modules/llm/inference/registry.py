@@ -8,6 +8,7 @@ text names the file or server as configured, which may carry a directory or cred
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -78,27 +79,17 @@ class ModelEntry:
     def alias(self) -> str:
         return self.spec.alias
 
-    @property
-    def size_bytes(self) -> int | None:
+    def _file(self) -> os.stat_result | None:
+        """The model file's size and modification time (None: a server, or no file)."""
         if self.spec.path is None:
             return None
         try:
-            return self.spec.path.stat().st_size
+            return self.spec.path.stat()
         except OSError:
             return None
-
-    @property
-    def created(self) -> int:
-        """The file's modification time (Unix seconds); 0 for a server or a missing file."""
-        if self.spec.path is None:
-            return 0
-        try:
-            return int(self.spec.path.stat().st_mtime)
-        except OSError:
-            return 0
 
     def status(self, default: bool) -> ModelStatus:
-        backend = self.backend
+        backend, file = self.backend, self._file()
         return ModelStatus(
             alias=self.alias,
             kind=self.spec.kind,
@@ -106,8 +97,9 @@ class ModelEntry:
             default=default,
             error=self.error,
             source=self.spec.source,
-            size_bytes=self.size_bytes,
-            created=self.created,
+            size_bytes=file.st_size if file else None,
+            # The file's modification time (Unix seconds); 0 for a server or no file.
+            created=int(file.st_mtime) if file else 0,
             description=backend.describe() if backend is not None else None,
             load=backend.load() if backend is not None else None,
             stats=backend.stats if backend is not None else None,
