@@ -147,6 +147,7 @@ class FakeBackend:
     `token_delay` seconds; `parallel` at once and `queue_size` waiting, like the engine."""
 
     unavailable_after_start = False
+    passthrough = False
 
     def __init__(
         self,

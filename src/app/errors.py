@@ -31,6 +31,7 @@ from modules.llm.inference import (
     PromptTooLongError,
     QueueFullError,
     QueueTimeoutError,
+    UnsupportedRequestError,
 )
 from modules.llm.turns import InvalidTurnRequest
 from modules.profiles import ProfileIdNotFoundError, ProfileNameTakenError, ProfileNotFoundError
@@ -122,6 +123,11 @@ def _from_invalid_turn(exc: InvalidTurnRequest) -> ProblemDetailsException:
     return _problem(exc.status_code, exc.detail, extra=extra)
 
 
+def _from_unsupported(exc: UnsupportedRequestError) -> ProblemDetailsException:
+    extra = {"errors": [{"key": exc.field, "message": exc.detail}]} if exc.field else {}
+    return _problem(400, exc.detail, extra=extra)
+
+
 def _from_prompt_too_long(exc: PromptTooLongError) -> ProblemDetailsException:
     counts = {"prompt_tokens": exc.prompt_tokens, "context_size": exc.context_size}
     return _problem(422, str(exc), extra=counts)
@@ -206,6 +212,7 @@ def problem_details_config() -> ProblemDetailsConfig:
             DuplicateKeyError: lambda exc: _problem(409, "a record with these values exists"),
             InvalidTurnRequest: _from_invalid_turn,
             PromptTooLongError: _from_prompt_too_long,
+            UnsupportedRequestError: _from_unsupported,
             QueueFullError: _from_queue_full,
             RateLimitExceededError: _from_rate_limit,
             QueueTimeoutError: _unavailable,

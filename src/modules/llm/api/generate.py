@@ -29,7 +29,7 @@ from modules.llm.api.streaming import (
     sse,
     whole_answer,
 )
-from modules.llm.inference import Finished
+from modules.llm.inference import Finished, TokenDelta
 from modules.llm.turns import InputMessage, InvalidTurnRequest, Turn, TurnRequest, TurnService
 
 
@@ -136,7 +136,7 @@ async def _events(turn: Turn, request_id: str | None) -> AsyncIterator[ServerSen
         async for event in turn.events():
             if isinstance(event, Finished):
                 yield sse(_done(turn, event), "done")
-            else:
+            elif isinstance(event, TokenDelta):
                 yield sse({"text": event.text}, "token")
     except Exception:  # logged by the turn; the client gets a stable message, no internals
         yield _error_event(STREAM_FAILED, request_id)

@@ -18,6 +18,7 @@ from modules.llm.inference.errors import (
     PromptTooLongError,
     QueueFullError,
     QueueTimeoutError,
+    UnsupportedRequestError,
 )
 from modules.llm.inference.events import (
     Event,
@@ -26,6 +27,9 @@ from modules.llm.inference.events import (
     FinishReason,
     Generation,
     TokenDelta,
+    TokenLogprob,
+    ToolCallDelta,
+    TopLogprob,
 )
 from modules.llm.inference.registry import (
     BackendFactory,
@@ -37,6 +41,15 @@ from modules.llm.inference.registry import (
 from modules.llm.inference.remote import REMOTE_CONTROL_TOKENS, RemoteBackend
 from modules.llm.inference.sampling import SamplingParams
 from modules.llm.inference.stats import GenerationStats, Histogram, Load
+from modules.llm.inference.structured import (
+    FunctionSpec,
+    JsonSchemaSpec,
+    NamedToolChoice,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
 
 __all__ = [
     "REMOTE_CONTROL_TOKENS",
@@ -52,9 +65,11 @@ __all__ = [
     "Failed",
     "FinishReason",
     "Finished",
+    "FunctionSpec",
     "Generation",
     "GenerationStats",
     "Histogram",
+    "JsonSchemaSpec",
     "Load",
     "LocalDetails",
     "ModelDescription",
@@ -63,13 +78,22 @@ __all__ = [
     "ModelRegistry",
     "ModelSpec",
     "ModelStatus",
+    "NamedToolChoice",
     "NodeDescription",
     "Prompt",
     "PromptTooLongError",
     "QueueFullError",
     "QueueTimeoutError",
     "RemoteBackend",
+    "ResponseFormat",
     "SamplingParams",
     "TokenDelta",
+    "TokenLogprob",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
+    "TopLogprob",
+    "UnsupportedRequestError",
     "collect",
 ]

@@ -46,6 +46,10 @@ class Backend(Protocol):
     # True where a model can turn out unavailable after `stream()` accepted the turn (a
     # remote server that refuses it): a fallback then waits for the first event.
     unavailable_after_start: bool
+    # True for a remote server: OpenAI's answer fields (`response_format`, `tools`,
+    # `logprobs`, `n`) reach it as the client sent them. False: the turn service compiles
+    # them for this process's sampler (a grammar, the generic tool format).
+    passthrough: bool
 
     @property
     def context_size(self) -> int: ...

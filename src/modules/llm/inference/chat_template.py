@@ -7,6 +7,7 @@ client sends can never become `<|im_start|>` or any other control token, whateve
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from typing import Any
 
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from modules.llm.inference.structured import ToolCall
 
 # Control characters that the sanitizer removes from every message, so no content holds them.
 _OPEN, _CLOSE = "\x01", "\x02"
@@ -39,6 +42,35 @@ CHATML_TEMPLATE = (
 class ChatMessage:
     role: str
     content: str
+    # An assistant's calls (its content may then be empty), and the call a "tool"
+    # message answers. A template that knows no tools never sees them: the turn service
+    # writes them as text first (`turns/tools.py`).
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+def as_text(message: ChatMessage) -> ChatMessage:
+    """A message of a conversation with tools as a template without tools reads it: calls
+    as the generic tool format's JSON (`tool_format.py`), a result as a user turn."""
+    if message.role == "tool":
+        who = f" of call {message.tool_call_id}" if message.tool_call_id else ""
+        return ChatMessage("user", f"Result{who}: {message.content}")
+    if message.tool_calls:
+        calls = [
+            {"name": call.name, "arguments": _json_or_text(call.arguments)}
+            for call in message.tool_calls
+        ]
+        text = json.dumps({"tool_calls": calls}, ensure_ascii=False)
+        content = f"{message.content}\n{text}" if message.content else text
+        return ChatMessage(message.role, content)
+    return message
+
+
+def _json_or_text(arguments: str) -> object:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
 
 
 class ChatTemplateError(ValueError):
@@ -74,6 +106,7 @@ class ChatPromptBuilder:
         self._overheads: dict[str, int] = {}  # by role, see `message_tokens`
 
     def render_with_placeholders(self, messages: Sequence[ChatMessage]) -> str:
+        messages = [as_text(m) for m in messages]
         slots: list[dict[str, Any]] = [
             {"role": m.role, "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(messages)
         ]
@@ -89,10 +122,12 @@ class ChatPromptBuilder:
 
     def render_text(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt as text (for logs and tests); not what the model is fed."""
+        messages = [as_text(m) for m in messages]
         rendered = self.render_with_placeholders(messages)
         return _PLACEHOLDER.sub(lambda m: messages[int(m.group(1))].content, rendered)
 
     def build(self, messages: Sequence[ChatMessage]) -> list[int]:
+        messages = [as_text(m) for m in messages]
         rendered = self.render_with_placeholders(messages)
         tokens: list[int] = []
         position = 0
@@ -111,6 +146,7 @@ class ChatPromptBuilder:
         message of its role, measured once per role. Exact for templates that write the
         same text around every message of a role (ChatML and most others); an estimate for
         the rest (the turn service checks the final prompt). Blocking: it tokenizes."""
+        message = as_text(message)
         overhead = self._overheads.get(message.role)
         if overhead is None:
             overhead = self._overheads[message.role] = self._overhead(message.role)

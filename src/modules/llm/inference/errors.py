@@ -37,3 +37,13 @@ class ModelNotFoundError(LookupError):
         super().__init__(f"no model named {name!r}; available: {', '.join(available)}")
         self.name = name
         self.available = available
+
+
+class UnsupportedRequestError(ValueError):
+    """A request this model cannot serve as asked (a grammar llama.cpp cannot parse, more
+    choices than it has slots); `field` names the culprit. A 400."""
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field

@@ -1,4 +1,5 @@
-"""What a generation sends back: text deltas, then one Finished or Failed."""
+"""What a generation sends back: text and tool-call deltas, then one Finished or Failed
+(however many choices it has)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,46 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-FinishReason = Literal["stop", "length", "timeout", "cancelled"]
+FinishReason = Literal["stop", "length", "timeout", "cancelled", "tool_calls"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token's log-probability and, when asked, the most likely others."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class TokenDelta:
+    """Text of one choice (0 unless the request asked for n > 1); with `logprobs`, the
+    tokens generated since the last delta of that choice (asked for by `logprobs`)."""
+
     text: str
+    choice: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call of one choice: a call's first piece carries its `id` and
+    `name`, the next ones more of its `arguments` (JSON text, in order)."""
+
+    index: int  # the call's position among the choice's calls
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    choice: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +60,13 @@ class Finished:
     generation_seconds: float = 0.0
     time_to_first_token: float = 0.0
     cached_tokens: int = 0
+    # With n > 1: each choice's reason, in order (`finish_reason` is the first's). The
+    # token counts are then the sums over the choices (the prompt read once).
+    choice_reasons: tuple[FinishReason, ...] = ()
+
+    @property
+    def reasons(self) -> tuple[FinishReason, ...]:
+        return self.choice_reasons or (self.finish_reason,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +74,7 @@ class Failed:
     error: Exception
 
 
-Event = TokenDelta | Finished | Failed
+Event = TokenDelta | ToolCallDelta | Finished | Failed
 
 
 class Generation(Protocol):

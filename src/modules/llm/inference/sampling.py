@@ -12,6 +12,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from modules.llm.inference.structured import ResponseFormat, Tool, ToolChoice
+
 StopString = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
@@ -30,6 +32,20 @@ class SamplingParams(
     frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] = 0.0
     stop: Annotated[tuple[StopString, ...], Meta(max_length=8)] = ()
     seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] | None = None
+    # What the answer must be. A remote server gets these as they are; for a local model
+    # the turn service compiles them into `grammar` (and renders `tools` in the prompt).
+    response_format: ResponseFormat | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    # What comes with the answer: the chosen tokens' log-probabilities, and the
+    # `top_logprobs` most likely ones at each step; `n` choices for the one prompt.
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] = 0
+    n: Annotated[int, Meta(ge=1, le=128)] = 1
+    # A GBNF grammar the sampled text must follow (llama.cpp's grammar sampler): set by
+    # the turn service for local models, never by a client.
+    grammar: str | None = None
 
     def over(self, base: SamplingParams) -> SamplingParams:
         """These settings where they differ from the defaults, `base`'s elsewhere (a

@@ -281,7 +281,7 @@ class TurnService:
         return self.cache.key(
             backend.alias,
             [(m.role, m.content) for m in prepared.prompt.messages],
-            {**msgspec.structs.asdict(params), "raw": request.raw},
+            {**msgspec.to_builtins(params), "raw": request.raw},
             str(self.caller.user_id),
             model_file=self.registry.entry(backend.alias).fingerprint,
         )

@@ -20,6 +20,7 @@ from modules.llm.inference import (
     Generation,
     QueueTimeoutError,
     TokenDelta,
+    ToolCallDelta,
 )
 from modules.llm.turns.preparation import PreparedPrompt
 
@@ -58,7 +59,7 @@ class Turn:
         if self._generation is not None:
             self._generation.cancel()
 
-    async def events(self) -> AsyncIterator[TokenDelta | Finished]:
+    async def events(self) -> AsyncIterator[TokenDelta | ToolCallDelta | Finished]:
         """Text deltas, then Finished (after the turn is settled); raises the backend's error."""
         try:
             while True:
@@ -76,7 +77,7 @@ class Turn:
         async for event in self.events():
             if isinstance(event, TokenDelta):
                 parts.append(event.text)
-            else:
+            elif isinstance(event, Finished):
                 return Completion("".join(parts), event)
         raise RuntimeError("the turn ended without a result")
 

@@ -38,7 +38,7 @@ from modules.llm.api.streaming import (
     sse,
     whole_answer,
 )
-from modules.llm.inference import Finished, ModelRegistry
+from modules.llm.inference import Finished, ModelRegistry, TokenDelta
 from modules.llm.turns import Turn, TurnService
 
 # /v1 answers errors in OpenAI's shape, not as problem details.
@@ -69,7 +69,7 @@ async def _openai_stream(
                     final.choices = []
                     final.usage = Usage.of(event)
                     yield sse(final)
-            else:
+            elif isinstance(event, TokenDelta):
                 yield sse(chunk_of(event.text, None))
     except Exception:  # logged by the turn; the client gets a stable message, no internals
         yield _error_event(STREAM_FAILED, request_id)

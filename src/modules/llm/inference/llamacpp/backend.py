@@ -42,6 +42,7 @@ class LlamaCppBackend:
     """One model, one context with `parallel` slots, one engine thread."""
 
     unavailable_after_start = False  # a full queue is refused by stream() itself
+    passthrough = False
 
     def __init__(self, model: LoadedModel, engine: LLMEngine, default_system_prompt: str) -> None:
         self.model = model

@@ -36,6 +36,7 @@ class RemoteBackend:
     counts here are estimates until the server reports usage."""
 
     unavailable_after_start = True  # a server refuses (or is found down) after the fact
+    passthrough = True
 
     def __init__(self, alias: str, nodes: Sequence[RemoteNode], *, context_size: int) -> None:
         if not nodes:
