@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -26,10 +27,13 @@ from modules.llm.inference import (
     QueueFullError,
     SamplingParams,
     TokenDelta,
+    TokenLogprob,
+    TopLogprob,
 )
 from modules.llm.inference.chat_template import ChatPromptBuilder
 from modules.llm.inference.events import drain
 from modules.llm.inference.sequences import find_stop
+from modules.llm.inference.structured import chosen_function
 
 CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 WORDS = "the sea is calm and blue under a bright sky with gulls far out over waves".split()
@@ -58,7 +62,7 @@ class FakeGeneration:
     def events(self) -> AsyncIterator[Event]:
         return drain(self.queue, self.cancel)
 
-    def _word(self, index: int) -> str:
+    def _word(self, index: int, choice: int = 0) -> str:
         """Deterministic for temperature 0 and for a seed; random otherwise. A backend with
         a `script` says its words in order instead."""
         if self.backend.script:
@@ -67,7 +71,7 @@ class FakeGeneration:
         seed: object = "greedy" if params.temperature == 0 else params.seed
         if seed is None:
             seed = time.monotonic_ns()
-        material = f"{self.prompt.tokens}|{seed}|{index}".encode()
+        material = f"{self.prompt.tokens}|{seed}|{choice}|{index}".encode()
         return WORDS[int(hashlib.sha256(material).hexdigest(), 16) % len(WORDS)]
 
     async def _run(self) -> None:
@@ -88,9 +92,50 @@ class FakeGeneration:
             self.queue.put_nowait(Finished("cancelled", self.prompt.token_count, 0))
             return
         started = time.monotonic()
+        first: float | None = None
+        reasons: list[FinishReason] = []
+        total = 0
+        for choice in range(params.n):
+            outcome = await self._choice(choice)
+            if outcome is None:
+                return  # failed
+            reason, count, first_at = outcome
+            reasons.append(reason)
+            total += count
+            first = first or first_at
+        now = time.monotonic()
+        first = first or now
+        backend.stats.record(
+            reasons[0],
+            prompt_tokens=self.prompt.token_count,
+            completion_tokens=total,
+            submitted=submitted,
+            first=first,
+            now=now,
+        )
+        self.queue.put_nowait(
+            Finished(
+                finish_reason=reasons[0],
+                prompt_tokens=self.prompt.token_count,
+                completion_tokens=total,
+                queue_seconds=started - submitted,
+                prompt_seconds=first - started,
+                generation_seconds=now - first,
+                time_to_first_token=first - submitted,
+                choice_reasons=tuple(reasons) if params.n > 1 else (),
+            )
+        )
+
+    async def _choice(self, choice: int) -> tuple[FinishReason, int, float | None] | None:
+        """One choice's words (or its structured answer, in pieces); None: it failed."""
+        backend, params = self.backend, self.params
+        structured = structured_answer(params)
         text, emitted, count = "", 0, 0
         reason: FinishReason = "stop"
-        limit = min(params.max_tokens, backend.answer_tokens)
+        limit = min(params.max_tokens or 0, backend.answer_tokens)
+        if structured is not None:  # a grammar's answer, five characters a token
+            pieces = [structured[i : i + 5] for i in range(0, len(structured), 5)]
+            limit = len(pieces)
         first: float | None = None
         while True:
             if self.cancelled.is_set():
@@ -99,7 +144,7 @@ class FakeGeneration:
             if time.monotonic() > self.deadline:
                 reason = "timeout"
                 break
-            if count >= params.max_tokens:
+            if count >= (params.max_tokens or 0):
                 reason = "length"
                 break
             if count >= limit:
@@ -107,39 +152,85 @@ class FakeGeneration:
             await asyncio.sleep(backend.token_delay)
             if backend.fail_with is not None and count == 1:
                 self.queue.put_nowait(Failed(backend.fail_with))
-                return
+                return None
             first = first or time.monotonic()
-            text += ("" if count == 0 else " ") + self._word(count)
+            if structured is not None:
+                word = pieces[count]
+                text += word
+            else:
+                word = self._word(count, choice)
+                text += ("" if count == 0 else " ") + word
             count += 1
             stop_at = find_stop(text, params.stop, emitted, max(map(len, params.stop), default=0))
             if stop_at is not None:
                 text = text[:stop_at]
                 break
-            self.queue.put_nowait(TokenDelta(text[emitted:]))
+            self.queue.put_nowait(TokenDelta(text[emitted:], choice, _logprobs(word, params)))
             emitted = len(text)
         if len(text) > emitted:
-            self.queue.put_nowait(TokenDelta(text[emitted:]))
-        now = time.monotonic()
-        first = first or now
-        backend.stats.record(
-            reason,
-            prompt_tokens=self.prompt.token_count,
-            completion_tokens=count,
-            submitted=submitted,
-            first=first,
-            now=now,
+            self.queue.put_nowait(TokenDelta(text[emitted:], choice))
+        return reason, count, first
+
+
+def _logprobs(word: str, params: SamplingParams) -> tuple[TokenLogprob, ...]:
+    """A made-up log-probability per token, and `top_logprobs` worse alternatives."""
+    if not params.logprobs:
+        return ()
+    top = tuple(
+        TopLogprob(token=alternative, logprob=-0.25 * (rank + 1), bytes=tuple(alternative.encode()))
+        for rank, alternative in enumerate([word, *WORDS][: params.top_logprobs])
+    )
+    return (TokenLogprob(token=word, logprob=-0.25, bytes=tuple(word.encode()), top=top),)
+
+
+def structured_answer(params: SamplingParams) -> str | None:
+    """What a model under the request's grammar would say: a call of the named (or first)
+    tool with the least valid arguments, a schema's least instance, or a JSON object. None
+    without a grammar: the fake's free words."""
+    if params.grammar is None:
+        return None
+    if params.tools and params.tool_choice != "none":
+        named = chosen_function(params.tool_choice)
+        function = next(
+            (t.function for t in params.tools if named in (None, t.function.name)),
+            params.tools[0].function,
         )
-        self.queue.put_nowait(
-            Finished(
-                finish_reason=reason,
-                prompt_tokens=self.prompt.token_count,
-                completion_tokens=count,
-                queue_seconds=started - submitted,
-                prompt_seconds=first - started,
-                generation_seconds=now - first,
-                time_to_first_token=first - submitted,
-            )
-        )
+        parameters = function.parameters or {"type": "object"}
+        call = {"name": function.name, "arguments": example_of(parameters, parameters)}
+        return json.dumps({"tool_calls": [call]})
+    response_format = params.response_format
+    if response_format is not None and response_format.json_schema is not None:
+        schema = response_format.json_schema.schema or {"type": "object"}
+        return json.dumps(example_of(schema, schema))
+    return json.dumps({"answer": "the sea is calm"})
+
+
+def example_of(schema: Any, root: dict[str, Any]) -> Any:
+    """The least instance of a JSON schema (what the fake answers under its grammar)."""
+    if not isinstance(schema, dict):
+        return None
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return example_of({**root.get("$defs", {}), **root.get("definitions", {})}[name], root)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return example_of(schema[key][0], root)
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {
+            name: example_of(properties[name], root)
+            for name in schema.get("required", [])
+            if name in properties
+        }
+    if kind == "array":
+        return [example_of(schema.get("items", {}), root)] * schema.get("minItems", 0)
+    return {"string": "sea", "integer": 1, "number": 1.5, "boolean": True, "null": None}[kind]
 
 
 class FakeBackend:
@@ -148,6 +239,8 @@ class FakeBackend:
 
     unavailable_after_start = False
     passthrough = False
+    # Tools: the generic tool format, as for a local model.
+    capabilities = Capabilities(grammar=True, logprobs=True, n=True)
 
     def __init__(
         self,
@@ -167,6 +260,7 @@ class FakeBackend:
         self.token_delay = token_delay
         self.answer_tokens = answer_tokens
         self.prompts: list[Prompt] = []
+        self.params: list[SamplingParams] = []  # what each stream() was asked with
         self.fail_with: Exception | None = None  # set: generations fail after one token
         self.script: list[str] = []  # set: the answer's words, in order (as a model's output)
         self.owners: list[str] = []
@@ -216,6 +310,7 @@ class FakeBackend:
             raise QueueFullError(retry_after=1)
         self.waiting += 1
         self.prompts.append(prompt)
+        self.params.append(params)
         self.owners.append(owner)
         return FakeGeneration(self, prompt, params, time.monotonic() + timeout)
 
@@ -235,7 +330,7 @@ class FakeBackend:
             backend="fake",
             context_size=self._context_size,
             slots=self.parallel,
-            capabilities=Capabilities(),  # chat and completion
+            capabilities=self.capabilities,
         )
 
     def close(self) -> None:

@@ -142,11 +142,45 @@ def test_text_completions_whole_and_streamed(api: Api, user_token: str) -> None:
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"n": 2}, "n"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"n": 5}, "n"),  # over LLM_MAX_CHOICES
         ({"tool_choice": "auto"}, "tool_choice"),
-        ({"logprobs": True}, "logprobs"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"logit_bias": {"1": 5}}, "logit_bias"),
+        ({"top_logprobs": 21, "logprobs": True}, "top_logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        (
+            {"response_format": {"type": "json_schema"}},
+            "response_format",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "strnig"}},
+                }
+            },
+            "response_format.json_schema.schema.type",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "x",
+                        "strict": True,
+                        "schema": {"type": "object", "properties": {"a": {"not": {}}}},
+                    },
+                }
+            },
+            "response_format.json_schema.schema.properties.a.not",
+        ),
+        (
+            {
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "tool_choice",
+        ),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         ({"temperature": 3}, "temperature"),
         ({"frobnicate": 1}, "frobnicate"),
@@ -168,12 +202,17 @@ def test_unsupported_requests_are_clear_400s(
     assert body["type"] == "invalid_request_error"
 
 
-def test_tool_role_and_unknown_model(api: Api, user_token: str) -> None:
+def test_tool_message_without_its_call_and_unknown_model(api: Api, user_token: str) -> None:
     client = client_for(api, user_token)
-    with pytest.raises(openai.BadRequestError, match="role 'tool'"):
+    with pytest.raises(openai.BadRequestError, match="tool_call_id"):
         client.chat.completions.create(
             model=MODEL,
-            messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}],  # type: ignore[list-item]
+            messages=[{"role": "tool", "content": "x"}],  # type: ignore[list-item]
+        )
+    with pytest.raises(openai.BadRequestError, match="role 'robot'"):
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "robot", "content": "x"}],  # type: ignore[list-item]
         )
     with pytest.raises(openai.NotFoundError, match=MODEL):
         client.chat.completions.create(model="gpt-4o", messages=HELLO)  # type: ignore[arg-type]

@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     llm_default_max_tokens: int = Field(256, ge=1)
     llm_default_temperature: float = Field(0.7, ge=0, le=2)
     llm_max_temperature: float = Field(2.0, ge=0, le=5)
+    # The most choices (`n`) one request may ask for: each takes a slot of the model.
+    llm_max_choices: int = Field(4, ge=1, le=64)
     llm_default_system_prompt: str = Field("")
 
     redis_url: str = ""

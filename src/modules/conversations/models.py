@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from advanced_alchemy.base import UUIDAuditBase
 from advanced_alchemy.types import GUID
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 
@@ -51,4 +52,8 @@ class Message(UUIDAuditBase):
     # An answer's ending: stop, length, timeout, or cancelled (stopped by its client and
     # kept with what it had said).
     finish_reason: Mapped[str | None] = mapped_column(String(16), default=None)
+    # An assistant's tool calls, in OpenAI's shape ({id, type, function: {name,
+    # arguments}}), and for a "tool" message the call it answers.
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    tool_call_id: Mapped[str | None] = mapped_column(String(64), default=None)
     conversation: Mapped[Conversation] = relationship(back_populates="messages", lazy="noload")

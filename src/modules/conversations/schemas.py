@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -36,6 +36,9 @@ class MessageRead(msgspec.Struct):
     time_to_first_token: float | None
     # An answer's ending; "cancelled": stopped by its client, kept with what it had said.
     finish_reason: str | None = None
+    # An assistant's tool calls (OpenAI's shape), and the call a "tool" message answers.
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
     @classmethod
     def from_model(cls, message: Message) -> MessageRead:

@@ -37,6 +37,8 @@ class NewMessage:
     generation_seconds: float | None = None
     time_to_first_token: float | None = None
     finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +183,8 @@ async def _insert_messages(
                 "generation_seconds": message.generation_seconds,
                 "time_to_first_token": message.time_to_first_token,
                 "finish_reason": message.finish_reason,
+                "tool_calls": message.tool_calls,
+                "tool_call_id": message.tool_call_id,
             }
             for offset, message in enumerate(messages)
         ],

@@ -29,7 +29,7 @@ from modules.llm.api.streaming import (
     sse,
     whole_answer,
 )
-from modules.llm.inference import Finished, TokenDelta
+from modules.llm.inference import Finished, SamplingParams, TokenDelta
 from modules.llm.turns import InputMessage, InvalidTurnRequest, Turn, TurnRequest, TurnService
 
 
@@ -44,6 +44,7 @@ def to_turn_request(data: GenerateRequest) -> TurnRequest:
             field="profile",
             status_code=400,
         )
+    _refuse_openai_only(data)
     messages = (
         [InputMessage("user", data.prompt, "prompt")]
         if data.prompt is not None
@@ -61,6 +62,22 @@ def to_turn_request(data: GenerateRequest) -> TurnRequest:
         use_cache=data.use_cache,
         profile=data.profile or data.character_name,
     )
+
+
+# Settings whose answers this route has no shape for: /v1/chat/completions has them.
+_OPENAI_ONLY = ("tools", "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs", "n")
+
+
+def _refuse_openai_only(data: GenerateRequest) -> None:
+    defaults = SamplingParams()
+    for name in _OPENAI_ONLY:
+        if getattr(data.settings, name) != getattr(defaults, name):
+            raise InvalidTurnRequest(
+                f"settings.{name} is served by /v1/chat/completions; this route answers "
+                "one text (settings.response_format asks it for JSON)",
+                field=f"settings.{name}",
+                status_code=400,
+            )
 
 
 class LLMController(Controller):

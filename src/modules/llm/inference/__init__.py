@@ -3,6 +3,7 @@
 Everything above it (the turn service) talks to a `Backend`: the local llama.cpp engine
 today, a remote OpenAI-compatible server beside it."""
 
+from modules.llm.inference.answers import AnswerBuilder, Choice
 from modules.llm.inference.backend import Backend, Completion, Prompt, collect
 from modules.llm.inference.chat_template import ChatMessage, ChatTemplateError
 from modules.llm.inference.descriptions import (
@@ -53,6 +54,7 @@ from modules.llm.inference.structured import (
 
 __all__ = [
     "REMOTE_CONTROL_TOKENS",
+    "AnswerBuilder",
     "Backend",
     "BackendFactory",
     "BackendUnavailableError",
@@ -60,6 +62,7 @@ __all__ = [
     "Capability",
     "ChatMessage",
     "ChatTemplateError",
+    "Choice",
     "Completion",
     "Event",
     "Failed",

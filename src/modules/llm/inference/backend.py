@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from modules.llm.inference.answers import AnswerBuilder, Choice
 from modules.llm.inference.chat_template import ChatMessage
-from modules.llm.inference.descriptions import ModelDescription
-from modules.llm.inference.events import Failed, Finished, Generation, TokenDelta
+from modules.llm.inference.descriptions import Capabilities, ModelDescription
+from modules.llm.inference.events import Failed, Finished, Generation, TokenDelta, ToolCallDelta
 from modules.llm.inference.sampling import SamplingParams
 from modules.llm.inference.stats import GenerationStats, Load
 
@@ -34,8 +35,16 @@ class Prompt:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
+    """A whole answer: `text` is the first choice's; `choices` every choice (with its tool
+    calls and logprobs) where the generation was gathered by `AnswerBuilder`."""
+
     text: str
     finished: Finished
+    choices: tuple[Choice, ...] = ()
+
+    @property
+    def all_choices(self) -> tuple[Choice, ...]:
+        return self.choices or (Choice(0, self.text, self.finished.finish_reason),)
 
 
 class Backend(Protocol):
@@ -61,6 +70,11 @@ class Backend(Protocol):
 
     @property
     def is_running(self) -> bool: ...
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What it can be asked for (`describe().capabilities`, without the rest)."""
+        ...
 
     async def chat_prompt(self, messages: Sequence[ChatMessage]) -> Prompt:
         """The messages rendered with the model's chat template and tokenized."""
@@ -95,13 +109,13 @@ class Backend(Protocol):
 
 async def collect(generation: Generation, within_seconds: float) -> Completion:
     """Join a whole generation; re-raises the backend's error if it failed."""
-    parts: list[str] = []
+    answers = AnswerBuilder()
     async with asyncio.timeout(within_seconds):
         async for event in generation.events():
-            if isinstance(event, TokenDelta):
-                parts.append(event.text)
+            if isinstance(event, TokenDelta | ToolCallDelta):
+                answers.add(event)
             elif isinstance(event, Finished):
-                return Completion("".join(parts), event)
+                return Completion(answers.text(), event, answers.choices(event))
             elif isinstance(event, Failed):
                 raise event.error
     raise RuntimeError("generation ended without a result")

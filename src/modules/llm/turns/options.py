@@ -19,9 +19,16 @@ class InvalidTurnRequest(ValueError):
 
 def sampling_params(settings: Settings, requested: SamplingParams) -> SamplingParams:
     """The server's defaults for what the request leaves out; a 400 for what it caps."""
+    if requested.grammar is not None:
+        raise InvalidTurnRequest(
+            "settings.grammar is the server's: ask for JSON with response_format",
+            field="settings.grammar",
+            status_code=400,
+        )
     caps = (
         ("max_tokens", requested.max_tokens, settings.llm_max_tokens, "LLM_MAX_TOKENS"),
         ("temperature", requested.temperature, settings.llm_max_temperature, "LLM_MAX_TEMPERATURE"),
+        ("n", requested.n, settings.llm_max_choices, "LLM_MAX_CHOICES"),
     )
     for name, value, cap, setting in caps:
         if value is not None and value > cap:

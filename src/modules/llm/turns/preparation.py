@@ -4,17 +4,21 @@ message, fit the history into the context, tokenize."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgspec
 
 from modules.config import Settings
-from modules.llm.inference import Backend, ChatMessage, Prompt, PromptTooLongError
+from modules.llm.inference import Backend, ChatMessage, Prompt, PromptTooLongError, ToolCall
 from modules.llm.turns.lane import FairLane
 from modules.llm.turns.options import InvalidTurnRequest
 from modules.llm.turns.types import InputMessage, MessageSanitization, SanitizationReport
-from modules.sanitizer import SanitizationError, Sanitizer
+from modules.sanitizer import SanitizationError, SanitizedText, Sanitizer
 
 # Characters of stored history kept cleaned (see `CleanedHistory`): a few MB.
 CLEANED_HISTORY_CHARS = 2_000_000
@@ -34,7 +38,7 @@ PROBE_MARGIN_TOKENS = 64
 class _Cleaned:
     text: str | None  # None: the sanitizer refuses it
     # Its length in tokens as a chat prompt holds it, by model and role.
-    tokens: dict[tuple[Hashable, str], int] = field(default_factory=dict)
+    tokens: dict[Hashable, int] = field(default_factory=dict)
 
 
 class CleanedHistory:
@@ -65,11 +69,14 @@ class CleanedHistory:
     ) -> tuple[ChatMessage, int] | None:
         """The message cleaned and its tokens as `count` measures them for `model` (None:
         refused); each counted once per text, model and role."""
-        entry = self._entry(owner, sanitizer, message.content)
+        if not message.content and message.tool_calls:  # calls only: nothing to clean
+            entry = _Cleaned("")
+        else:
+            entry = self._entry(owner, sanitizer, message.content)
         if entry.text is None:
             return None
-        cleaned = ChatMessage(message.role, entry.text)
-        key = (model, message.role)
+        cleaned = replace(message, content=entry.text)
+        key = (model, message.role, message.tool_calls, message.tool_call_id)
         tokens = entry.tokens.get(key)
         if tokens is None:
             tokens = count(cleaned)
@@ -184,11 +191,15 @@ class PromptPreparer:
         per_message: list[MessageSanitization] = []
         all_actions: list[str] = []
         for index, message in enumerate(raw):
-            try:
-                clean = sanitizer.clean(message.content, field_name=message.field)
-            except SanitizationError as exc:
-                raise InvalidTurnRequest(str(exc), field=message.field) from exc
-            messages.append(ChatMessage(role=message.role, content=clean.text))
+            if not message.content and message.tool_calls:  # calls only: nothing to say
+                clean = SanitizedText("")
+            else:
+                try:
+                    clean = sanitizer.clean(message.content, field_name=message.field)
+                except SanitizationError as exc:
+                    raise InvalidTurnRequest(str(exc), field=message.field) from exc
+            calls = tuple(_cleaned_call(sanitizer, call) for call in message.tool_calls)
+            messages.append(ChatMessage(message.role, clean.text, calls, message.tool_call_id))
             if clean.changed:
                 per_message.append(
                     MessageSanitization(index=index, role=message.role, actions=list(clean.actions))
@@ -207,6 +218,7 @@ class PromptPreparer:
         history: Sequence[ChatMessage],
         max_tokens: int,
         owner: str,
+        tools_prompt: str | None = None,
     ) -> PreparedPrompt:
         """The system turn, as much recent history as fits, and the new messages. Each
         stored message is cleaned and measured once (see `CleanedHistory`); the history is
@@ -214,11 +226,15 @@ class PromptPreparer:
         times where the sum was off), never once per dropped turn. In the owner's turn of
         the fair lane."""
         async with self.lane.slot(owner):
-            raw = ([InputMessage("system", system, "system")] if system else []) + list(new)
+            head_raw = [InputMessage("system", text, name) for text, name in
+                        ((system, "system"), (tools_prompt, "tools")) if text]  # fmt: skip
+            raw = head_raw + list(new)
             cleaned, report = await asyncio.to_thread(self._clean_and_bound, backend, raw)
             system_message = cleaned[0] if system else None
-            new_messages = cleaned[1:] if system else cleaned
-            head = [system_message] if system_message else []
+            new_messages = cleaned[len(head_raw) :]
+            # One system turn: the client's prompt, then what the tools need said.
+            system_text = "\n\n".join(m.content for m in cleaned[: len(head_raw)])
+            head = [ChatMessage("system", system_text)] if head_raw else []
             n_ctx = backend.context_size
             # Without history: the prompt itself. With it: what every fitted prompt holds.
             base = await backend.chat_prompt(head + new_messages)
@@ -304,6 +320,26 @@ class PromptPreparer:
             total += tokens
             kept.append(_Turn(messages, tokens))
         return 0, kept[::-1]
+
+
+def _cleaned_call(sanitizer: Sanitizer, call: ToolCall) -> ToolCall:
+    """A call's arguments with each string in them cleaned (the JSON stays JSON)."""
+    try:
+        arguments = json.loads(call.arguments)
+    except ValueError:
+        return msgspec.structs.replace(call, arguments=sanitizer.clean(call.arguments).text)
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return sanitizer.clean(value).text
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        if isinstance(value, dict):
+            return {clean(key): clean(item) for key, item in value.items()}
+        return value
+
+    cleaned = json.dumps(clean(arguments), ensure_ascii=False)
+    return msgspec.structs.replace(call, arguments=cleaned)
 
 
 def _refuse_far_too_long(backend: Backend, messages: Sequence[ChatMessage]) -> None:

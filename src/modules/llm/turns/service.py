@@ -27,6 +27,7 @@ from modules.conversations import (
     Conversation,
     ConversationNotFoundError,
     ConversationService,
+    Message,
     NewConversation,
     NewMessage,
     store_first_turn,
@@ -44,8 +45,11 @@ from modules.llm.inference import (
     ModelRegistry,
     QueueFullError,
     SamplingParams,
+    ToolCall,
 )
+from modules.llm.inference.tool_format import ToolCallReader
 from modules.llm.turns.admission import Admission, Ticket
+from modules.llm.turns.answer_shape import answer_shape
 from modules.llm.turns.fallback import started
 from modules.llm.turns.options import sampling_params
 from modules.llm.turns.ports import ProfileStore
@@ -106,7 +110,7 @@ class TurnService:
         own_system = request.system
         request, profile = await self._with_profile(request, conversation)
         params = sampling_params(self.settings, request.settings)
-        await ticket.reserve(params.resolved_max_tokens)
+        await ticket.reserve(params.resolved_max_tokens * params.n)  # every choice is charged
         backend, prepared, key, cached, source = await self._generate(
             chain, request, conversation, history, params
         )
@@ -129,18 +133,21 @@ class TurnService:
         if conversation is not None:
             conversation_id = conversation.id
 
-        async def settle(text: str, finished: Finished) -> None:
+        async def settle(answer: Completion) -> None:
+            finished = answer.finished
             # What the model read and generated is charged (a cache hit: nothing).
             await ticket.charge(None if cached else finished)
             if cached is None:
                 self.log["tokens"] = finished.prompt_tokens + finished.completion_tokens
             # A stopped answer is kept too, with what it had said, marked cancelled: a
             # reload during a new chat's first answer keeps the question.
+            # A conversation keeps the first choice: what the next turn continues.
             if conversation_id is not None:
-                await self._store(conversation_id, prepared, text, finished, new_conversation)
+                await self._store(conversation_id, prepared, answer, new_conversation)
             if key and cached is None and finished.finish_reason in ("stop", "length"):
                 usage = (finished.prompt_tokens, finished.completion_tokens)
-                await self.cache.put(backend.alias, key, text, finished.finish_reason, usage)
+                reason = finished.finish_reason
+                await self.cache.put(backend.alias, key, answer.text, reason, usage)
 
         return Turn(
             model=backend.alias,
@@ -183,22 +190,27 @@ class TurnService:
             fallback = chain[position + 1] if position + 1 < len(chain) else None
             try:
                 backend = self.registry.get(alias)
-                prepared = await self._prepare(backend, request, conversation, history, params)
+                shape = answer_shape(backend, params)  # a 400 before any work
+                prepared = await self._prepare(
+                    backend, request, conversation, history, params, shape.tools_prompt
+                )
                 key = (
                     self._cache_key(backend, prepared, params, request)
-                    if request.use_cache and not request.probe
+                    if request.use_cache and not request.probe and shape.plain
                     else None
                 )
                 cached = await self.cache.get(alias, key) if key else None
                 if cached is not None:
                     completion = Completion(cached.text, _finished_from_cache(cached))
                     return backend, prepared, key, cached, completion
-                generation = backend.stream(
+                generation: Generation = backend.stream(
                     prepared.prompt,
-                    params,
+                    shape.params,
                     owner=str(self.caller.user_id),
                     timeout=self.settings.llm_request_timeout_seconds,
                 )
+                if shape.reads_tool_calls:
+                    generation = ToolCallReader(generation)
                 if fallback is not None and backend.unavailable_after_start:
                     # Know that it started before giving up the others.
                     generation = await started(generation)
@@ -242,7 +254,7 @@ class TurnService:
             conversations = ConversationService(session=session)
             conversation = await conversations.get_owned(self.caller.user_id, conversation_id)
             messages = await conversations.messages(conversation.id)
-            return conversation, [ChatMessage(m.role, m.content) for m in messages]
+            return conversation, [stored_message(m) for m in messages]
 
     async def _prepare(
         self,
@@ -251,6 +263,7 @@ class TurnService:
         conversation: Conversation | None,
         history: Sequence[ChatMessage],
         params: SamplingParams,
+        tools_prompt: str | None,
     ) -> PreparedPrompt:
         if request.raw:
             return await self.preparer.text(
@@ -269,6 +282,7 @@ class TurnService:
             history=history,
             max_tokens=params.resolved_max_tokens,
             owner=str(self.caller.user_id),
+            tools_prompt=tools_prompt,
         )
 
     def _cache_key(
@@ -304,22 +318,23 @@ class TurnService:
         self,
         conversation_id: uuid.UUID,
         prepared: PreparedPrompt,
-        text: str,
-        finished: Finished,
+        answer: Completion,
         new_conversation: NewConversation | None,
     ) -> None:
-        new = [NewMessage(m.role, m.content) for m in prepared.new_messages]
+        finished = answer.finished
+        new = [new_message(m) for m in prepared.new_messages]
         if new:
-            last = new[-1]
-            new[-1] = NewMessage(last.role, last.content, prompt_tokens=finished.prompt_tokens)
+            new[-1] = replace(new[-1], prompt_tokens=finished.prompt_tokens)
+        first = answer.all_choices[0]
         new.append(
             NewMessage(
                 "assistant",
-                text,
+                first.text,
+                tool_calls=[call.openai() for call in first.tool_calls] or None,
                 completion_tokens=finished.completion_tokens,
                 generation_seconds=round(finished.generation_seconds, 4),
                 time_to_first_token=round(finished.time_to_first_token, 4),
-                finish_reason=finished.finish_reason,
+                finish_reason=first.finish_reason,
             )
         )
         if new_conversation is not None:
@@ -352,6 +367,28 @@ class TurnService:
                     if attempt == STORE_ATTEMPTS - 1:
                         raise
                     await asyncio.sleep(0.05 * (attempt + 1))
+
+
+def stored_message(message: Message) -> ChatMessage:
+    """A stored message as a model reads it (with its tool calls, if any)."""
+    calls = tuple(
+        ToolCall(
+            id=str(call.get("id", "")),
+            name=str(call.get("function", {}).get("name", "")),
+            arguments=str(call.get("function", {}).get("arguments", "")),
+        )
+        for call in message.tool_calls or ()
+    )
+    return ChatMessage(message.role, message.content, calls, message.tool_call_id)
+
+
+def new_message(message: ChatMessage) -> NewMessage:
+    return NewMessage(
+        message.role,
+        message.content,
+        tool_calls=[call.openai() for call in message.tool_calls] or None,
+        tool_call_id=message.tool_call_id,
+    )
 
 
 def _finished_from_cache(cached: CachedAnswer) -> Finished:

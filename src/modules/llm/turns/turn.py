@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 
 from modules.llm.inference import (
+    AnswerBuilder,
     Completion,
     Event,
     Failed,
@@ -25,7 +26,7 @@ from modules.llm.inference import (
 from modules.llm.turns.preparation import PreparedPrompt
 
 logger = structlog.get_logger(__name__)
-Settle = Callable[[str, Finished], Awaitable[None]]
+Settle = Callable[[Completion], Awaitable[None]]
 Release = Callable[[], Awaitable[None]]
 # Strong references: the event loop keeps only weak ones to running tasks.
 _pumps: set[asyncio.Task[None]] = set()
@@ -73,27 +74,26 @@ class Turn:
             self.cancel()  # the consumer left early: stop the model (a no-op when done)
 
     async def result(self) -> Completion:
-        parts: list[str] = []
+        answers = AnswerBuilder()
         async for event in self.events():
-            if isinstance(event, TokenDelta):
-                parts.append(event.text)
-            elif isinstance(event, Finished):
-                return Completion("".join(parts), event)
+            if isinstance(event, Finished):
+                return Completion(answers.text(), event, answers.choices(event))
+            answers.add(event)
         raise RuntimeError("the turn ended without a result")
 
     async def _pump(
         self, source: Generation | Completion, settle: Settle, release: Release, limit: float
     ) -> None:
-        parts: list[str] = []
+        answers = AnswerBuilder()
         try:
             async with asyncio.timeout(limit):
                 async for event in _events_of(source):
                     if isinstance(event, Finished):
-                        await settle("".join(parts), event)
-                    elif isinstance(event, TokenDelta):
-                        parts.append(event.text)
+                        await settle(Completion(answers.text(), event, answers.choices(event)))
+                    elif isinstance(event, TokenDelta | ToolCallDelta):
+                        answers.add(event)
                     self._queue.put_nowait(event)
-                    if not isinstance(event, TokenDelta):
+                    if isinstance(event, Finished | Failed):
                         return
         except TimeoutError:
             self.cancel()
@@ -106,7 +106,7 @@ class Turn:
 
 
 async def _events_of(source: Generation | Completion) -> AsyncIterator[Event]:
-    if isinstance(source, Completion):
+    if isinstance(source, Completion):  # from the response cache: one plain text answer
         if source.text:
             yield TokenDelta(source.text)
         yield source.finished

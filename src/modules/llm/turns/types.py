@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from modules.llm.inference import SamplingParams
+from modules.llm.inference import SamplingParams, ToolCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +15,10 @@ class InputMessage:
     role: str
     content: str
     field: str  # where the client put it, for error messages: "messages[2].content"
+    # An assistant's earlier calls, and the call a "tool" message answers: client input
+    # too, their arguments cleaned like any text.
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -14,23 +14,24 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import ServerSentEventMessage
 
+from modules.llm.api.openai.answers import (
+    AnswerIds,
+    ChatChunks,
+    TextChunks,
+    chat_completion,
+    text_completion,
+)
 from modules.llm.api.openai.errors import OpenAIError
 from modules.llm.api.openai.schemas import (
-    AssistantMessage,
-    ChatChoice,
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    ChunkChoice,
     CompletionRequest,
     ErrorBody,
     ModelCard,
     ModelCards,
-    TextChoice,
     TextCompletion,
 )
-from modules.llm.api.openai.translate import chat_turn, completion_turn, finish_reason
-from modules.llm.api.schemas import Usage
+from modules.llm.api.openai.translate import chat_turn, completion_turn
 from modules.llm.api.streaming import (
     STREAM_FAILED,
     event_stream,
@@ -38,7 +39,7 @@ from modules.llm.api.streaming import (
     sse,
     whole_answer,
 )
-from modules.llm.inference import Finished, ModelRegistry, TokenDelta
+from modules.llm.inference import Finished, ModelRegistry
 from modules.llm.turns import Turn, TurnService
 
 # /v1 answers errors in OpenAI's shape, not as problem details.
@@ -53,24 +54,21 @@ ERRORS = {
     )
 }
 
-# Builds one chunk from (text delta, finish reason or None); `usage` is added by the stream.
-ChunkOf = Callable[[str | None, str | None], ChatCompletionChunk | TextCompletion]
+Chunks = ChatChunks | TextChunks
 
 
 async def _openai_stream(
-    turn: Turn, chunk_of: ChunkOf, include_usage: bool, request_id: str | None
+    turn: Turn, chunks: Chunks, include_usage: bool, request_id: str | None
 ) -> AsyncIterator[ServerSentEventMessage]:
     try:
         async for event in turn.events():
             if isinstance(event, Finished):
-                yield sse(chunk_of(None, finish_reason(event)))
+                for chunk in chunks.finished(event):
+                    yield sse(chunk)
                 if include_usage:
-                    final = chunk_of(None, None)
-                    final.choices = []
-                    final.usage = Usage.of(event)
-                    yield sse(final)
-            elif isinstance(event, TokenDelta):
-                yield sse(chunk_of(event.text, None))
+                    yield sse(chunks.usage(event))
+            else:
+                yield sse(chunks.of(event))
     except Exception:  # logged by the turn; the client gets a stable message, no internals
         yield _error_event(STREAM_FAILED, request_id)
         return
@@ -109,47 +107,22 @@ class OpenAIController(Controller):
         with `extra_body`): `conversation_id` continues a stored conversation, `profile`
         applies an admin-managed profile, `use_cache` (default true) allows the cache."""
         turn = await turn_service.start(chat_turn(data))
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
+        ids = AnswerIds(
+            f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), turn.model, turn.conversation_id
+        )
+        logprobs = bool(data.logprobs)
         if data.stream:
-            first = True
-
-            def chunk_of(text: str | None, finish: str | None) -> ChatCompletionChunk:
-                nonlocal first
-                delta = {"content": text} if text is not None else {}
-                if first:
-                    delta = {"role": "assistant", **delta}
-                    first = False
-                return ChatCompletionChunk(
-                    id=completion_id,
-                    created=created,
-                    model=turn.model,
-                    conversation_id=turn.conversation_id,
-                    choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)],
-                )
-
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
             return event_stream(
                 ChatCompletion,
-                _openai_stream(turn, chunk_of, include_usage, request_id_of(request)),
+                _openai_stream(
+                    turn, ChatChunks(ids, logprobs), include_usage, request_id_of(request)
+                ),
                 _error_event,
                 headers={"X-Conversation-Id": str(turn.conversation_id)},
             )
         completion = await whole_answer(request, turn)
-        return ChatCompletion(
-            id=completion_id,
-            created=created,
-            model=turn.model,
-            conversation_id=turn.conversation_id,
-            choices=[
-                ChatChoice(
-                    index=0,
-                    message=AssistantMessage(content=completion.text),
-                    finish_reason=finish_reason(completion.finished),
-                )
-            ],
-            usage=Usage.of(completion.finished),
-        )
+        return chat_completion(ids, completion, logprobs=logprobs)
 
     @post("/completions", status_code=200, responses=ERRORS)
     async def completions(
@@ -160,25 +133,16 @@ class OpenAIController(Controller):
     ) -> TextCompletion:
         """OpenAI text completions: the prompt continued as is, without a chat template."""
         turn = await turn_service.start(completion_turn(data))
-        completion_id = f"cmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-
-        def chunk_of(text: str | None, finish: str | None) -> TextCompletion:
-            return TextCompletion(
-                id=completion_id,
-                created=created,
-                model=turn.model,
-                choices=[TextChoice(index=0, text=text or "", finish_reason=finish)],
-            )
-
+        ids = AnswerIds(f"cmpl-{uuid.uuid4().hex}", int(time.time()), turn.model)
+        logprobs = data.logprobs is not None
         if data.stream:
             include_usage = bool(data.stream_options and data.stream_options.include_usage)
             return event_stream(
                 TextCompletion,
-                _openai_stream(turn, chunk_of, include_usage, request_id_of(request)),
+                _openai_stream(
+                    turn, TextChunks(ids, logprobs), include_usage, request_id_of(request)
+                ),
                 _error_event,
             )
         completion = await whole_answer(request, turn)
-        whole = chunk_of(completion.text, finish_reason(completion.finished))
-        whole.usage = Usage.of(completion.finished)
-        return whole
+        return text_completion(ids, completion, logprobs=logprobs)

@@ -10,6 +10,8 @@ import msgspec
 from msgspec import Meta
 
 from modules.llm.api.schemas import Usage
+from modules.llm.inference import ResponseFormat, Tool, ToolChoice
+from modules.llm.inference.structured import FunctionName
 
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
@@ -21,25 +23,19 @@ StopString = Annotated[str, Meta(min_length=1, max_length=64)]
 Stop = StopString | Annotated[list[StopString], Meta(max_length=4)]
 ProfileName = Annotated[str, Meta(min_length=1, max_length=100)]
 
-# Fields OpenAI defines that this server does not implement: refused by name, never ignored.
+# Fields OpenAI defines that this server does not implement: refused by name, never ignored
+# (README: "The OpenAI fields").
 UNSUPPORTED_CHAT_FIELDS = {
-    "tools": "tool calling is not supported",
-    "tool_choice": "tool calling is not supported",
-    "functions": "function calling is not supported",
-    "function_call": "function calling is not supported",
-    "parallel_tool_calls": "tool calling is not supported",
-    "logprobs": "logprobs are not supported",
-    "top_logprobs": "logprobs are not supported",
+    "functions": "the legacy functions API is not supported; send tools",
+    "function_call": "the legacy functions API is not supported; send tool_choice",
     "logit_bias": "logit_bias is not supported",
     "audio": "audio output is not supported",
-    "modalities": "only text output is supported",
     "prediction": "predicted outputs are not supported",
     "web_search_options": "web search is not supported",
 }
 UNSUPPORTED_COMPLETION_FIELDS = {
     "echo": "echo is not supported",
     "best_of": "best_of is not supported",
-    "logprobs": "logprobs are not supported",
     "suffix": "suffix (insertion) is not supported",
     "logit_bias": "logit_bias is not supported",
 }
@@ -50,23 +46,31 @@ class TextPart(msgspec.Struct, forbid_unknown_fields=True):
     text: str
 
 
+class FunctionCallIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: FunctionName
+    arguments: str
+
+
+class ToolCallIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A call an assistant message made earlier, as the client sends it back."""
+
+    id: Annotated[str, Meta(min_length=1, max_length=64)]
+    function: FunctionCallIn
+    type: Literal["function"] = "function"
+
+
 class ChatMessageIn(msgspec.Struct, forbid_unknown_fields=True):
     role: str
     content: str | list[TextPart] | None = None
     name: str | None = None
-    # Known to OpenAI clients; refused with a clear message rather than as unknown.
-    tool_calls: list[Any] | None = None
-    tool_call_id: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: Annotated[str, Meta(max_length=64)] | None = None
     refusal: str | None = None
 
 
 class StreamOptions(msgspec.Struct, forbid_unknown_fields=True):
     include_usage: bool = False
     include_obfuscation: bool | None = None
-
-
-class ResponseFormat(msgspec.Struct):
-    type: str
 
 
 class OpenAIRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -82,14 +86,13 @@ class OpenAIRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     frequency_penalty: Penalty | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: Annotated[int, Meta(ge=1)] | None = None
+    n: Annotated[int, Meta(ge=1, le=128)] | None = None
     # Accepted with no effect here.
     user: str | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
     service_tier: str | None = None
     reasoning_effort: str | None = None
-    logprobs: Any = None
     logit_bias: Any = None
     # Extension: answer from the response cache when the same request was answered before.
     use_cache: bool = True
@@ -99,14 +102,15 @@ class ChatCompletionRequest(OpenAIRequest, kw_only=True):
     messages: Annotated[list[ChatMessageIn], Meta(min_length=1)]
     max_completion_tokens: Tokens | None = None
     response_format: ResponseFormat | None = None
-    tools: Any = None
-    tool_choice: Any = None
+    tools: Annotated[list[Tool], Meta(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     functions: Any = None
     function_call: Any = None
-    parallel_tool_calls: Any = None
-    top_logprobs: Any = None
     audio: Any = None
-    modalities: Any = None
+    modalities: list[Literal["text"]] | None = None
     prediction: Any = None
     web_search_options: Any = None
     # Extensions: continue a stored conversation; apply an admin-managed profile.
@@ -116,21 +120,45 @@ class ChatCompletionRequest(OpenAIRequest, kw_only=True):
 
 class CompletionRequest(OpenAIRequest, kw_only=True):
     prompt: str | Annotated[list[str], Meta(min_length=1, max_length=1)]
+    # The number of alternatives with each token's log-probability (OpenAI allows 0 to 5).
+    logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None
+    # Honoured on a local model (a grammar); passed through to a remote one.
+    response_format: ResponseFormat | None = None
     echo: Any = None
     best_of: Any = None
     suffix: Any = None
 
 
 class AssistantMessage(msgspec.Struct):
-    content: str
+    content: str | None
     role: str = "assistant"
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: None = None
+
+
+class TopLogprobOut(msgspec.Struct):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprobOut(msgspec.Struct):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprobOut]
+
+
+class ChoiceLogprobs(msgspec.Struct):
+    content: list[TokenLogprobOut] | None
+    refusal: None = None
 
 
 class ChatChoice(msgspec.Struct):
     index: int
     message: AssistantMessage
     finish_reason: str
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(msgspec.Struct):
@@ -146,8 +174,9 @@ class ChatCompletion(msgspec.Struct):
 
 class ChunkChoice(msgspec.Struct):
     index: int
-    delta: dict[str, str]
+    delta: dict[str, Any]
     finish_reason: str | None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(msgspec.Struct):
@@ -162,11 +191,20 @@ class ChatCompletionChunk(msgspec.Struct):
     usage: Usage | None = None
 
 
+class TextLogprobs(msgspec.Struct):
+    """The legacy completions shape: parallel lists, one entry per token."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]] | None
+    text_offset: list[int]
+
+
 class TextChoice(msgspec.Struct):
     index: int
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: TextLogprobs | None = None
 
 
 class TextCompletion(msgspec.Struct):

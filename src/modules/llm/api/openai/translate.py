@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 
@@ -11,10 +12,11 @@ from modules.llm.api.openai.schemas import (
     UNSUPPORTED_CHAT_FIELDS,
     UNSUPPORTED_COMPLETION_FIELDS,
     ChatCompletionRequest,
+    ChatMessageIn,
     CompletionRequest,
     OpenAIRequest,
 )
-from modules.llm.inference import Finished, SamplingParams
+from modules.llm.inference import FinishReason, SamplingParams, ToolCall
 from modules.llm.turns import InputMessage, TurnRequest
 
 
@@ -29,12 +31,6 @@ def _refuse_unsupported(body: msgspec.Struct, unsupported: Mapping[str, str]) ->
 
 
 def _check_common(body: OpenAIRequest) -> None:
-    if body.n not in (None, 1):
-        raise OpenAIError(
-            "Only n=1 is supported: this server generates one choice per request.",
-            param="n",
-            code="unsupported_value",
-        )
     if body.stream_options is not None and not body.stream:
         raise OpenAIError(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
@@ -42,7 +38,8 @@ def _check_common(body: OpenAIRequest) -> None:
         )
 
 
-def _settings(body: OpenAIRequest, max_tokens: int | None) -> SamplingParams:
+def _settings(body: OpenAIRequest, max_tokens: int | None, **more: Any) -> SamplingParams:
+    """The request's sampling fields; `more`: fields of its kind (None: left out)."""
     stop = (body.stop,) if isinstance(body.stop, str) else body.stop
     # OpenAI allows any 64-bit seed; llama.cpp takes 32 bits.
     seed = None if body.seed is None else body.seed % 2**32
@@ -54,55 +51,42 @@ def _settings(body: OpenAIRequest, max_tokens: int | None) -> SamplingParams:
         "seed": seed,
         "presence_penalty": body.presence_penalty,
         "frequency_penalty": body.frequency_penalty,
+        "n": body.n,
+        **more,
     }
     # What the client left out takes SamplingParams' defaults.
     given = {name: value for name, value in sent.items() if value is not None}
-    return msgspec.convert(given, SamplingParams)
+    return SamplingParams(**given)
 
 
 def chat_turn(body: ChatCompletionRequest) -> TurnRequest:
     _refuse_unsupported(body, UNSUPPORTED_CHAT_FIELDS)
     _check_common(body)
-    if body.response_format is not None and body.response_format.type != "text":
-        raise OpenAIError(
-            "Only response_format type 'text' is supported.",
-            param="response_format",
-            code="unsupported_value",
-        )
+    _check_tools(body)
     system_parts: list[str] = []
     messages: list[InputMessage] = []
     for index, message in enumerate(body.messages):
-        role = "system" if message.role == "developer" else message.role
-        if role not in ("system", "user", "assistant"):
-            raise OpenAIError(
-                f"Messages with role '{message.role}' are not supported "
-                "(supported: system, developer, user, assistant).",
-                param=f"messages[{index}].role",
-                code="unsupported_value",
-            )
-        if message.tool_calls:
-            raise OpenAIError(
-                "Tool calls are not supported by this server.",
-                param=f"messages[{index}].tool_calls",
-                code="unsupported_value",
-            )
-        if message.content is None:
-            raise OpenAIError("Message content is required.", param=f"messages[{index}].content")
-        content = (
-            message.content
-            if isinstance(message.content, str)
-            else "\n".join(part.text for part in message.content)
-        )
-        if role == "system":
-            system_parts.append(content)
+        converted = _message(index, message)
+        if converted.role == "system":
+            system_parts.append(converted.content)
         else:
-            messages.append(InputMessage(role, content, f"messages[{index}].content"))
+            messages.append(converted)
     if not messages:
         raise OpenAIError("At least one non-system message is required.", param="messages")
+    settings = _settings(
+        body,
+        body.max_completion_tokens or body.max_tokens,
+        response_format=body.response_format,
+        tools=None if body.tools is None else tuple(body.tools),
+        tool_choice=body.tool_choice,
+        parallel_tool_calls=body.parallel_tool_calls,
+        logprobs=body.logprobs,
+        top_logprobs=body.top_logprobs,
+    )
     return TurnRequest(
         messages=messages,
         system="\n\n".join(system_parts) or None,
-        settings=_settings(body, body.max_completion_tokens or body.max_tokens),
+        settings=settings,
         model=body.model,
         conversation_id=body.conversation_id,
         use_cache=body.use_cache,
@@ -114,15 +98,70 @@ def completion_turn(body: CompletionRequest) -> TurnRequest:
     _refuse_unsupported(body, UNSUPPORTED_COMPLETION_FIELDS)
     _check_common(body)
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+    settings = _settings(
+        body,
+        body.max_tokens,
+        response_format=body.response_format,
+        logprobs=None if body.logprobs is None else True,
+        top_logprobs=body.logprobs,
+    )
     return TurnRequest(
         messages=[InputMessage("user", prompt, "prompt")],
-        settings=_settings(body, body.max_tokens),
+        settings=settings,
         model=body.model,
         use_cache=body.use_cache,
         raw=True,
     )
 
 
-def finish_reason(finished: Finished) -> str:
-    # OpenAI knows "stop" and "length"; a deadline or a cancel is closest to "length".
-    return "stop" if finished.finish_reason == "stop" else "length"
+def finish_reason(reason: FinishReason) -> str:
+    # OpenAI knows "stop", "length" and "tool_calls"; a deadline or a cancel is closest to
+    # "length".
+    return reason if reason in ("stop", "tool_calls") else "length"
+
+
+_ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def _message(index: int, message: ChatMessageIn) -> InputMessage:
+    where = f"messages[{index}]"
+    if message.role not in _ROLES:
+        raise OpenAIError(
+            f"Messages with role '{message.role}' are not supported "
+            f"(supported: {', '.join(_ROLES)}).",
+            param=f"{where}.role",
+            code="unsupported_value",
+        )
+    role = "system" if message.role == "developer" else message.role
+    if message.tool_calls and role != "assistant":
+        raise OpenAIError("Only assistant messages carry tool_calls.", param=f"{where}.tool_calls")
+    if role == "tool" and not message.tool_call_id:
+        raise OpenAIError("A tool message needs its tool_call_id.", param=f"{where}.tool_call_id")
+    if message.content is None and not message.tool_calls:
+        raise OpenAIError("Message content is required.", param=f"{where}.content")
+    content = message.content or ""
+    if not isinstance(content, str):
+        content = "\n".join(part.text for part in content)
+    calls = tuple(
+        ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+        for call in message.tool_calls or ()
+    )
+    tool_call_id = message.tool_call_id if role == "tool" else None
+    return InputMessage(role, content, f"{where}.content", calls, tool_call_id)
+
+
+def _check_tools(body: ChatCompletionRequest) -> None:
+    if body.tool_choice is not None and not body.tools:
+        raise OpenAIError(
+            "'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice"
+        )
+    if body.parallel_tool_calls is not None and not body.tools:
+        raise OpenAIError(
+            "'parallel_tool_calls' is only allowed when 'tools' are specified.",
+            param="parallel_tool_calls",
+        )
+    if body.top_logprobs is not None and not body.logprobs:
+        raise OpenAIError("'top_logprobs' needs 'logprobs' set to true.", param="top_logprobs")
+    names = [tool.function.name for tool in body.tools or ()]
+    if len(set(names)) != len(names):
+        raise OpenAIError("Tool function names must be unique.", param="tools")

@@ -37,6 +37,7 @@ class RemoteBackend:
 
     unavailable_after_start = True  # a server refuses (or is found down) after the fact
     passthrough = True
+    capabilities = REMOTE_CAPABILITIES
 
     def __init__(self, alias: str, nodes: Sequence[RemoteNode], *, context_size: int) -> None:
         if not nodes:
