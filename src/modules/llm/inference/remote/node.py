@@ -17,8 +17,8 @@ import httpx
 
 from modules.llm.inference.descriptions import NodeDescription, public_url, redact
 from modules.llm.inference.errors import QueueFullError
-from modules.llm.inference.events import FinishReason
 from modules.llm.inference.remote.breaker import CircuitBreaker
+from modules.llm.inference.remote.chunks import ChunkReader, Output
 
 
 class RemoteError(Exception):
@@ -67,12 +67,12 @@ class RemoteNode:
         return self._client
 
     async def stream(
-        self, path: str, payload: dict[str, Any], on_text: Callable[[str], None]
-    ) -> tuple[dict[str, Any], FinishReason]:
-        """POST a streaming request; `on_text` gets each piece of text. Returns the usage
-        the server reported (empty when none) and the finish reason."""
-        usage: dict[str, Any] = {}
-        reason: FinishReason = "stop"
+        self, path: str, payload: dict[str, Any], on_output: Callable[[Output], None]
+    ) -> ChunkReader:
+        """POST a streaming request; `on_output` gets each text or tool-call piece as it
+        comes. Returns the reader, which holds the usage the server reported (empty when
+        none) and each choice's finish reason."""
+        reader = ChunkReader()
         try:
             async with self.client().stream(
                 "POST", self.base_url + path, json={**payload, "model": self.model}
@@ -88,17 +88,11 @@ class RemoteNode:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
-                    chunk = json.loads(data)
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or []:
-                        text = (choice.get("delta") or {}).get("content") or choice.get("text")
-                        if text:
-                            on_text(text)
-                        if choice.get("finish_reason") == "length":
-                            reason = "length"
+                    for output in _read(reader, data):
+                        on_output(output)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
             raise RemoteError(redact(str(exc))) from exc
-        return usage, reason
+        return reader
 
     def close(self) -> None:
         """Blocking, from a worker thread: close the pool on the loop that made it."""
@@ -127,6 +121,13 @@ def resolve_model(base_url: str, api_key: str | None, timeout: float = 10) -> st
     except (ValueError, LookupError, TypeError):
         raise RemoteError(f"{where} listed no model") from None
     return model
+
+
+def _read(reader: ChunkReader, data: str) -> list[Output]:
+    try:
+        return list(reader.read(json.loads(data)))
+    except (LookupError, TypeError, AttributeError) as exc:  # JSON, not of OpenAI's shape
+        raise RemoteError(f"the server sent a malformed chunk: {type(exc).__name__}") from exc
 
 
 def without_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
