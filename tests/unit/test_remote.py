@@ -30,6 +30,7 @@ from modules.llm.inference import (
     ToolCall,
     ToolCallDelta,
     TopLogprob,
+    UnsupportedRequestError,
 )
 from modules.llm.inference.descriptions import redact
 from modules.llm.inference.remote import (
@@ -203,14 +204,23 @@ def test_a_server_that_refuses_is_named_without_its_credentials() -> None:
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):
-    """Streams `chunks` as server-sent events to any POST; keeps each request."""
+    """Streams `chunks` as server-sent events to any POST, or answers 400 with `refusal`
+    where there is one; keeps each request."""
 
+    url: ClassVar[str]
     chunks: ClassVar[list[dict[str, Any]]]
+    refusal: ClassVar[dict[str, Any] | None]
     requests: ClassVar[list[tuple[str, dict[str, Any]]]]
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.requests.append((self.path, body))
+        if self.refusal is not None:
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps(self.refusal).encode())
+            return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -224,11 +234,14 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[type[FakeOpenAI]]:
-    handler = type("Scripted", (FakeOpenAI,), {"chunks": [], "requests": []})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    class Scripted(FakeOpenAI):  # this test's own script and requests
+        pass
+
+    Scripted.chunks, Scripted.refusal, Scripted.requests = [], None, []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
     threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-    handler.url = f"http://127.0.0.1:{httpd.server_port}/v1"  # type: ignore[attr-defined]
-    yield handler
+    Scripted.url = f"http://127.0.0.1:{httpd.server_port}/v1"
+    yield Scripted
     httpd.shutdown()
     httpd.server_close()
 
@@ -239,9 +252,10 @@ async def generate(
     messages: Sequence[ChatMessage] = (ChatMessage("user", "Hi"),),
     *,
     raw: bool = False,
+    node: RemoteNode | None = None,
 ) -> list[Event]:
-    """Every event of one generation on the server."""
-    node = RemoteNode(server.url, "m", None, httpx.Timeout(5))  # type: ignore[attr-defined]
+    """Every event of one generation on the server (through `node` where given)."""
+    node = node or RemoteNode(server.url, "m", None, httpx.Timeout(5))
     backend = RemoteBackend("far", [node], context_size=4096)
     if raw:
         prompt = await backend.text_prompt(messages[0].content)
@@ -486,15 +500,9 @@ async def test_choices_come_back_tagged_by_their_index(server: type[FakeOpenAI])
         TokenDelta(" sky", 1),
         TokenDelta(" sun", 0),
     ]
-    assert finished == Finished(
-        finish_reason="stop",
-        prompt_tokens=5,
-        completion_tokens=4,
-        prompt_seconds=finished.prompt_seconds,
-        generation_seconds=finished.generation_seconds,
-        time_to_first_token=finished.time_to_first_token,
-        choice_reasons=("stop", "length"),
-    )
+    assert isinstance(finished, Finished)
+    assert (finished.finish_reason, finished.choice_reasons) == ("stop", ("stop", "length"))
+    assert (finished.prompt_tokens, finished.completion_tokens) == (5, 4)
 
 
 async def test_a_chunk_not_of_openais_shape_fails_the_generation(server: type[FakeOpenAI]) -> None:
@@ -503,3 +511,31 @@ async def test_a_chunk_not_of_openais_shape_fails_the_generation(server: type[Fa
     assert isinstance(failed, Failed)
     assert isinstance(failed.error, BackendUnavailableError)
     assert len(server.requests) == 2  # nothing came back yet: worth one more try
+
+
+async def refusal_of(server: type[FakeOpenAI], node: RemoteNode | None = None) -> Exception:
+    (failed,) = await generate(server, SamplingParams(n=2), node=node)
+    assert isinstance(failed, Failed)
+    return failed.error
+
+
+async def test_a_request_the_server_refuses_is_the_clients_not_the_servers_fault(
+    server: type[FakeOpenAI],
+) -> None:
+    # llama-server's answer to `n` > 1: its error in OpenAI's shape.
+    server.refusal = {"error": {"code": 400, "message": "Only one completion choice is allowed",
+                                "type": "invalid_request_error"}}  # fmt: skip
+    node = RemoteNode(server.url, "m", None, httpx.Timeout(5))
+    node.breaker.failed()
+    error = await refusal_of(server, node)
+    assert isinstance(error, UnsupportedRequestError)  # a 400 for the client
+    assert str(error) == (
+        "the model's server refused the request: Only one completion choice is allowed"
+    )
+    assert len(server.requests) == 1  # not tried again
+    assert node.breaker.failures == 0  # the server is well
+    # vLLM's shape, and a body that says nothing.
+    server.refusal = {"object": "error", "message": "n must be at most 1", "code": 400}
+    assert str(await refusal_of(server)).endswith(": n must be at most 1")
+    server.refusal = {}
+    assert str(await refusal_of(server)) == "the model's server refused the request"

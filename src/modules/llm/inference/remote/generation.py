@@ -1,5 +1,6 @@
 """One generation on a remote pool: tokens pass through as they arrive; before the first
-token, a failed node is tried once more or left for another node."""
+token, a failed node is tried once more or left for another node. A request the server
+refuses (a 400: fields it lacks, passed through) is the client's, tried nowhere else."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ import msgspec
 
 from modules.llm.inference.backend import Prompt
 from modules.llm.inference.chat_template import ChatMessage
-from modules.llm.inference.errors import BackendUnavailableError, QueueFullError
+from modules.llm.inference.errors import (
+    BackendUnavailableError,
+    QueueFullError,
+    UnsupportedRequestError,
+)
 from modules.llm.inference.events import Event, Failed, Finished, FinishReason, drain
 from modules.llm.inference.remote.chunks import ChunkReader, Output
 from modules.llm.inference.remote.node import RemoteError, RemoteNode
@@ -126,6 +131,11 @@ class RemoteGeneration:
                     raise
                 self._move_to(other)
                 continue
+            except UnsupportedRequestError:
+                # The client's fields (an `n` or `tools` this server lacks): the node is
+                # well, and every other node would refuse them too.
+                node.breaker.succeeded()
+                raise
             except (RemoteError, httpx.HTTPError, ValueError):
                 node.breaker.failed()
                 if self.generated or attempt == attempts:
@@ -149,7 +159,7 @@ class RemoteGeneration:
             ending = "cancelled"
         except TimeoutError:
             ending = "timeout"
-        except QueueFullError as exc:
+        except (QueueFullError, UnsupportedRequestError) as exc:
             self.queue.put_nowait(Failed(exc))
             return
         except (RemoteError, httpx.HTTPError, ValueError) as exc:

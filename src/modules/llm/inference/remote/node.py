@@ -16,13 +16,14 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from modules.llm.inference.descriptions import NodeDescription, public_url, redact
-from modules.llm.inference.errors import QueueFullError
+from modules.llm.inference.errors import QueueFullError, UnsupportedRequestError
 from modules.llm.inference.remote.breaker import CircuitBreaker
 from modules.llm.inference.remote.chunks import ChunkReader, Output
 
 
 class RemoteError(Exception):
-    """The server failed before its first token: worth another try, here or elsewhere."""
+    """The server failed before its first token: worth another try, here or elsewhere.
+    (A request it refuses, a 400 or 422, is the client's: an UnsupportedRequestError.)"""
 
 
 class RemoteNode:
@@ -80,6 +81,8 @@ class RemoteNode:
                 if response.status_code in (429, 503):
                     retry = response.headers.get("retry-after", "1")
                     raise QueueFullError(int(retry) if retry.isdigit() else 1)
+                if response.status_code in (400, 422):  # the request, not the server
+                    raise UnsupportedRequestError(await _refusal(response))
                 if response.status_code >= 400:
                     raise RemoteError(f"the server answered {response.status_code}")
                 async for line in response.aiter_lines():
@@ -121,6 +124,23 @@ def resolve_model(base_url: str, api_key: str | None, timeout: float = 10) -> st
     except (ValueError, LookupError, TypeError):
         raise RemoteError(f"{where} listed no model") from None
     return model
+
+
+async def _refusal(response: httpx.Response) -> str:
+    """Why a server refused a request: its error's message (OpenAI's `error.message`, or
+    vLLM's top-level `message`), read from at most the body's first few KiB."""
+    body = b""
+    async for part in response.aiter_bytes():
+        body += part
+        if len(body) > 4096:
+            break
+    try:
+        answer = json.loads(body)
+        message = (answer.get("error") or answer)["message"]
+    except (ValueError, LookupError, TypeError, AttributeError):
+        message = None
+    said = f": {redact(message)[:300]}" if isinstance(message, str) and message else ""
+    return f"the model's server refused the request{said}"
 
 
 def _read(reader: ChunkReader, data: str) -> list[Output]:
