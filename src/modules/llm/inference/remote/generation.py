@@ -1,5 +1,6 @@
 """One generation on a remote pool: tokens pass through as they arrive; before the first
-token, a failed node is tried once more or left for another node."""
+token, a failed node is tried once more or left for another node. A request the server
+refuses (a 400: fields it lacks, passed through) is the client's, tried nowhere else."""
 
 from __future__ import annotations
 
@@ -9,10 +10,17 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import msgspec
 
 from modules.llm.inference.backend import Prompt
-from modules.llm.inference.errors import BackendUnavailableError, QueueFullError
-from modules.llm.inference.events import Event, Failed, Finished, FinishReason, TokenDelta, drain
+from modules.llm.inference.chat_template import ChatMessage
+from modules.llm.inference.errors import (
+    BackendUnavailableError,
+    QueueFullError,
+    UnsupportedRequestError,
+)
+from modules.llm.inference.events import Event, Failed, Finished, FinishReason, drain
+from modules.llm.inference.remote.chunks import ChunkReader, Output
 from modules.llm.inference.remote.node import RemoteError, RemoteNode
 from modules.llm.inference.remote.routing import choose
 from modules.llm.inference.sampling import SamplingParams
@@ -62,12 +70,14 @@ class RemoteGeneration:
     def events(self) -> AsyncIterator[Event]:
         return drain(self.queue, self.cancel)
 
-    def _on_text(self, text: str) -> None:
+    def _on_output(self, output: Output) -> None:
         self.first = self.first or time.monotonic()
-        self.generated += 1
-        self.queue.put_nowait(TokenDelta(text))
+        self.generated += 1  # a piece of text or of a tool call: output, not retried
+        self.queue.put_nowait(output)
 
     def _request(self) -> tuple[str, dict[str, Any]]:
+        """The endpoint and its body: OpenAI's fields as the client sent them, those left
+        at their defaults left out (never `grammar`, a local model's own)."""
         params = self.params
         payload: dict[str, Any] = {
             "stream": True,
@@ -82,13 +92,28 @@ class RemoteGeneration:
             payload["stop"] = list(params.stop)
         if params.seed is not None:
             payload["seed"] = params.seed
+        if params.response_format is not None:  # llama-server reads it on /completions too
+            payload["response_format"] = msgspec.to_builtins(params.response_format)
+        if params.n > 1:
+            payload["n"] = params.n
         if self.prompt.raw:
             payload["prompt"] = self.prompt.messages[0].content
+            if params.logprobs:  # here, the number of alternatives
+                payload["logprobs"] = params.top_logprobs
             return "/completions", payload
-        payload["messages"] = [{"role": m.role, "content": m.content} for m in self.prompt.messages]
+        if params.logprobs:
+            # top_logprobs always: llama-server reads none as 20 alternatives.
+            payload.update(logprobs=True, top_logprobs=params.top_logprobs)
+        if params.tools:
+            payload["tools"] = msgspec.to_builtins(params.tools)
+        if params.tool_choice is not None:
+            payload["tool_choice"] = msgspec.to_builtins(params.tool_choice)
+        if params.parallel_tool_calls is not None:
+            payload["parallel_tool_calls"] = params.parallel_tool_calls
+        payload["messages"] = [_message(m) for m in self.prompt.messages]
         return "/chat/completions", payload
 
-    async def _attempts(self) -> tuple[dict[str, Any], FinishReason]:
+    async def _attempts(self) -> ChunkReader:
         """Stream from this generation's node. Before the first token, a full or failing
         node is left for another one (a failing single node gets one more try)."""
         nodes, key = self.backend.nodes, self.key
@@ -98,7 +123,7 @@ class RemoteGeneration:
         for attempt in range(1, attempts + 1):
             node = self.node
             try:
-                usage, reason = await node.stream(path, payload, self._on_text)
+                reader = await node.stream(path, payload, self._on_output)
             except QueueFullError:
                 tried.add(node)
                 other = choose(nodes, key, exclude=tried)
@@ -106,6 +131,11 @@ class RemoteGeneration:
                     raise
                 self._move_to(other)
                 continue
+            except UnsupportedRequestError:
+                # The client's fields (an `n` or `tools` this server lacks): the node is
+                # well, and every other node would refuse them too.
+                node.breaker.succeeded()
+                raise
             except (RemoteError, httpx.HTTPError, ValueError):
                 node.breaker.failed()
                 if self.generated or attempt == attempts:
@@ -114,22 +144,22 @@ class RemoteGeneration:
                 self._move_to(choose(nodes, key, exclude=tried) or node)
                 continue
             node.breaker.succeeded()
-            return usage, reason
+            return reader
         raise RemoteError("no node answered")
 
     async def _run(self, *, deadline: float) -> None:
         backend = self.backend
         started = time.monotonic()
-        usage: dict[str, Any] = {}
-        reason: FinishReason = "stop"
+        reader = ChunkReader()
+        ending: FinishReason | None = None  # cut short: cancelled or timed out
         try:
             async with asyncio.timeout(deadline):
-                usage, reason = await self._attempts()
+                reader = await self._attempts()
         except asyncio.CancelledError:
-            reason = "cancelled"
+            ending = "cancelled"
         except TimeoutError:
-            reason = "timeout"
-        except QueueFullError as exc:
+            ending = "timeout"
+        except (QueueFullError, UnsupportedRequestError) as exc:
             self.queue.put_nowait(Failed(exc))
             return
         except (RemoteError, httpx.HTTPError, ValueError) as exc:
@@ -138,23 +168,42 @@ class RemoteGeneration:
             error.__cause__ = exc
             self.queue.put_nowait(Failed(error))
             return
+        self._finish(reader, ending, started)
+
+    def _finish(self, reader: ChunkReader, ending: FinishReason | None, started: float) -> None:
+        """One Finished for every choice. A generation cut short (`ending`) ends every
+        choice so: what was cut short is not a whole answer, even a choice that finished."""
         now = time.monotonic()
         first = self.first or now
-        completion = int(usage.get("completion_tokens") or self.generated)
-        prompt = int(usage.get("prompt_tokens") or self.prompt.token_count)
+        # The server's usage counts every choice's tokens; without it, the pieces do.
+        completion = int(reader.usage.get("completion_tokens") or self.generated)
+        prompt = int(reader.usage.get("prompt_tokens") or self.prompt.token_count)
         if completion:
             self.node.last_ttft = first - started
-        backend.stats.record(
-            reason, prompt_tokens=prompt, completion_tokens=completion,
+        n = self.params.n
+        reasons = tuple(ending or reader.reasons.get(choice, "stop") for choice in range(n))
+        self.backend.stats.record(
+            ending or reasons[0], prompt_tokens=prompt, completion_tokens=completion,
             submitted=started, first=first, now=now,
         )  # fmt: skip
         self.queue.put_nowait(
             Finished(
-                finish_reason=reason,
+                finish_reason=reasons[0],
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 prompt_seconds=first - started,
                 generation_seconds=now - first,
                 time_to_first_token=first - started,
+                choice_reasons=reasons if n > 1 else (),
             )
         )
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """A message in OpenAI's shape: an assistant's calls, the call a tool's result answers."""
+    sent: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        sent["tool_calls"] = [call.openai() for call in message.tool_calls]
+    if message.tool_call_id is not None:
+        sent["tool_call_id"] = message.tool_call_id
+    return sent

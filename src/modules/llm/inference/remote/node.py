@@ -16,13 +16,14 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from modules.llm.inference.descriptions import NodeDescription, public_url, redact
-from modules.llm.inference.errors import QueueFullError
-from modules.llm.inference.events import FinishReason
+from modules.llm.inference.errors import QueueFullError, UnsupportedRequestError
 from modules.llm.inference.remote.breaker import CircuitBreaker
+from modules.llm.inference.remote.chunks import ChunkReader, Output
 
 
 class RemoteError(Exception):
-    """The server failed before its first token: worth another try, here or elsewhere."""
+    """The server failed before its first token: worth another try, here or elsewhere.
+    (A request it refuses, a 400 or 422, is the client's: an UnsupportedRequestError.)"""
 
 
 class RemoteNode:
@@ -67,12 +68,12 @@ class RemoteNode:
         return self._client
 
     async def stream(
-        self, path: str, payload: dict[str, Any], on_text: Callable[[str], None]
-    ) -> tuple[dict[str, Any], FinishReason]:
-        """POST a streaming request; `on_text` gets each piece of text. Returns the usage
-        the server reported (empty when none) and the finish reason."""
-        usage: dict[str, Any] = {}
-        reason: FinishReason = "stop"
+        self, path: str, payload: dict[str, Any], on_output: Callable[[Output], None]
+    ) -> ChunkReader:
+        """POST a streaming request; `on_output` gets each text or tool-call piece as it
+        comes. Returns the reader, which holds the usage the server reported (empty when
+        none) and each choice's finish reason."""
+        reader = ChunkReader()
         try:
             async with self.client().stream(
                 "POST", self.base_url + path, json={**payload, "model": self.model}
@@ -80,6 +81,8 @@ class RemoteNode:
                 if response.status_code in (429, 503):
                     retry = response.headers.get("retry-after", "1")
                     raise QueueFullError(int(retry) if retry.isdigit() else 1)
+                if response.status_code in (400, 422):  # the request, not the server
+                    raise UnsupportedRequestError(await _refusal(response))
                 if response.status_code >= 400:
                     raise RemoteError(f"the server answered {response.status_code}")
                 async for line in response.aiter_lines():
@@ -88,17 +91,11 @@ class RemoteNode:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
-                    chunk = json.loads(data)
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or []:
-                        text = (choice.get("delta") or {}).get("content") or choice.get("text")
-                        if text:
-                            on_text(text)
-                        if choice.get("finish_reason") == "length":
-                            reason = "length"
+                    for output in _read(reader, data):
+                        on_output(output)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
             raise RemoteError(redact(str(exc))) from exc
-        return usage, reason
+        return reader
 
     def close(self) -> None:
         """Blocking, from a worker thread: close the pool on the loop that made it."""
@@ -127,6 +124,30 @@ def resolve_model(base_url: str, api_key: str | None, timeout: float = 10) -> st
     except (ValueError, LookupError, TypeError):
         raise RemoteError(f"{where} listed no model") from None
     return model
+
+
+async def _refusal(response: httpx.Response) -> str:
+    """Why a server refused a request: its error's message (OpenAI's `error.message`, or
+    vLLM's top-level `message`), read from at most the body's first few KiB."""
+    body = b""
+    async for part in response.aiter_bytes():
+        body += part
+        if len(body) > 4096:
+            break
+    try:
+        answer = json.loads(body)
+        message = (answer.get("error") or answer)["message"]
+    except (ValueError, LookupError, TypeError, AttributeError):
+        message = None
+    said = f": {redact(message)[:300]}" if isinstance(message, str) and message else ""
+    return f"the model's server refused the request{said}"
+
+
+def _read(reader: ChunkReader, data: str) -> list[Output]:
+    try:
+        return list(reader.read(json.loads(data)))
+    except (LookupError, TypeError, AttributeError) as exc:  # JSON, not of OpenAI's shape
+        raise RemoteError(f"the server sent a malformed chunk: {type(exc).__name__}") from exc
 
 
 def without_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
