@@ -94,13 +94,17 @@ def test_a_remote_model_streams_through_sanitized_and_charged(api: FakeApi, tmp_
         assert [(c["id"], c["object"], c["owned_by"]) for c in cards["data"]] == [
             ("far", "model", "llm-service")
         ]
-    # The remote itself (a fake model here) can chat and complete, nothing more.
+    # The remote itself (a fake model here): a grammar, logprobs and n like a local model;
+    # tools through the generic format, so not its own.
     with api.client(api.user_token()) as client:
         (own,) = client.get("/llm/models").json()["models"]
     assert own["capabilities"] == {
         **dict.fromkeys(CAPABILITIES, False),
         "chat": True,
         "completion": True,
+        "grammar": True,
+        "logprobs": True,
+        "n": True,
     }
 
 

@@ -89,7 +89,7 @@ async def test_descriptions_come_from_one_place_default_first() -> None:
     a, broken, _ = models
     assert a.description is not None
     assert a.load is not None
-    assert a.description.capabilities == Capabilities()  # the fake: chat and completion
+    assert a.description.capabilities == FakeBackend.capabilities
     assert a.description.slots == a.load.slots == 4
     assert a.source == "a.gguf"  # the file's name, not its path
     assert (broken.description, broken.load, broken.stats) == (None, None, None)

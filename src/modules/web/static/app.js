@@ -213,12 +213,14 @@ function toggleSidebar(open) {
 
 // Chat ------------------------------------------------------------------------------------
 
+const ROLE_LABELS = { user: "You", assistant: "Assistant", tool: "Tool result" };
+
 function addMessage(role, text) {
   const content = element("div", { class: "content", text });
   const item = element(
     "li",
     { class: `message-item ${role}` },
-    element("span", { class: "role", text: role === "user" ? "You" : "Assistant" }),
+    element("span", { class: "role", text: ROLE_LABELS[role] || role }),
     content,
   );
   $("messages").append(item);
@@ -333,10 +335,14 @@ async function openConversation(id) {
     $("conversation-title").textContent = conversation.title;
     $("messages").replaceChildren();
     for (const message of conversation.messages) {
-      if (message.role === "user" || message.role === "assistant") {
-        const item = addMessage(message.role, message.content);
-        if (message.finish_reason === "cancelled") markStopped(item);
-      }
+      if (!["user", "assistant", "tool"].includes(message.role)) continue;
+      // Tool calls and results (an app's, through /v1) show as text, as they were sent.
+      const calls = (message.tool_calls || []).map(
+        (call) => `Calls ${call.function.name}(${call.function.arguments})`,
+      );
+      const text = [message.content, ...calls].filter(Boolean).join("\n");
+      const item = addMessage(message.role, text);
+      if (message.finish_reason === "cancelled") markStopped(item);
     }
     if ([...$("model").options].some((option) => option.value === conversation.model)) {
       $("model").value = conversation.model;
