@@ -42,6 +42,8 @@ TYPES = frozenset({"string", "number", "integer", "boolean", "null", "object", "
 # The largest count a schema may bound a repetition with (characters, items): each unit of
 # a bound is a rule of the grammar.
 MAX_REPETITION = 1000
+# The deepest a schema may nest (the converter recurses a few frames per level).
+MAX_DEPTH = 64
 CACHED_GRAMMARS = 256
 _LOOSE_CHAR = 'char ::= [^"\\\\]'
 _JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F]'
@@ -86,14 +88,18 @@ class _Grammars:
 _cache = _Grammars(CACHED_GRAMMARS)
 
 
-def digest_of(material: Any) -> str:
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+def digest_of(material: Any, field: str) -> str:
+    try:
+        encoded = json.dumps(material, sort_keys=True).encode()
+    except RecursionError:
+        raise SchemaError(f"the schema nests more than {MAX_DEPTH} levels deep", field) from None
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def json_grammar(schema: dict[str, Any] | None, *, strict: bool, field: str) -> str:
     """The grammar of a JSON instance of `schema` (None: any JSON object)."""
     schema = ANY_OBJECT if schema is None else schema
-    digest = digest_of(["json", schema, strict])
+    digest = digest_of(["json", schema, strict], field)
     grammar = _cache.get(digest)
     if grammar is None:
         checked = checked_schema(schema, strict=strict, field=field)
@@ -113,7 +119,7 @@ def tool_call_grammar(
         text_allowed,
         parallel,
     ]
-    digest = digest_of(material)
+    digest = digest_of(material, "tools")
     grammar = _cache.get(digest)
     if grammar is None:
         schema = tool_calls_schema(functions, parallel=parallel)
@@ -170,41 +176,56 @@ def checked_schema(schema: Any, *, strict: bool, field: str) -> dict[str, Any]:
     the first keyword it cannot honour; without, such keywords are left out."""
     if not isinstance(schema, dict):
         raise SchemaError("a schema must be a JSON object", field)
-    checked: dict[str, Any] = copy.deepcopy(schema)
+    try:
+        checked: dict[str, Any] = copy.deepcopy(schema)
+    except RecursionError:
+        raise SchemaError(f"the schema nests more than {MAX_DEPTH} levels deep", field) from None
     for node, path in _nodes(checked, field):
         _check_node(node, path, strict=strict)
+    for node, _ in _nodes(checked, field):
+        if node.get("items") == {}:  # any items (maybe emptied above): the converter
+            del node["items"]  # fails on `{}`, and reads its absence as "any"
     return checked
 
 
 def _nodes(schema: dict[str, Any], path: str) -> Iterator[tuple[dict[str, Any], str]]:
-    """Every subschema with its path, the root first (iterative: no recursion limit)."""
-    stack: list[tuple[Any, str]] = [(schema, path)]
+    """Every subschema with its path, the root first (iterative: no recursion here; the
+    converter's is bounded by MAX_DEPTH)."""
+    stack: list[tuple[Any, str, int]] = [(schema, path, 0)]
     while stack:
-        node, where = stack.pop()
+        node, where, depth = stack.pop()
         if isinstance(node, bool):
             continue  # `true` / `false` schemas (additionalProperties)
         if not isinstance(node, dict):
             raise SchemaError("a schema must be a JSON object or a boolean", where)
+        if depth > MAX_DEPTH:
+            raise SchemaError(f"the schema nests more than {MAX_DEPTH} levels deep", where)
         yield node, where
-        for key in ("properties", "$defs", "definitions"):
-            children = node.get(key, {})
-            if not isinstance(children, dict):
-                raise SchemaError(f"'{key}' must be an object", f"{where}.{key}")
-            stack.extend((child, f"{where}.{key}.{name}") for name, child in children.items())
-        for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
-            if key not in node:
-                continue
-            children = node[key]
-            if not isinstance(children, list) or not children:
-                raise SchemaError(f"'{key}' must be a non-empty array", f"{where}.{key}")
-            stack.extend((child, f"{where}.{key}[{i}]") for i, child in enumerate(children))
-        items = node.get("items")
-        if isinstance(items, list):
-            stack.extend((child, f"{where}.items[{i}]") for i, child in enumerate(items))
-        elif items is not None:
-            stack.append((items, f"{where}.items"))
-        if isinstance(node.get("additionalProperties"), dict):
-            stack.append((node["additionalProperties"], f"{where}.additionalProperties"))
+        children = list(_children(node, where))
+        stack.extend((child, at, depth + 1) for child, at in children)
+
+
+def _children(node: dict[str, Any], where: str) -> Iterator[tuple[Any, str]]:
+    """A schema's direct subschemas, with their paths."""
+    for key in ("properties", "$defs", "definitions"):
+        children = node.get(key, {})
+        if not isinstance(children, dict):
+            raise SchemaError(f"'{key}' must be an object", f"{where}.{key}")
+        yield from ((child, f"{where}.{key}.{name}") for name, child in children.items())
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        if key not in node:
+            continue
+        children = node[key]
+        if not isinstance(children, list) or not children:
+            raise SchemaError(f"'{key}' must be a non-empty array", f"{where}.{key}")
+        yield from ((child, f"{where}.{key}[{i}]") for i, child in enumerate(children))
+    items = node.get("items")
+    if isinstance(items, list):
+        yield from ((child, f"{where}.items[{i}]") for i, child in enumerate(items))
+    elif items is not None:
+        yield items, f"{where}.items"
+    if isinstance(node.get("additionalProperties"), dict):
+        yield node["additionalProperties"], f"{where}.additionalProperties"
 
 
 def _check_node(node: dict[str, Any], path: str, *, strict: bool) -> None:
