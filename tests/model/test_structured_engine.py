@@ -313,3 +313,48 @@ def test_a_job_of_n_choices_waits_in_order_for_n_free_slots(api: ModelApi) -> No
     assert everyone.done.choice_reasons == (everyone.done.finish_reason,) * slots
     assert small.done.finish_reason in ("length", "stop")
     assert_slots_match_their_caches(backend)
+
+
+def test_a_deadline_ends_every_choice(api: ModelApi) -> None:
+    backend = api.backend
+
+    async def timed_out() -> Finished:
+        prompt = await backend.chat_prompt([ChatMessage("user", "Write a long story.")])
+        params = SamplingParams(temperature=0.8, seed=4, max_tokens=500, n=3)
+        handle = backend.stream(prompt, params, owner="deadline", timeout=0.5)
+        async for event in handle.events():
+            if isinstance(event, Finished):
+                return event
+        raise AssertionError("no Finished event")
+
+    finished = run(timed_out())
+    assert finished.choice_reasons == ("timeout",) * 3
+    assert finished.completion_tokens < 3 * 500
+    assert_slots_match_their_caches(backend)
+
+
+def test_a_failure_of_one_choice_ends_them_all(
+    api: ModelApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = api.backend
+    step = backend.engine.batch_step
+    real = step._logprobs
+    calls = 0
+
+    class FailsOnTheFifth:
+        def of(self, index: int, token: int, top: int) -> TokenLogprob:
+            nonlocal calls
+            calls += 1
+            if calls == 5:
+                raise RuntimeError("a sampling failure")
+            return real.of(index, token, top)
+
+    monkeypatch.setattr(step, "_logprobs", FailsOnTheFifth())
+    params = SamplingParams(temperature=0, max_tokens=40, n=2, logprobs=True)
+    with pytest.raises(RuntimeError, match="a sampling failure"):
+        run(answer(backend, "Tell me about owls.", params, owner="failing"))
+    monkeypatch.undo()
+    assert_slots_match_their_caches(backend)
+    # The engine goes on.
+    after = run(answer(backend, "Say hi.", SamplingParams(temperature=0, max_tokens=4, n=2)))
+    assert len(after.done.choice_reasons) == 2
