@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from modules.llm.inference import Finished, SamplingParams, TokenDelta
-from modules.llm.inference.events import Event
+from modules.llm.inference.events import Event, TokenLogprob
 from modules.llm.inference.llamacpp.jobs import GenerationJob, Outbox
 
 
@@ -85,3 +85,35 @@ async def test_each_stream_keeps_its_own_text_in_order() -> None:
     outbox.flush_due()
     assert await delivered(first) == [TokenDelta("<"), TokenDelta("ab"), end]
     assert await delivered(second) == [TokenDelta("<"), TokenDelta("AB")]
+
+
+def logprob(token: str) -> TokenLogprob:
+    return TokenLogprob(token, -0.5, tuple(token.encode()))
+
+
+async def test_each_choice_keeps_its_own_text_and_logprobs_in_order() -> None:
+    outbox = Outbox(interval=3600)
+    loop = asyncio.get_running_loop()
+    job = GenerationJob(
+        prompt_tokens=[1],
+        params=SamplingParams(temperature=0, max_tokens=4, n=2, logprobs=True),
+        owner="someone",
+        deadline=time.monotonic() + 60,
+        loop=loop,
+        outbox=outbox,
+    )
+    job.emit(TokenDelta("<", 0, (logprob("<"),)))
+    outbox.flush_due()
+    for text in ("a", "b"):
+        job.emit(TokenDelta(text, 0, (logprob(text),)))
+        job.emit(TokenDelta(text.upper(), 1, (logprob(text.upper()),)))
+    job.emit(TokenDelta("", 1, (logprob("!"),)))  # a token whose text is held back
+    end = Finished("length", prompt_tokens=1, completion_tokens=5, choice_reasons=("length",) * 2)
+    job.emit(end)
+    outbox.flush_due()
+    assert await delivered(job) == [
+        TokenDelta("<", 0, (logprob("<"),)),
+        TokenDelta("ab", 0, (logprob("a"), logprob("b"))),
+        TokenDelta("AB", 1, (logprob("A"), logprob("B"), logprob("!"))),
+        end,
+    ]

@@ -13,7 +13,11 @@ import llama_cpp
 from modules.llm.inference.backend import Prompt
 from modules.llm.inference.chat_template import ChatMessage, ChatPromptBuilder
 from modules.llm.inference.descriptions import Capabilities, LocalDetails, ModelDescription
-from modules.llm.inference.errors import BackendUnavailableError, PromptTooLongError
+from modules.llm.inference.errors import (
+    BackendUnavailableError,
+    PromptTooLongError,
+    UnsupportedRequestError,
+)
 from modules.llm.inference.llamacpp.engine import LLMEngine
 from modules.llm.inference.llamacpp.jobs import GenerationHandle
 from modules.llm.inference.llamacpp.model import LoadedModel, ModelClosedError, ModelOptions
@@ -121,8 +125,18 @@ class LlamaCppBackend:
     def stream(
         self, prompt: Prompt, params: SamplingParams, *, owner: str, timeout: float
     ) -> GenerationHandle:
+        """Queue a generation. Refused before it is queued: a prompt the context cannot
+        hold, more choices than slots (`n`), a grammar llama.cpp cannot parse (parsed once
+        per grammar text, on first use)."""
         if prompt.token_count >= self.context_size:
             raise PromptTooLongError(prompt.token_count, self.context_size)
+        slots = self.engine.parallel
+        if params.n > slots:
+            raise UnsupportedRequestError(
+                f"n is {params.n}; this model serves at most {slots} choices at once", field="n"
+            )
+        if params.grammar:
+            self.engine.grammars.check(params.grammar)
         return self.engine.submit(
             list(prompt.tokens),
             params,
@@ -186,11 +200,11 @@ class LlamaCppBackend:
 
 
 def local_capabilities(model: LoadedModel) -> Capabilities:
-    """What a model in this process can do: chat and completion always; grammar and
-    logprobs because llama.cpp has a grammar sampler and the logits (what the runtime
-    offers: the engine wires them when structured output and logprobs arrive, and /v1
-    refuses `logprobs` until then); embeddings only from a context made with embeddings on
-    and a pooling type; tools and `n` not yet (no tool-call format, one sequence a request)."""
+    """What a model in this process can do: chat and completion always; a grammar (llama.cpp's
+    grammar sampler), logprobs (from the logits) and `n` choices (one slot each, the prompt
+    read once) always; embeddings only from a context made with embeddings on and a pooling
+    type. Not `tools`: the turn service gives a local model the generic tool format, which
+    a grammar enforces."""
     context = model.context
     pooled = llama_cpp.llama_pooling_type(context.ctx) != llama_cpp.LLAMA_POOLING_TYPE_NONE
     return Capabilities(
@@ -200,5 +214,5 @@ def local_capabilities(model: LoadedModel) -> Capabilities:
         grammar=True,
         tools=False,
         logprobs=True,
-        n=False,
+        n=True,
     )

@@ -8,6 +8,9 @@ free slots and runs steps while any slot works; two parts do the rest:
   cache already holds: the slot's own cache, a saved sequence state, the shared prefix.
 * `BatchStep` (step.py): one step of continuous batching (batch, decode, sampling, events)
   and the endings of the jobs in the slots.
+
+A job asking for n choices takes n slots at once; it waits, in order, until that many are
+free (the jobs behind it wait too, so it is never starved by smaller ones).
 """
 
 from __future__ import annotations
@@ -22,13 +25,18 @@ from collections import deque
 
 import structlog
 
-from modules.llm.inference.errors import BackendUnavailableError, QueueFullError, QueueTimeoutError
-from modules.llm.inference.events import Failed, Finished
+from modules.llm.inference.errors import (
+    BackendUnavailableError,
+    QueueFullError,
+    QueueTimeoutError,
+    UnsupportedRequestError,
+)
+from modules.llm.inference.events import Failed, Finished, FinishReason
 from modules.llm.inference.llamacpp.jobs import GenerationHandle, GenerationJob, Outbox
 from modules.llm.inference.llamacpp.model import LoadedModel
 from modules.llm.inference.llamacpp.placement import Placement
-from modules.llm.inference.llamacpp.sampler import build_sampler
-from modules.llm.inference.llamacpp.slots import ActiveJob
+from modules.llm.inference.llamacpp.sampler import GrammarCache, build_sampler
+from modules.llm.inference.llamacpp.slots import ActiveJob, Choices
 from modules.llm.inference.llamacpp.step import BatchStep, DecodeError
 from modules.llm.inference.sampling import SamplingParams
 from modules.llm.inference.stats import GenerationStats
@@ -71,6 +79,7 @@ class LLMEngine:
         self._admitting = 0
         self._outbox = Outbox(stream_interval)
         self.placement = Placement(model, self.stats, state_cache_bytes)
+        self.grammars = GrammarCache(model.vocab)
         self.batch_step = BatchStep(
             model,
             self.placement,
@@ -116,6 +125,7 @@ class LLMEngine:
         self._outbox.flush()
         with contextlib.suppress(Exception):
             self.batch_step.close()
+        self.grammars.close()
         self.model.close()
 
     @property
@@ -169,6 +179,11 @@ class LLMEngine:
         text that is the same for everyone (the server's default system prompt)."""
         if not self.is_running:
             raise BackendUnavailableError("the model is not loaded")
+        if params.n > self.parallel:  # it would wait for more free slots than there are
+            raise UnsupportedRequestError(
+                f"n is {params.n}; this model serves at most {self.parallel} choices at once",
+                field="n",
+            )
         job = GenerationJob(
             prompt_tokens=prompt_tokens,
             params=params,
@@ -213,9 +228,16 @@ class LLMEngine:
         batch_step.fail_all(BackendUnavailableError("the service is shutting down"))
         self._outbox.flush()
 
-    def _next_waiting(self) -> GenerationJob | None:
+    def _next_waiting(self, free: int) -> GenerationJob | None:
+        """The first waiting job if `free` slots serve it (a job that will not start, being
+        cancelled or late, is taken whatever it asked for)."""
         with self._waiting_lock:
             if not self._waiting:
+                return None
+            job = self._waiting[0]
+            if job.params.n > free and not (
+                job.cancelled.is_set() or time.monotonic() > job.deadline
+            ):
                 return None
             self._admitting += 1  # in neither the queue nor a slot until placed
             return self._waiting.popleft()
@@ -227,8 +249,8 @@ class LLMEngine:
     def _admit(self) -> int:
         """Move waiting jobs, in order, into free slots; how many were taken."""
         taken = 0
-        while any(slot.active is None for slot in self._slots):
-            job = self._next_waiting()
+        while free := sum(1 for slot in self._slots if slot.active is None):
+            job = self._next_waiting(free)
             if job is None:
                 break
             try:
@@ -258,7 +280,10 @@ class LLMEngine:
     def _admit_one(self, job: GenerationJob) -> None:
         if job.cancelled.is_set():
             self.stats.cancelled += 1
-            job.emit(Finished("cancelled", len(job.prompt_tokens), 0))
+            n = job.params.n
+            cancelled: FinishReason = "cancelled"
+            reasons = (cancelled,) * n if n > 1 else ()
+            job.emit(Finished("cancelled", len(job.prompt_tokens), 0, choice_reasons=reasons))
             return
         if time.monotonic() > job.deadline:
             self.stats.timed_out += 1
@@ -280,12 +305,40 @@ class LLMEngine:
             raise ValueError(
                 f"the prompt needs {len(prompt)} tokens; a sequence holds {self.model.n_ctx}"
             )
+        params = job.params
+        if params.n > self.parallel:
+            raise ValueError(
+                f"the job asks for {params.n} choices; there are {self.parallel} slots"
+            )
+        # Everything that may fail comes before the job takes a slot.
+        choices = [self._choice(job, choice) for choice in range(params.n)]
         slot, shared = self.placement.place(job)
-        room = self.model.n_ctx - len(prompt)
-        slot.active = ActiveJob(
+        first = choices[0]
+        first.pending, first.cached_tokens = list(prompt[shared:]), shared
+        slot.active = first
+        if len(choices) > 1:
+            members = [(slot, first)]
+            for other in choices[1:]:
+                other_slot = self.placement.take(job.owner)
+                other_slot.active, other.copy_from = other, slot
+                members.append((other_slot, other))
+            group = Choices(members, [None] * len(members))
+            for active in choices:
+                active.choices = group
+
+    def _choice(self, job: GenerationJob, choice: int) -> ActiveJob:
+        """Choice `choice` of `job`, not yet in a slot: its samplers and limits."""
+        params = job.params
+        return ActiveJob(
             job=job,
-            sampler=build_sampler(job.params, self.model.n_vocab),
-            max_tokens=max(0, min(job.params.resolved_max_tokens, room)),
-            pending=list(prompt[shared:]),
-            cached_tokens=shared,
+            sampler=build_sampler(params, self.model.n_vocab, choice),
+            max_tokens=max(
+                0, min(params.resolved_max_tokens, self.model.n_ctx - len(job.prompt_tokens))
+            ),
+            pending=[],
+            cached_tokens=0,
+            grammar=self.grammars.sampler(params.grammar) if params.grammar else None,
+            logprobs=[] if params.logprobs else None,
+            top_logprobs=params.top_logprobs if params.logprobs else 0,
+            choice=choice,
         )

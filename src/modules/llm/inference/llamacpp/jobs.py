@@ -51,25 +51,31 @@ class Outbox:
         self._sent_at = time.monotonic()
         events, self._events = self._events, []
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[GenerationJob, Event]]] = {}
-        # A stream's texts of one hand-off become one delta: one SSE write, one client read.
-        open_text: dict[GenerationJob, int] = {}  # where the job's last delta is in its batch
+        # A stream's texts of one hand-off become one delta per choice: one SSE write, one
+        # client read. Where the last delta of a job's choice is in its loop's batch:
+        open_text: dict[tuple[GenerationJob, int], int] = {}
         for job, event in events:
             batch = by_loop.setdefault(job.loop, [])
-            at = open_text.get(job)
             if isinstance(event, TokenDelta):
+                key = (job, event.choice)
+                at = open_text.get(key)
                 if at is not None:
-                    earlier = batch[at][1]
-                    assert isinstance(earlier, TokenDelta)
-                    batch[at] = (job, TokenDelta(earlier.text + event.text))
+                    batch[at] = (job, _joined(batch[at][1], event))
                     continue
-                open_text[job] = len(batch)
-            else:
-                open_text.pop(job, None)
+                open_text[key] = len(batch)
+            else:  # nothing after it joins what came before it
+                for choice in range(job.params.n):
+                    open_text.pop((job, choice), None)
             batch.append((job, event))
         for loop, batch in by_loop.items():
             # The caller's loop may already be gone (shutdown): nothing left to tell.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_deliver, batch)
+
+
+def _joined(earlier: Event, later: TokenDelta) -> TokenDelta:
+    assert isinstance(earlier, TokenDelta)
+    return TokenDelta(earlier.text + later.text, later.choice, earlier.logprobs + later.logprobs)
 
 
 def _deliver(batch: list[tuple[GenerationJob, Event]]) -> None:

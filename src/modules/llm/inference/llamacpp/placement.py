@@ -73,6 +73,26 @@ class Placement:
         slot.last_used = time.monotonic()
         return slot, shared
 
+    def take(self, owner: str) -> Slot:
+        """An idle slot (there must be one) for a further choice of `owner`'s job, whose
+        first choice is placed: empty, as it starts from a copy of that choice's cache. An
+        empty slot is taken first, else the least recently used (its cache saved)."""
+        idle = [slot for slot in self.slots if slot.active is None]
+        slot = min(idle, key=lambda s: (bool(s.tokens), s.last_used))
+        self._evict(slot)
+        slot.owner = owner
+        slot.last_used = time.monotonic()
+        return slot
+
+    def copy_prompt(self, source: Slot, slot: Slot, prompt: list[int]) -> None:
+        """Make `slot`'s cache a copy of `source`'s, which holds exactly `prompt`.
+
+        With a sequence per stream (kv_unified off), llama.cpp copies the buffers at the
+        next decode, not now: call this just before a decode that includes `slot`, with
+        nothing else done to either sequence in between."""
+        llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, -1, -1)
+        slot.tokens = list(prompt)
+
     def _resume_longest(self, slot: Slot, owner: str, prompt: list[int], shared: int) -> int:
         """`slot`, this owner's, shares `shared` tokens with the prompt. One owner may have
         more conversations than slots (a gateway's service account has all of its users'):

@@ -10,19 +10,30 @@ from dataclasses import dataclass, field
 
 from llama_cpp import _internals as internals
 
+from modules.llm.inference.events import FinishReason, TokenLogprob
 from modules.llm.inference.llamacpp.jobs import GenerationJob
 from modules.llm.inference.sequences import common_prefix
 
 
-@dataclass
+@dataclass(eq=False)
 class ActiveJob:
-    """A job being served in a slot."""
+    """A job (one of its choices) being served in a slot."""
 
     job: GenerationJob
     sampler: internals.LlamaSampler
     max_tokens: int
     pending: list[int]  # prompt tokens not yet decoded
     cached_tokens: int
+    grammar: internals.LlamaSampler | None = None  # a chain of the grammar sampler alone
+    # The logprobs of tokens sampled and not yet sent (None: not asked for), and how many
+    # alternatives each step lists.
+    logprobs: list[TokenLogprob] | None = None
+    top_logprobs: int = 0
+    choice: int = 0
+    choices: Choices | None = None  # with n > 1, every choice of the job
+    # A choice after the first, until its first token is decoded: the slot whose cache
+    # (the prompt) its own sequence starts from.
+    copy_from: Slot | None = None
     started_at: float = field(default_factory=time.monotonic)
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -33,6 +44,24 @@ class ActiveJob:
     first_token_at: float | None = None
     last_token: int | None = None  # sampled, not yet decoded
     batch_index: int = -1  # where this slot's logits are in the current batch
+
+
+@dataclass(eq=False)
+class Choices:
+    """The choices of a job with n > 1, each in a slot of its own: the first reads the
+    prompt, the others sample from its logits and continue on copies of its cache. The
+    job ends (one Finished) when the last one does; a failure ends them all."""
+
+    members: list[tuple[Slot, ActiveJob]]
+    reasons: list[FinishReason | None]
+
+    def end(self, choice: int, reason: FinishReason) -> bool:
+        """Record how `choice` ended; whether it was the last one running."""
+        self.reasons[choice] = reason
+        return all(reason is not None for reason in self.reasons)
+
+    def running(self) -> list[tuple[Slot, ActiveJob]]:
+        return [(slot, active) for slot, active in self.members if slot.active is active]
 
 
 @dataclass

@@ -7,6 +7,11 @@ request that finishes, fails or is cancelled leaves its slot at once.
 
 This is the engine's hot loop: it runs once per generated token of every stream, so its
 attribute lookups are bound to locals and nothing is allocated per token that need not be.
+A grammar, logprobs and several choices cost only the requests that ask for them.
+
+A job with n choices holds n slots: the first reads the prompt; when it is read, every
+choice samples its first token from the prompt's logits, and the others' sequences get a
+copy of the prompt's cache in the next step, which follows at once (see `run`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from modules.llm.inference.events import Failed, Finished, FinishReason, TokenDe
 from modules.llm.inference.llamacpp.jobs import Outbox
 from modules.llm.inference.llamacpp.model import LoadedModel
 from modules.llm.inference.llamacpp.placement import Placement
+from modules.llm.inference.llamacpp.sampler import ConstrainedSampling, Logprobs
 from modules.llm.inference.llamacpp.slots import ActiveJob, Slot
 from modules.llm.inference.sequences import find_stop, partial_stop_suffix
 from modules.llm.inference.stats import GenerationStats
@@ -59,6 +65,11 @@ class BatchStep:
         self._context = model.context.ctx
         self._is_end = model.is_end_of_generation
         self._token_bytes = model.token_bytes
+        self._constrained = ConstrainedSampling(self._context, model.n_vocab)
+        self._logprobs = Logprobs(self._context, model.n_vocab, model.token_bytes)
+        # The step read the prompt of a job with several choices: the next one, which
+        # copies that prompt's cache, must follow at once.
+        self._copying = False
         self._batch = llama_cpp.llama_batch_init(model.options.n_batch, 0, 1)
         batch = self._batch
         # The batch's arrays, bound once: reading a pointer field of a ctypes structure
@@ -74,7 +85,18 @@ class BatchStep:
         self.decoded_at = None
 
     def run(self) -> None:
-        """Build one batch (a token per generating slot, then prompt chunks) and decode it."""
+        """Build one batch (a token per generating slot, then prompt chunks) and decode it.
+
+        After a step that read the prompt of a job with several choices, a second one runs
+        at once: it copies the prompt's cache into the other choices' sequences, which
+        llama.cpp does at that decode. Nothing may change those sequences in between (the
+        engine places new jobs between steps), so nothing does."""
+        self._step()
+        while self._copying:
+            self._copying = False
+            self._step()
+
+    def _step(self) -> None:
         count = self._add_prompts(self._add_generating())
         # What the last steps produced goes to the event loop now (when due), just before
         # the decode lets go of the GIL: the loop's work on it (SSE, storage) runs beside
@@ -102,6 +124,8 @@ class BatchStep:
                 continue
             token = active.last_token
             if token is not None:
+                if active.copy_from is not None:
+                    self._copy_prompt(slot, active)
                 tokens[count] = token
                 positions[count] = len(slot.tokens)
                 n_seq_ids[count] = 1
@@ -112,6 +136,14 @@ class BatchStep:
                 active.batch_index = count
                 count += 1
         return count
+
+    def _copy_prompt(self, slot: Slot, active: ActiveJob) -> None:
+        """A further choice's first token goes into the batch: its sequence starts as a copy
+        of the first choice's, which holds exactly the prompt (read by the step before)."""
+        source = active.copy_from
+        assert source is not None
+        self._placement.copy_prompt(source, slot, active.job.prompt_tokens)
+        active.copy_from = None
 
     def _add_prompts(self, count: int) -> int:
         """Add prompt chunks after the `count` tokens in the batch; how many it then holds.
@@ -151,6 +183,11 @@ class BatchStep:
             if not active.pending:
                 logits[count - 1] = True  # the prompt is read: its last token's logits
                 active.batch_index = count - 1
+                if active.choices is not None:
+                    # Every choice samples its first token from these logits.
+                    for _, member in active.choices.running():
+                        member.batch_index = count - 1
+                    self._copying = True
                 if self.prefill_chunk - budget >= self.prefill_group_tokens:
                     break
         return count
@@ -187,15 +224,21 @@ class BatchStep:
                 self.fail(slot, active, exc)
 
     def _sample(self, slot: Slot, active: ActiveJob) -> None:
-        token = llama_cpp.llama_sampler_sample(
-            active.sampler.sampler, self._context, active.batch_index
-        )
+        index = active.batch_index
+        grammar = active.grammar
+        if grammar is None:
+            token = llama_cpp.llama_sampler_sample(active.sampler.sampler, self._context, index)
+        else:
+            token = self._constrained.sample(active.sampler.sampler, grammar.sampler, index)
         if active.first_token_at is None:
             active.first_token_at = time.monotonic()
         if self._is_end(token):
             self.finish(slot, active, "stop")
             return
         active.completion_tokens += 1
+        logprobs = active.logprobs
+        if logprobs is not None:
+            logprobs.append(self._logprobs.of(index, token, active.top_logprobs))
         active.text += active.decoder.decode(self._token_bytes(token))
         stops = active.job.params.stop
         stop_at = find_stop(active.text, stops, active.emitted, max(map(len, stops), default=0))
@@ -205,7 +248,12 @@ class BatchStep:
             return
         safe_end = len(active.text) - partial_stop_suffix(active.text, stops)
         if safe_end > active.emitted:
-            active.job.emit(TokenDelta(active.text[active.emitted : safe_end]))
+            text = active.text[active.emitted : safe_end]
+            if logprobs:
+                active.job.emit(TokenDelta(text, active.choice, tuple(logprobs)))
+                logprobs.clear()
+            else:
+                active.job.emit(TokenDelta(text, active.choice))
             active.emitted = safe_end
         active.last_token = token
         if active.completion_tokens >= active.max_tokens:
@@ -231,7 +279,10 @@ class BatchStep:
                 self.fail(slot, slot.active, error)
 
     def fail(self, slot: Slot, active: ActiveJob, error: Exception) -> None:
-        self._release(slot, active, keep_cache=False)
+        """End the job in `slot`, every choice of it, with `error`."""
+        running = [(slot, active)] if active.choices is None else active.choices.running()
+        for member_slot, member in running:
+            self._release(member_slot, member, keep_cache=False)
         self.stats.failed += 1
         active.job.emit(Failed(error))
 
@@ -242,30 +293,51 @@ class BatchStep:
         now = self._release(slot, active, keep_cache=not active.pending)
         job = active.job
         # The decoder may still hold the first bytes of a character that max_tokens or the
-        # deadline cut off: they are dropped, never turned into U+FFFD.
-        if len(active.text) > active.emitted:
-            job.emit(TokenDelta(active.text[active.emitted :]))
+        # deadline cut off: they are dropped, never turned into U+FFFD. Logprobs not sent
+        # yet (a stop string's tokens, text held back) go with the last text, or alone.
+        tail = active.text[active.emitted :]
+        if tail or active.logprobs:
+            job.emit(TokenDelta(tail, active.choice, tuple(active.logprobs or ())))
+        choices = active.choices
+        if choices is None:
+            self._finished(active, reason, now, active.completion_tokens)
+        elif choices.end(active.choice, reason):
+            completion_tokens = sum(member.completion_tokens for _, member in choices.members)
+            reasons = tuple(reason for reason in choices.reasons if reason is not None)
+            self._finished(choices.members[0][1], reasons[0], now, completion_tokens, reasons)
+
+    def _finished(
+        self,
+        first_choice: ActiveJob,
+        reason: FinishReason,
+        now: float,
+        completion_tokens: int,
+        reasons: tuple[FinishReason, ...] = (),
+    ) -> None:
+        """The job's one Finished (`reasons`: each choice's, with n > 1), and its stats."""
+        job = first_choice.job
         prompt_tokens = len(job.prompt_tokens)
-        first = active.first_token_at or now
+        first = first_choice.first_token_at or now
         self.stats.record(
             reason,
             prompt_tokens=prompt_tokens,
-            completion_tokens=active.completion_tokens,
+            completion_tokens=completion_tokens,
             submitted=job.submitted_at,
             first=first,
             now=now,
-            cached_tokens=active.cached_tokens,
+            cached_tokens=first_choice.cached_tokens,
         )
         job.emit(
             Finished(
                 finish_reason=reason,
                 prompt_tokens=prompt_tokens,
-                completion_tokens=active.completion_tokens,
-                queue_seconds=active.started_at - job.submitted_at,
-                prompt_seconds=first - active.started_at,
+                completion_tokens=completion_tokens,
+                queue_seconds=first_choice.started_at - job.submitted_at,
+                prompt_seconds=first - first_choice.started_at,
                 generation_seconds=now - first,
                 time_to_first_token=first - job.submitted_at,
-                cached_tokens=active.cached_tokens,
+                cached_tokens=first_choice.cached_tokens,
+                choice_reasons=reasons,
             )
         )
 
