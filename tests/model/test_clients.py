@@ -182,7 +182,12 @@ def test_json_schema_sampled_answers_validate(target: tuple[str, str, str]) -> N
 def test_langchain_structured_output_and_bind_tools(target: tuple[str, str, str]) -> None:
     base, token, model = target
     llm = ChatOpenAI(
-        base_url=f"{base}/v1", api_key=token, model=model, temperature=0, max_retries=0
+        base_url=f"{base}/v1",
+        api_key=token,
+        model=model,
+        temperature=0,
+        max_tokens=160,  # a call's JSON is over the suite's default of 32 tokens
+        max_retries=0,
     )
     person = llm.with_structured_output(Person).invoke(PROMPTS[0])
     assert isinstance(person, Person)
@@ -211,6 +216,7 @@ def test_instructor_default_mode(target: tuple[str, str, str]) -> None:
         response_model=Person,
         messages=[{"role": "user", "content": PROMPTS[1]}],
         temperature=0,
+        max_tokens=160,  # the call's JSON is over the suite's default of 32 tokens
         max_retries=2,
     )
     assert isinstance(person, Person)

@@ -42,6 +42,8 @@ TYPES = frozenset({"string", "number", "integer", "boolean", "null", "object", "
 # The largest count a schema may bound a repetition with (characters, items): each unit of
 # a bound is a rule of the grammar.
 MAX_REPETITION = 1000
+# The most tool calls one answer may make at once.
+MAX_PARALLEL_CALLS = 8
 # The deepest a schema may nest (the converter recurses a few frames per level).
 MAX_DEPTH = 64
 CACHED_GRAMMARS = 256
@@ -157,9 +159,9 @@ def tool_calls_schema(functions: Sequence[FunctionSpec], *, parallel: bool) -> d
             }
         )
     items: dict[str, Any] = {"anyOf": calls} if len(calls) > 1 else calls[0]
-    array: dict[str, Any] = {"type": "array", "items": items, "minItems": 1}
-    if not parallel:
-        array["maxItems"] = 1
+    # A bound on calls at once: a small model can otherwise repeat a call until max_tokens.
+    most = MAX_PARALLEL_CALLS if parallel else 1
+    array: dict[str, Any] = {"type": "array", "items": items, "minItems": 1, "maxItems": most}
     schema: dict[str, Any] = {
         "type": "object",
         "properties": {"tool_calls": array},

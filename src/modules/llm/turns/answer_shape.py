@@ -92,8 +92,9 @@ def _generic_tools(params: SamplingParams) -> AnswerShape:
         if not functions:
             raise SchemaError(f"tool_choice names {named!r}, which is not in tools", "tool_choice")
     text_allowed = params.tool_choice in (None, "auto")
-    grammar = tool_call_grammar(
-        functions, text_allowed=text_allowed, parallel=params.parallel_tool_calls is not False
-    )
+    # A named function is called once (OpenAI's forced call); otherwise several calls at
+    # once unless the client said no.
+    parallel = named is None and params.parallel_tool_calls is not False
+    grammar = tool_call_grammar(functions, text_allowed=text_allowed, parallel=parallel)
     prompt = describe_tools(params.tools, required=named, text_allowed=text_allowed)
     return AnswerShape(msgspec.structs.replace(params, grammar=grammar), prompt, True)
