@@ -150,7 +150,7 @@ def ms(seconds: float | None) -> str:
 # Part two ------------------------------------------------------------------------------
 
 
-def under_load(requests_each: int, prepare_workers: int) -> None:
+def under_load(requests_each: int, prepare_workers: int, settings: dict[str, str]) -> None:
     import httpx
     from service import running_service
 
@@ -158,7 +158,11 @@ def under_load(requests_each: int, prepare_workers: int) -> None:
     statuses: dict[str, dict[int, int]] = {}
     results: dict[str, tuple[list[float], list[float]]] = {}
     with running_service(
-        LLM_MAX_IN_FLIGHT_PER_USER="0", LLM_PREPARE_WORKERS=str(prepare_workers)
+        **{
+            "LLM_MAX_IN_FLIGHT_PER_USER": "0",
+            "LLM_PREPARE_WORKERS": str(prepare_workers),
+            **settings,
+        }
     ) as service:
         other = other_user(service.base_url)
 
@@ -283,6 +287,19 @@ def main() -> None:
         help="part two: LLM_PREPARE_WORKERS (0: the default; 64: no lane to speak of)",
     )
     parser.add_argument("--no-scaling", action="store_true", help="only part two")
+    parser.add_argument(
+        "--database-url",
+        help="part two: DATABASE_URL (default: the embedded SQLite), migrated beforehand "
+        "(`llm-service migrate`)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="part two: another setting for the service (repeatable), e.g. "
+        "RATE_LIMIT_REQUESTS_PER_MINUTE=60 LLM_MAX_IN_FLIGHT_PER_USER=2",
+    )
     args = parser.parse_args()
     sizes = []
     size = args.min_kib * 1024
@@ -292,7 +309,10 @@ def main() -> None:
     if not args.no_scaling:
         scaling(sizes, args.sanitizer, args.budget)
     if not args.no_service:
-        under_load(args.probes, args.prepare_workers)
+        settings = dict(item.split("=", 1) for item in args.set)
+        if args.database_url:
+            settings["DATABASE_URL"] = args.database_url
+        under_load(args.probes, args.prepare_workers, settings)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from app.compute_threads import configure_thread_waiting
 from modules.config import Settings
 
 if TYPE_CHECKING:
@@ -31,11 +32,14 @@ def _settings() -> Settings:
 
 
 def serve(args: argparse.Namespace) -> None:
+    settings = _settings()
+    # First: OpenMP reads how its threads wait when llama.cpp loads, with the imports below.
+    configure_thread_waiting(settings.llm_threads_wait)
+
     from app import create_app
     from app.migrations import pending_migrations, upgrade_to_head
     from app.shutdown import run_server
 
-    settings = _settings()
     if args.host:
         settings.host = args.host
     if args.port:
