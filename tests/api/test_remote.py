@@ -102,6 +102,7 @@ def test_a_remote_model_streams_through_sanitized_and_charged(api: FakeApi, tmp_
         **dict.fromkeys(CAPABILITIES, False),
         "chat": True,
         "completion": True,
+        "embeddings": True,
         "grammar": True,
         "logprobs": True,
         "n": True,
