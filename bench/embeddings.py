@@ -11,7 +11,7 @@ Part two (skipped with `--no-service`) starts `llm-service serve` and sends the 
 request sizes through POST /v1/embeddings with the openai SDK (base64, its default): the
 same work plus HTTP, authentication, admission and the sanitizer.
 
-    .venv/bin/python bench/embeddings.py [--seconds 3] [--no-service]
+    .venv/bin/python bench/embeddings.py [--seconds 3] [--no-service] [--lengths 16 32 64]
     LLM_THREADS=1 .venv/bin/python bench/embeddings.py   # the threads llama.cpp uses
 """
 
@@ -47,14 +47,14 @@ def rate(run: Callable[[int], int], seconds: float) -> tuple[float, float]:
     times: list[float] = []
     inputs = 0
     started = time.perf_counter()
-    while time.perf_counter() - started < seconds or len(times) < 3:
+    while time.perf_counter() - started < seconds or len(times) < 2:
         before = time.perf_counter()
         inputs += run(len(times))
         times.append(time.perf_counter() - before)
     return inputs / sum(times), statistics.median(times)
 
 
-def in_process(seconds: float) -> None:
+def in_process(seconds: float, lengths: list[int]) -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     (spec,) = model_specs(settings)[:1]
     backend = local_backend_factory(settings)(spec)
@@ -89,7 +89,7 @@ def in_process(seconds: float) -> None:
         print("| tokens an input | ms an input | ratio to half as long |")
         print("|---|---|---|")
         previous = None
-        for length in LENGTHS:
+        for length in lengths:
             # Each its own text (numbers apart): about `length` tokens.
             texts = [f"{i} " + "sea " * (length - 4) for i in range(8)]
             tokens = embed(texts) / 8
@@ -132,8 +132,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per request size")
     parser.add_argument("--no-service", action="store_true", help="in process only")
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS),
+                        help="tokens an input, for the doubling")  # fmt: skip
     args = parser.parse_args()
-    in_process(args.seconds)
+    in_process(args.seconds, args.lengths)
     if not args.no_service:
         through_the_service(args.seconds)
 

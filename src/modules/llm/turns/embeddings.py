@@ -64,7 +64,7 @@ class EmbeddingService:
 
     async def _embed(self, query: EmbeddingQuery, ticket: Ticket) -> EmbeddingAnswer:
         self._check_size(query.inputs)
-        backend = self.registry.get(self.registry.entry(query.model).alias)  # unknown: 404
+        backend = self.registry.get(query.model)  # an unknown name: 404
         if not backend.capabilities.embeddings:
             has = ", ".join(backend.capabilities.names())
             raise InvalidTurnRequest(
