@@ -29,19 +29,37 @@ from modules.llm.inference import (
     TokenDelta,
     TokenLogprob,
     TopLogprob,
+    UnsupportedRequestError,
 )
 from modules.llm.inference.chat_template import ChatPromptBuilder
+from modules.llm.inference.embeddings import (
+    EmbeddingInput,
+    EmbeddingOptions,
+    EmbeddingRequest,
+    Embeddings,
+    Vector,
+    normalized,
+)
 from modules.llm.inference.events import drain
 from modules.llm.inference.sequences import find_stop
 from modules.llm.inference.structured import chosen_function
 
 CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+# The fake's embeddings: this many dimensions; token ids below FAKE_VOCAB.
+EMBEDDING_DIMENSIONS = 16
+FAKE_VOCAB = 1 << 24
 WORDS = "the sea is calm and blue under a bright sky with gulls far out over waves".split()
 
 
 def fake_tokenize(text: str, special: bool) -> list[int]:
     """One token per whitespace-separated word (special pieces count too)."""
     return [int(hashlib.sha256(word.encode()).hexdigest()[:6], 16) for word in text.split()]
+
+
+def fake_vector(tokens: Sequence[int]) -> Vector:
+    """A unit vector of EMBEDDING_DIMENSIONS from the tokens' hash."""
+    digest = hashlib.sha256(repr(tuple(tokens)).encode()).digest()
+    return normalized([byte - 127.5 for byte in digest[:EMBEDDING_DIMENSIONS]])
 
 
 class FakeGeneration:
@@ -240,7 +258,7 @@ class FakeBackend:
     unavailable_after_start = False
     passthrough = False
     # Tools: the generic tool format, as for a local model.
-    capabilities = Capabilities(grammar=True, logprobs=True, n=True)
+    capabilities = Capabilities(grammar=True, logprobs=True, n=True, embeddings=True)
 
     def __init__(
         self,
@@ -264,6 +282,7 @@ class FakeBackend:
         self.fail_with: Exception | None = None  # set: generations fail after one token
         self.script: list[str] = []  # set: the answer's words, in order (as a model's output)
         self.owners: list[str] = []
+        self.embedded: list[EmbeddingRequest] = []  # what each embed() was asked
         self.waiting = 0
         self.busy = 0
         self.closed = False
@@ -313,6 +332,36 @@ class FakeBackend:
         self.params.append(params)
         self.owners.append(owner)
         return FakeGeneration(self, prompt, params, time.monotonic() + timeout)
+
+    def embedding_request(
+        self, inputs: Sequence[EmbeddingInput], options: EmbeddingOptions
+    ) -> EmbeddingRequest:
+        """As a local model: fake tokens, each input within the context, token ids within
+        the fake vocabulary, no other `dimensions` than its own."""
+        if options.dimensions not in (None, EMBEDDING_DIMENSIONS):
+            raise UnsupportedRequestError("the fake cannot shorten its vectors", "dimensions")
+        tokens = []
+        for index, item in enumerate(inputs):
+            ids = tuple(fake_tokenize(item, False)) if isinstance(item, str) else item
+            if any(not 0 <= t < FAKE_VOCAB for t in ids):
+                where = f"input[{index}]"
+                raise UnsupportedRequestError(f"{where} is outside the vocabulary", where)
+            if not ids or len(ids) > self._context_size:
+                raise UnsupportedRequestError(
+                    f"input[{index}] is {len(ids)} tokens long; the model embeds at most "
+                    f"{self._context_size} tokens an input",
+                    f"input[{index}]",
+                )
+            tokens.append(ids)
+        return EmbeddingRequest(tuple(inputs), tuple(map(len, tokens)), tuple(tokens), options)
+
+    async def embed(self, request: EmbeddingRequest, *, within_seconds: float) -> Embeddings:
+        """A vector from each input's hash: the same input, the same vector."""
+        if self.closed:
+            raise BackendUnavailableError(f"model {self.alias!r} is not loaded")
+        self.embedded.append(request)
+        await asyncio.sleep(self.token_delay)
+        return Embeddings(tuple(map(fake_vector, request.tokens)), request.total_tokens)
 
     def load(self) -> Load:
         return Load(

@@ -12,7 +12,7 @@ import openai
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 
-from modules.llm.turns import Admission, TurnService
+from modules.llm.turns import Admission, EmbeddingService, TurnService
 from tests.api.test_ratelimit import server, token_for
 from tests.support import charged_today, promote
 
@@ -24,9 +24,11 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/chat/completions"): CHAT,
     ("POST", "/v1/completions"): {"prompt": "Once", "max_tokens": 2},
     ("POST", "/llm/validate-model"): {"max_tokens": 2},
+    ("POST", "/v1/embeddings"): {"input": ["Hi", "there"]},
 }
-# What reaches a model: a handler that asks for the turn service or an admission.
-GATES = (TurnService, Admission)
+# What reaches a model: a handler that asks for the turn service, the embedding service or
+# an admission.
+GATES = (TurnService, EmbeddingService, Admission)
 
 
 def routes_reaching_a_model(app: Litestar) -> set[tuple[str, str]]:

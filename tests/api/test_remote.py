@@ -3,6 +3,7 @@ reached through its /v1 with an API key, plays the remote."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -11,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pytest
 
 from app import create_app
 from app.migrations import upgrade_to_head
@@ -102,6 +105,7 @@ def test_a_remote_model_streams_through_sanitized_and_charged(api: FakeApi, tmp_
         **dict.fromkeys(CAPABILITIES, False),
         "chat": True,
         "completion": True,
+        "embeddings": True,
         "grammar": True,
         "logprobs": True,
         "n": True,
@@ -122,3 +126,28 @@ def test_a_dead_remote_trips_the_breaker_and_fails_fast(tmp_path: Path) -> None:
         assert "keeps failing" in fast.json()["detail"]
         assert time.perf_counter() - started < 0.5
         assert client.get("/health/details").json()["models"][0]["breaker"] == "open"
+
+
+def test_embeddings_pass_through_a_gateway(api: FakeApi, tmp_path: Path) -> None:
+    key = remote_key(api)
+    remote = f"far={api.base_url}/v1#{api.registry.default_alias}"
+    with gateway(tmp_path, remote, f"far={key}") as client:
+        (card,) = client.get("/v1/models").json()["data"]
+        assert "embeddings" in card["capabilities"]
+        body = {"model": "far", "input": ["calm <b>sea</b>", "blue"], "encoding_format": "base64"}
+        answer = client.post("/v1/embeddings", json=body)
+        assert answer.status_code == 200, answer.text
+        result = answer.json()
+        assert result["model"] == "far"
+        assert [item["index"] for item in result["data"]] == [0, 1]
+        # What the remote embedded: the gateway's cleaned text, then its own cleaning.
+        assert api.backend.embedded[-1].inputs == ("calm sea", "blue")
+        assert api.backend.embedded[-1].options.encoding_format == "base64"
+        assert result["usage"]["prompt_tokens"] == 3  # the remote's count
+        floats = client.post("/v1/embeddings", json={**body, "encoding_format": "float"}).json()
+        decoded = np.frombuffer(base64.b64decode(result["data"][0]["embedding"]), dtype="<f4")
+        assert decoded.tolist() == pytest.approx(floats["data"][0]["embedding"])
+        # The remote's refusal (a `dimensions` it cannot give) is a 400 here too.
+        refused = client.post("/v1/embeddings", json={**body, "dimensions": 3})
+        assert refused.status_code == 400
+        assert "refused" in refused.json()["error"]["message"]

@@ -126,6 +126,17 @@ class Settings(BaseSettings):
     # The most choices (`n`) one request may ask for: each takes a slot of the model.
     llm_max_choices: int = Field(4, ge=1, le=64)
     llm_default_system_prompt: str = Field("")
+    # Embeddings of a local model (/v1/embeddings), on a second context made on first use.
+    # "gguf": the file's pooling type, mean where it declares none (a chat model); "mean",
+    # "cls", "last": that one; "none": local models serve no embeddings.
+    llm_embedding_pooling: Literal["gguf", "mean", "cls", "last", "none"] = "gguf"
+    # Tokens one decode of the embedding context reads: also the longest input.
+    llm_embedding_context_size: int = Field(1024, ge=16, le=131072)
+    # Inputs one decode reads at once, each its own sequence.
+    llm_embedding_batch_inputs: int = Field(32, ge=1, le=256)
+    # One request's limits: its inputs, and their tokens all together.
+    llm_embedding_max_inputs: int = Field(256, ge=1, le=2048)
+    llm_embedding_max_tokens: int = Field(32768, ge=1)
 
     redis_url: str = ""
     cache_enabled: bool = True

@@ -19,7 +19,11 @@ from modules.cache import ResponseCache
 from modules.config import Settings
 from modules.llm.api.generate import LLMController
 from modules.llm.api.models import ModelsController
-from modules.llm.api.openai import OpenAIController, openai_exception_handlers
+from modules.llm.api.openai import (
+    EmbeddingsController,
+    OpenAIController,
+    openai_exception_handlers,
+)
 from modules.llm.inference import (
     Backend,
     BackendFactory,
@@ -28,10 +32,16 @@ from modules.llm.inference import (
     ModelSpec,
     RemoteBackend,
 )
-from modules.llm.inference.llamacpp import LlamaCppBackend, LocalOptions, ModelOptions
+from modules.llm.inference.llamacpp import (
+    EmbedderOptions,
+    LlamaCppBackend,
+    LocalOptions,
+    ModelOptions,
+)
 from modules.llm.turns import (
     Admission,
     Caller,
+    EmbeddingService,
     ProfileStore,
     PromptPreparer,
     SessionFactory,
@@ -61,6 +71,7 @@ def local_backend_factory(settings: Settings) -> BackendFactory:
         stream_interval_seconds=settings.llm_stream_interval_ms / 1000,
         state_cache_bytes=settings.llm_state_cache_mb * 1024 * 1024,
         default_system_prompt=settings.llm_default_system_prompt,
+        embeddings=embedder_options(settings),
     )
 
     def load(spec: ModelSpec) -> Backend:
@@ -77,6 +88,20 @@ def local_backend_factory(settings: Settings) -> BackendFactory:
         return LlamaCppBackend.from_file(spec.alias, spec.path, options)
 
     return load
+
+
+def embedder_options(settings: Settings) -> EmbedderOptions | None:
+    """How a local model embeds (None: LLM_EMBEDDING_POOLING=none, it does not)."""
+    pooling = settings.llm_embedding_pooling
+    if pooling == "none":
+        return None
+    return EmbedderOptions(
+        pooling=pooling,
+        context_size=settings.llm_embedding_context_size,
+        batch_inputs=settings.llm_embedding_batch_inputs,
+        queue_size=settings.llm_queue_size,
+        threads=settings.effective_threads,
+    )
 
 
 def model_specs(settings: Settings) -> list[ModelSpec]:
@@ -131,7 +156,7 @@ class LLMModule:
             # /v1 answers errors in OpenAI's shape, converted from the app's own mapping.
             Router(
                 path="/",
-                route_handlers=[OpenAIController],
+                route_handlers=[OpenAIController, EmbeddingsController],
                 exception_handlers=openai_exception_handlers(to_problem),  # type: ignore[arg-type]
             ),
         ]
@@ -162,9 +187,25 @@ class LLMModule:
                 log=state,
             )
 
+        def provide_embedding_service(
+            request: Request[Any, Any, Any], model_registry: NamedDependency[ModelRegistry]
+        ) -> EmbeddingService:
+            state = request.scope.setdefault("state", {})
+            return EmbeddingService(
+                settings=self.settings,
+                registry=model_registry,
+                preparer=self.preparer,
+                admission=Admission.of(
+                    self.settings, self.limiter, request.user.id, request.user.role, state
+                ),
+                owner=str(request.user.id),
+                log=state,
+            )
+
         return {
             "model_registry": Provide(provide_model_registry, sync_to_thread=False),
             "turn_service": Provide(provide_turn_service, sync_to_thread=False),
+            "embedding_service": Provide(provide_embedding_service, sync_to_thread=False),
         }
 
     @contextlib.asynccontextmanager

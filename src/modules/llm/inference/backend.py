@@ -10,6 +10,12 @@ from typing import Protocol
 from modules.llm.inference.answers import AnswerBuilder, Choice
 from modules.llm.inference.chat_template import ChatMessage
 from modules.llm.inference.descriptions import Capabilities, ModelDescription
+from modules.llm.inference.embeddings import (
+    EmbeddingInput,
+    EmbeddingOptions,
+    EmbeddingRequest,
+    Embeddings,
+)
 from modules.llm.inference.events import Failed, Finished, Generation, TokenDelta, ToolCallDelta
 from modules.llm.inference.sampling import SamplingParams
 from modules.llm.inference.stats import GenerationStats, Load
@@ -94,6 +100,19 @@ class Backend(Protocol):
     ) -> Generation:
         """Queue a generation; raises QueueFullError at once when there is no place.
         `owner` scopes cache reuse: one owner's state never serves another."""
+        ...
+
+    def embedding_request(
+        self, inputs: Sequence[EmbeddingInput], options: EmbeddingOptions
+    ) -> EmbeddingRequest:
+        """Blocking (it tokenizes): call it from a worker thread. The inputs as the model
+        reads them, with their lengths in tokens; an input it cannot read (longer than
+        its embedding context, a token outside its vocabulary) is an
+        UnsupportedRequestError naming `input[i]`. Only where `capabilities.embeddings`."""
+        ...
+
+    async def embed(self, request: EmbeddingRequest, *, within_seconds: float) -> Embeddings:
+        """One vector per input, in order; QueueFullError at once when there is no place."""
         ...
 
     def load(self) -> Load: ...

@@ -1,6 +1,7 @@
 """The turn service: the one place a chat turn happens (admission to settlement)."""
 
 from modules.llm.turns.admission import Admission, Ticket, TokenWeights, quota_headers
+from modules.llm.turns.embeddings import EmbeddingAnswer, EmbeddingQuery, EmbeddingService
 from modules.llm.turns.options import (
     InvalidTurnRequest,
     sampling_params,
@@ -19,6 +20,9 @@ from modules.llm.turns.types import (
 __all__ = [
     "Admission",
     "Caller",
+    "EmbeddingAnswer",
+    "EmbeddingQuery",
+    "EmbeddingService",
     "InputMessage",
     "InvalidTurnRequest",
     "MessageSanitization",

@@ -1,6 +1,7 @@
 """The OpenAI-compatible front end (/v1)."""
 
 from modules.llm.api.openai.controller import OpenAIController
+from modules.llm.api.openai.embeddings import EmbeddingsController
 from modules.llm.api.openai.errors import OpenAIError, openai_exception_handlers
 
-__all__ = ["OpenAIController", "OpenAIError", "openai_exception_handlers"]
+__all__ = ["EmbeddingsController", "OpenAIController", "OpenAIError", "openai_exception_handlers"]

@@ -87,10 +87,17 @@ class OpenAIController(Controller):
 
     @get("/models")
     async def models(self, model_registry: NamedDependency[ModelRegistry]) -> ModelCards:
-        """The loaded models, as OpenAI's model list."""
+        """The loaded models, as OpenAI's model list; each card also lists what the model
+        can be asked for (`capabilities`: chat, completion, embeddings, ...)."""
         return ModelCards(
             data=[
-                ModelCard(id=model.alias, created=model.created)
+                ModelCard(
+                    id=model.alias,
+                    created=model.created,
+                    capabilities=list(model.description.capabilities.names())
+                    if model.description is not None
+                    else [],
+                )
                 for model in model_registry.describe_all()
                 if model.state == "loaded"
             ]

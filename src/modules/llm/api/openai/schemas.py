@@ -223,6 +223,9 @@ class ModelCard(msgspec.Struct):
     created: int
     owned_by: str = "llm-service"
     object: str = "model"
+    # Extension: what the model can be asked for ("chat", "embeddings", ...); OpenAI's
+    # clients keep unknown fields of a card.
+    capabilities: list[str] = msgspec.field(default_factory=list)
 
 
 class ModelCards(msgspec.Struct):
@@ -242,3 +245,38 @@ class ErrorBody(msgspec.Struct):
     """Every /v1 error, in OpenAI's shape."""
 
     error: ErrorDetail
+
+
+# A token id as the client sends it: the model checks it against its vocabulary.
+TokenId = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+
+
+class EmbeddingsRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """OpenAI's embeddings body. `input`: a text, a list of texts, one token array, or a
+    list of token arrays (a list is of one kind; msgspec takes one array type in a union,
+    so the kinds are told apart after decoding)."""
+
+    input: str | list[str | TokenId | list[TokenId]]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Meta(ge=1)] | None = None
+    user: str | None = None
+
+
+class EmbeddingItem(msgspec.Struct, kw_only=True):
+    object: str = "embedding"
+    index: int
+    # Floats, or base64 of their little-endian float32 bytes (`encoding_format`).
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(msgspec.Struct):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(msgspec.Struct, kw_only=True):
+    object: str = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: EmbeddingUsage

@@ -1,6 +1,7 @@
 """llama.cpp in this process: the model, the continuous-batching engine, the backend."""
 
 from modules.llm.inference.llamacpp.backend import LlamaCppBackend, LocalOptions
+from modules.llm.inference.llamacpp.embeddings import Embedder, EmbedderOptions
 from modules.llm.inference.llamacpp.model import (
     GpuUnavailableError,
     ModelOptions,
@@ -8,6 +9,8 @@ from modules.llm.inference.llamacpp.model import (
 )
 
 __all__ = [
+    "Embedder",
+    "EmbedderOptions",
     "GpuUnavailableError",
     "LlamaCppBackend",
     "LocalOptions",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,11 +13,18 @@ import llama_cpp
 from modules.llm.inference.backend import Prompt
 from modules.llm.inference.chat_template import ChatMessage, ChatPromptBuilder
 from modules.llm.inference.descriptions import Capabilities, LocalDetails, ModelDescription
+from modules.llm.inference.embeddings import (
+    EmbeddingInput,
+    EmbeddingOptions,
+    EmbeddingRequest,
+    Embeddings,
+)
 from modules.llm.inference.errors import (
     BackendUnavailableError,
     PromptTooLongError,
     UnsupportedRequestError,
 )
+from modules.llm.inference.llamacpp.embeddings import Embedder, EmbedderOptions, input_tokens
 from modules.llm.inference.llamacpp.engine import LLMEngine
 from modules.llm.inference.llamacpp.jobs import GenerationHandle
 from modules.llm.inference.llamacpp.model import LoadedModel, ModelClosedError, ModelOptions
@@ -40,6 +47,8 @@ class LocalOptions:
     stream_interval_seconds: float = 0.0
     # Prompts that start with this system turn share its cached state across users.
     default_system_prompt: str = ""
+    # Embeddings on a second context (see llamacpp/embeddings.py); None: the model embeds not.
+    embeddings: EmbedderOptions | None = None
 
 
 class LlamaCppBackend:
@@ -48,7 +57,13 @@ class LlamaCppBackend:
     unavailable_after_start = False  # a full queue is refused by stream() itself
     passthrough = False
 
-    def __init__(self, model: LoadedModel, engine: LLMEngine, default_system_prompt: str) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        engine: LLMEngine,
+        default_system_prompt: str,
+        embedder: Embedder | None = None,
+    ) -> None:
         self.model = model
         self.engine = engine
         self.alias = model.alias
@@ -58,6 +73,9 @@ class LlamaCppBackend:
         self._public_prefix: list[int] | None = None
         # Read once: the context is freed on close, and a description is asked for after.
         self.capabilities = local_capabilities(model)
+        self.embedder = embedder
+        if embedder is not None:  # its own context: the engine's has embeddings off
+            self.capabilities = replace(self.capabilities, embeddings=True)
 
     @staticmethod
     def prompt_builder_for(model: LoadedModel) -> ChatPromptBuilder:
@@ -83,7 +101,8 @@ class LlamaCppBackend:
             stream_interval=options.stream_interval_seconds,
         )
         engine.start()
-        return cls(model, engine, options.default_system_prompt)
+        embedder = Embedder(model, options.embeddings) if options.embeddings else None
+        return cls(model, engine, options.default_system_prompt, embedder)
 
     @property
     def context_size(self) -> int:
@@ -174,7 +193,41 @@ class LlamaCppBackend:
             path=model.path,
         )
 
+    def embedding_request(
+        self, inputs: Sequence[EmbeddingInput], options: EmbeddingOptions
+    ) -> EmbeddingRequest:
+        """Blocking: from a worker thread. Each input's tokens (see `input_tokens`)."""
+        embedder = self._embedder()
+        if options.dimensions is not None and options.dimensions != embedder.dimensions:
+            raise UnsupportedRequestError(
+                f"model {self.alias!r} gives {embedder.dimensions}-dimensional embeddings and "
+                "cannot shorten them",
+                field="dimensions",
+            )
+        try:
+            tokens = tuple(
+                input_tokens(self.model, item, index, embedder.context_size)
+                for index, item in enumerate(inputs)
+            )
+        except ModelClosedError as exc:
+            raise BackendUnavailableError(str(exc)) from exc
+        counts = tuple(len(t) for t in tokens)
+        return EmbeddingRequest(tuple(inputs), counts, tokens, options)
+
+    async def embed(self, request: EmbeddingRequest, *, within_seconds: float) -> Embeddings:
+        vectors = await self._embedder().embed(request.tokens, within_seconds)
+        return Embeddings(vectors, request.total_tokens)
+
+    def _embedder(self) -> Embedder:
+        if self.embedder is None:
+            raise UnsupportedRequestError(
+                f"model {self.alias!r} does not support embeddings", field="model"
+            )
+        return self.embedder
+
     def close(self) -> None:
+        if self.embedder is not None:  # its context goes before the model it reads
+            self.embedder.close()
         self.engine.stop()
 
     async def _shared_prefix(self) -> list[int]:

@@ -10,8 +10,16 @@ import httpx
 from modules.llm.inference.backend import Prompt
 from modules.llm.inference.chat_template import ChatMessage
 from modules.llm.inference.descriptions import Capabilities, ModelDescription
+from modules.llm.inference.embeddings import (
+    EmbeddingInput,
+    EmbeddingOptions,
+    EmbeddingRequest,
+    Embeddings,
+    estimate_tokens,
+)
 from modules.llm.inference.errors import BackendUnavailableError
 from modules.llm.inference.remote.control_tokens import REMOTE_CONTROL_TOKENS
+from modules.llm.inference.remote.embeddings import remote_embeddings
 from modules.llm.inference.remote.generation import RemoteGeneration
 from modules.llm.inference.remote.node import RemoteNode, resolve_model
 from modules.llm.inference.remote.routing import affinity_key, choose
@@ -108,6 +116,17 @@ class RemoteBackend:
                 f"model {self.alias!r} is unavailable: its server keeps failing"
             )
         return RemoteGeneration(self, node, key, prompt, params, timeout)
+
+    def embedding_request(
+        self, inputs: Sequence[EmbeddingInput], options: EmbeddingOptions
+    ) -> EmbeddingRequest:
+        """Passed through as sent: the server checks the inputs (its own tokens, its own
+        context), and the lengths here are estimates until it reports usage."""
+        counts = tuple(estimate_tokens(item) for item in inputs)
+        return EmbeddingRequest(tuple(inputs), counts, options=options)
+
+    async def embed(self, request: EmbeddingRequest, *, within_seconds: float) -> Embeddings:
+        return await remote_embeddings(self, request, within_seconds)
 
     def load(self) -> Load:
         return Load(

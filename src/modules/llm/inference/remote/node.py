@@ -97,6 +97,31 @@ class RemoteNode:
             raise RemoteError(redact(str(exc))) from exc
         return reader
 
+    async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST a request whose answer is one JSON object (embeddings), with the errors of
+        `stream`: a full server is a QueueFullError, a refusal an UnsupportedRequestError,
+        any other failure a RemoteError."""
+        try:
+            response = await self.client().post(
+                self.base_url + path, json={**payload, "model": self.model}
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+            raise RemoteError(redact(str(exc))) from exc
+        if response.status_code in (429, 503):
+            retry = response.headers.get("retry-after", "1")
+            raise QueueFullError(int(retry) if retry.isdigit() else 1)
+        if response.status_code in (400, 422):  # the request, not the server
+            raise UnsupportedRequestError(await _refusal(response))
+        if response.status_code >= 400:
+            raise RemoteError(f"the server answered {response.status_code}")
+        try:
+            answer = response.json()
+        except ValueError as exc:  # not JSON
+            raise RemoteError("the server sent a malformed answer") from exc
+        if not isinstance(answer, dict):
+            raise RemoteError("the server sent a malformed answer")
+        return answer
+
     def close(self) -> None:
         """Blocking, from a worker thread: close the pool on the loop that made it."""
         client, loop, self._client = self._client, self._loop, None
