@@ -19,7 +19,11 @@ from modules.cache import ResponseCache
 from modules.config import Settings
 from modules.llm.api.generate import LLMController
 from modules.llm.api.models import ModelsController
-from modules.llm.api.openai import OpenAIController, openai_exception_handlers
+from modules.llm.api.openai import (
+    OpenAIController,
+    ResponsesController,
+    openai_exception_handlers,
+)
 from modules.llm.inference import (
     Backend,
     BackendFactory,
@@ -39,6 +43,7 @@ from modules.llm.turns import (
     quota_headers,
 )
 from modules.ratelimit import RateLimiter
+from modules.responses import ResponseStore
 
 logger = structlog.get_logger(__name__)
 
@@ -131,7 +136,7 @@ class LLMModule:
             # /v1 answers errors in OpenAI's shape, converted from the app's own mapping.
             Router(
                 path="/",
-                route_handlers=[OpenAIController],
+                route_handlers=[OpenAIController, ResponsesController],
                 exception_handlers=openai_exception_handlers(to_problem),  # type: ignore[arg-type]
             ),
         ]
@@ -162,9 +167,13 @@ class LLMModule:
                 log=state,
             )
 
+        def provide_response_store(request: Request[Any, Any, Any]) -> ResponseStore:
+            return ResponseStore(self.sessions, request.user.id)
+
         return {
             "model_registry": Provide(provide_model_registry, sync_to_thread=False),
             "turn_service": Provide(provide_turn_service, sync_to_thread=False),
+            "response_store": Provide(provide_response_store, sync_to_thread=False),
         }
 
     @contextlib.asynccontextmanager

@@ -2,5 +2,6 @@
 
 from modules.llm.api.openai.controller import OpenAIController
 from modules.llm.api.openai.errors import OpenAIError, openai_exception_handlers
+from modules.llm.api.openai.responses import ResponsesController
 
-__all__ = ["OpenAIController", "OpenAIError", "openai_exception_handlers"]
+__all__ = ["OpenAIController", "OpenAIError", "ResponsesController", "openai_exception_handlers"]
