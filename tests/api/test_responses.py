@@ -16,7 +16,7 @@ from tests.api.conftest import FakeApi
 from tests.support import Api
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
-WEATHER = {
+WEATHER: Any = {
     "type": "function",
     "name": "get_weather",
     "description": "The weather in a city.",
@@ -60,19 +60,20 @@ def test_string_input_whole(api: FakeApi, user_token: str) -> None:
 
 
 def test_items_and_instructions_reach_the_model(api: FakeApi, user_token: str) -> None:
+    items: Any = [
+        {"role": "developer", "content": "Answer in English."},
+        {"role": "user", "content": [{"type": "input_text", "text": "Hi there"}]},
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Hello!", "annotations": []}],
+        },
+        {"role": "user", "content": "How are you?"},
+    ]
     response = client_for(api, user_token).responses.create(
         model=MODEL,
         instructions="Be brief.",
-        input=[
-            {"role": "developer", "content": "Answer in English."},
-            {"role": "user", "content": [{"type": "input_text", "text": "Hi there"}]},
-            {
-                "type": "message",
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": "Hello!", "annotations": []}],
-            },
-            {"role": "user", "content": "How are you?"},
-        ],
+        input=items,
         max_output_tokens=4,
     )
     assert response.instructions == "Be brief."
@@ -116,11 +117,11 @@ def test_text_format_json_schema(api: FakeApi, user_token: str) -> None:
 
 def test_tool_call_and_function_call_output_round_trip(api: FakeApi, user_token: str) -> None:
     client = client_for(api, user_token)
-    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    ask: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
     first = client.responses.create(
         model=MODEL,
-        input=ask,  # type: ignore[arg-type]
-        tools=[WEATHER],  # type: ignore[list-item]
+        input=ask,
+        tools=[WEATHER],
         tool_choice="required",
     )
     (call,) = first.output
@@ -129,14 +130,15 @@ def test_tool_call_and_function_call_output_round_trip(api: FakeApi, user_token:
     assert call.call_id.startswith("call_")
     assert json.loads(call.arguments) == {"city": "sea"}  # the fake's least instance
     # Stateless, as the Agents SDK does it: the whole input again, the call and its output.
+    follow_up: Any = [
+        *ask,
+        call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"},
+    ]
     second = client.responses.create(
         model=MODEL,
-        input=[
-            *ask,
-            call.model_dump(exclude_none=True),
-            {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"},
-        ],  # type: ignore[list-item]
-        tools=[WEATHER],  # type: ignore[list-item]
+        input=follow_up,
+        tools=[WEATHER],
         tool_choice="none",
     )
     assert second.output_text
@@ -180,7 +182,7 @@ def test_stream_function_call(api: FakeApi, user_token: str) -> None:
     with client.responses.stream(
         model=MODEL,
         input="Weather in Paris?",
-        tools=[WEATHER],  # type: ignore[list-item]
+        tools=[WEATHER],
         tool_choice={"type": "function", "name": "get_weather"},
     ) as stream:
         events = list(stream)
@@ -206,8 +208,8 @@ def test_a_stream_cut_short_ends_with_response_incomplete(api: FakeApi, user_tok
     ) as stream:
         events = list(stream)
     assert events[-1].type == "response.incomplete"
-    response = events[-1].response  # type: ignore[union-attr]
-    assert response.incomplete_details.reason == "max_output_tokens"  # type: ignore[union-attr]
+    response: Any = events[-1].response
+    assert response.incomplete_details.reason == "max_output_tokens"
     assert response.output[0].status == "incomplete"
     with pytest.raises(openai.NotFoundError):  # store false: not kept, streamed or not
         client.responses.retrieve(response.id)
@@ -270,7 +272,7 @@ def test_store_false_keeps_nothing(api: FakeApi, user_token: str) -> None:
         before = raw.get("/conversations").json()["total"]
     response = client.responses.create(model=MODEL, input="Forget me.", store=False)
     assert response.output_text
-    assert response.store is False
+    assert response.model_extra["store"] is False  # type: ignore[index]
     assert response.model_extra["conversation_id"] is None  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)
@@ -330,7 +332,7 @@ def test_what_the_sdks_send_by_default_is_accepted(api: Api, user_token: str) ->
         prompt_cache_key="k",
         reasoning={"effort": None},
         parallel_tool_calls=True,
-        tools=[WEATHER],  # type: ignore[list-item]
+        tools=[WEATHER],
         tool_choice="auto",
         store=True,
         user="someone",
