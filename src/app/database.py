@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from modules.auth.models import ApiKey, RefreshToken
 from modules.conversations.models import Conversation, Message
 from modules.profiles.models import Profile
+from modules.responses.models import StoredResponse
 from modules.users.models import User
 
-MODELS = (User, RefreshToken, ApiKey, Conversation, Message, Profile)
+MODELS = (User, RefreshToken, ApiKey, Conversation, Message, Profile, StoredResponse)
 
 
 def metadata() -> MetaData:

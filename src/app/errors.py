@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
 import msgspec
 import structlog
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
-from litestar.exceptions import HTTPException, ValidationException
+from litestar import Request, Response
+from litestar.config.app import AppConfig
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.plugins import InitPlugin
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
 from redis.exceptions import RedisError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.database import database_unavailable
-from app.request_log import current_request_id
+from app.request_log import current_request_id, request_id_for
 from modules.auth import (
     ApiKeyNotAllowedError,
     ApiKeyNotFoundError,
@@ -36,6 +45,7 @@ from modules.llm.inference import (
 from modules.llm.turns import InvalidTurnRequest
 from modules.profiles import ProfileIdNotFoundError, ProfileNameTakenError, ProfileNotFoundError
 from modules.ratelimit import RateLimitExceededError
+from modules.responses import ResponseNotFoundError, ResponseNotLatestError
 from modules.users import SelfLockoutError, UserNotFoundError
 
 logger = structlog.get_logger("app.errors")
@@ -208,6 +218,10 @@ def problem_details_config() -> ProblemDetailsConfig:
                 404, str(exc), extra={"available": exc.available}
             ),
             ProfileNotFoundError: lambda exc: _problem(404, str(exc)),
+            ResponseNotFoundError: lambda exc: _problem(404, str(exc)),
+            ResponseNotLatestError: lambda exc: _problem(
+                409, str(exc), extra={"errors": [{"key": "previous_response_id"}]}
+            ),
             NotFoundError: lambda exc: _problem(404, "not found"),
             DuplicateKeyError: lambda exc: _problem(409, "a record with these values exists"),
             InvalidTurnRequest: _from_invalid_turn,
@@ -227,3 +241,49 @@ def problem_details_config() -> ProblemDetailsConfig:
             Exception: _unexpected,  # the database's errors too (see there)
         },
     )
+
+
+Handler = Callable[[Request[Any, Any, Any], Any], Response[Any]]
+
+
+class UnroutedErrors(InitPlugin):
+    """Errors raised before any route matched (an unknown path: 404, a method the path
+    lacks: 405) meet only the app's own handlers, outside the request-log middleware.
+    Here they get a request id (body and X-Request-ID), and under a prefix with an error
+    shape of its own (`/v1`: OpenAI's) that shape. Runs after the problem-details plugin,
+    whose handlers it wraps; routed requests keep their own."""
+
+    def __init__(self, shaped: Mapping[str, Mapping[type[Exception], Handler]]) -> None:
+        self.shaped = shaped
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        handlers = app_config.exception_handlers
+        for key, handler in list(handlers.items()):
+            handlers[key] = self._wrap(handler)
+        return app_config
+
+    def _wrap(self, handler: Handler) -> Handler:
+        def handle(request: Request[Any, Any, Any], exc: Any) -> Response[Any]:
+            state = request.scope.setdefault("state", {})
+            if "request_id" not in state:  # unrouted: the request log never saw it
+                state["request_id"] = request_id_for(request.scope)
+                current_request_id.set(state["request_id"])
+                _name_the_route(request, exc)
+            for prefix, shaped in self.shaped.items():
+                path = request.scope.get("path", "")
+                if path == prefix or path.startswith(prefix + "/"):
+                    own = next((shaped[t] for t in type(exc).__mro__ if t in shaped), None)
+                    if own is not None:
+                        return own(request, exc)
+            return handler(request, exc)
+
+        return handle
+
+
+def _name_the_route(request: Request[Any, Any, Any], exc: Any) -> None:
+    """Say what was asked for, as OpenAI's own 404 does, rather than a bare reason."""
+    asked = f"{request.method} {request.scope.get('path', '')}"
+    if isinstance(exc, NotFoundException):
+        exc.detail = f"Invalid URL ({asked}): no such route"
+    elif isinstance(exc, MethodNotAllowedException):
+        exc.detail = f"Method not allowed ({asked})"

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import docs
 from app.database import database_config
-from app.errors import problem_details_config
+from app.errors import UnroutedErrors, problem_details_config
 from app.health import HealthController
 from app.redis import redis_client
 from app.request_log import RequestLogMiddleware
@@ -30,6 +30,7 @@ from app.requests import CheckedRequest
 from modules import auth, cache, conversations, metrics, profiles, ratelimit, users, web
 from modules.config import Settings
 from modules.llm import LLMModule, rate_limit_headers
+from modules.llm.api.openai import openai_exception_handlers
 from modules.llm.inference import BackendFactory
 
 # Regular expressions matched against the path: anchored, so /llm/metrics stays private.
@@ -105,12 +106,13 @@ def create_app(
 
     jwt_auth = auth.build_jwt_auth(codec, session_for, exclude=PUBLIC_PATHS)
     errors = problem_details_config()
+    errors_map = errors.exception_to_problem_detail_map
     return Litestar(
         route_handlers=[
             HealthController,
             auth.create_router(),
             users.create_router(),
-            *llm.routers(errors.exception_to_problem_detail_map),
+            *llm.routers(errors_map),
             conversations.create_router(),
             profiles.create_router(),
             metrics.create_router(),
@@ -130,6 +132,8 @@ def create_app(
         plugins=[
             SQLAlchemyPlugin(config=db_config),
             ProblemDetailsPlugin(errors),
+            # After the problem-details plugin: it wraps that plugin's handlers.
+            UnroutedErrors({"/v1": openai_exception_handlers(errors_map)}),
             _logging(settings),
         ],
         on_app_init=[jwt_auth.on_app_init, _request_log_outermost],

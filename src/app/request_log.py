@@ -25,7 +25,8 @@ current_request_id: ContextVar[str | None] = ContextVar("current_request_id", de
 logger = structlog.get_logger("llm_service.requests")
 
 
-def _request_id(scope: Scope) -> str:
+def request_id_for(scope: Scope) -> str:
+    """The client's X-Request-ID when it is sane, else a new one."""
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
@@ -38,7 +39,7 @@ class RequestLogMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        request_id = _request_id(scope)
+        request_id = request_id_for(scope)
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         current_request_id.set(request_id)

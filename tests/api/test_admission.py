@@ -25,6 +25,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/completions"): {"prompt": "Once", "max_tokens": 2},
     ("POST", "/llm/validate-model"): {"max_tokens": 2},
     ("POST", "/v1/embeddings"): {"input": ["Hi", "there"]},
+    ("POST", "/v1/responses"): {"input": "hi", "max_output_tokens": 2},
 }
 # What reaches a model: a handler that asks for the turn service, the embedding service or
 # an admission.

@@ -22,6 +22,7 @@ from modules.llm.api.models import ModelsController
 from modules.llm.api.openai import (
     EmbeddingsController,
     OpenAIController,
+    ResponsesController,
     openai_exception_handlers,
 )
 from modules.llm.inference import (
@@ -49,6 +50,7 @@ from modules.llm.turns import (
     quota_headers,
 )
 from modules.ratelimit import RateLimiter
+from modules.responses import ResponseStore
 
 logger = structlog.get_logger(__name__)
 
@@ -156,7 +158,7 @@ class LLMModule:
             # /v1 answers errors in OpenAI's shape, converted from the app's own mapping.
             Router(
                 path="/",
-                route_handlers=[OpenAIController, EmbeddingsController],
+                route_handlers=[OpenAIController, EmbeddingsController, ResponsesController],
                 exception_handlers=openai_exception_handlers(to_problem),  # type: ignore[arg-type]
             ),
         ]
@@ -202,10 +204,14 @@ class LLMModule:
                 log=state,
             )
 
+        def provide_response_store(request: Request[Any, Any, Any]) -> ResponseStore:
+            return ResponseStore(self.sessions, request.user.id)
+
         return {
             "model_registry": Provide(provide_model_registry, sync_to_thread=False),
             "turn_service": Provide(provide_turn_service, sync_to_thread=False),
             "embedding_service": Provide(provide_embedding_service, sync_to_thread=False),
+            "response_store": Provide(provide_response_store, sync_to_thread=False),
         }
 
     @contextlib.asynccontextmanager

@@ -119,7 +119,7 @@ class TurnService:
         self._log_turn(chain, backend, prepared, cached)
         new_conversation = (
             None
-            if request.raw or request.probe or conversation is not None
+            if request.raw or request.probe or not request.store or conversation is not None
             else self._new_conversation(
                 backend.alias,
                 prepared,
@@ -130,7 +130,7 @@ class TurnService:
             )
         )
         conversation_id = new_conversation.id if new_conversation is not None else None
-        if conversation is not None:
+        if conversation is not None and request.store:
             conversation_id = conversation.id
 
         async def settle(answer: Completion) -> None:

@@ -37,6 +37,9 @@ class TurnRequest:
     # A model tried out (/llm/validate-model): that model only (no fallback), nothing
     # stored or cached.
     probe: bool = False
+    # False: answered from the conversation's history (if any) but nothing is stored, and
+    # a new conversation is not created (the Responses API's `store: false`).
+    store: bool = True
 
 
 class MessageSanitization(msgspec.Struct):

@@ -20,7 +20,7 @@ from modules.llm.inference import FinishReason, SamplingParams, ToolCall
 from modules.llm.turns import InputMessage, TurnRequest
 
 
-def _refuse_unsupported(body: msgspec.Struct, unsupported: Mapping[str, str]) -> None:
+def refuse_unsupported(body: msgspec.Struct, unsupported: Mapping[str, str]) -> None:
     for name, reason in unsupported.items():
         if getattr(body, name, None) not in (None, False):
             raise OpenAIError(
@@ -60,7 +60,7 @@ def _settings(body: OpenAIRequest, max_tokens: int | None, **more: Any) -> Sampl
 
 
 def chat_turn(body: ChatCompletionRequest) -> TurnRequest:
-    _refuse_unsupported(body, UNSUPPORTED_CHAT_FIELDS)
+    refuse_unsupported(body, UNSUPPORTED_CHAT_FIELDS)
     _check_common(body)
     _check_tools(body)
     system_parts: list[str] = []
@@ -95,7 +95,7 @@ def chat_turn(body: ChatCompletionRequest) -> TurnRequest:
 
 
 def completion_turn(body: CompletionRequest) -> TurnRequest:
-    _refuse_unsupported(body, UNSUPPORTED_COMPLETION_FIELDS)
+    refuse_unsupported(body, UNSUPPORTED_COMPLETION_FIELDS)
     _check_common(body)
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
     settings = _settings(
