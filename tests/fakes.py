@@ -11,6 +11,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from modules.llm.inference import (
     BackendUnavailableError,
     Capabilities,
@@ -57,9 +59,13 @@ def fake_tokenize(text: str, special: bool) -> list[int]:
 
 
 def fake_vector(tokens: Sequence[int]) -> Vector:
-    """A unit vector of EMBEDDING_DIMENSIONS from the tokens' hash."""
-    digest = hashlib.sha256(repr(tuple(tokens)).encode()).digest()
-    return normalized([byte - 127.5 for byte in digest[:EMBEDDING_DIMENSIONS]])
+    """A unit vector of EMBEDDING_DIMENSIONS: the sum of one fixed random vector per
+    distinct token (a bag of words), so texts that share words are near each other and the
+    same text always gives the same vector."""
+    total = np.zeros(EMBEDDING_DIMENSIONS)
+    for token in set(tokens):
+        total += np.random.default_rng(token).standard_normal(EMBEDDING_DIMENSIONS)
+    return normalized(total)
 
 
 class FakeGeneration:

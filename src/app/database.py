@@ -15,11 +15,21 @@ from sqlalchemy.ext.asyncio import create_async_engine
 # Importing the models registers their tables on advanced-alchemy's shared metadata.
 from modules.auth.models import ApiKey, RefreshToken
 from modules.conversations.models import Conversation, Message
+from modules.memory import MessageEmbedding, load_sqlite_vec
 from modules.profiles.models import Profile
 from modules.responses.models import StoredResponse
 from modules.users.models import User
 
-MODELS = (User, RefreshToken, ApiKey, Conversation, Message, Profile, StoredResponse)
+MODELS = (
+    User,
+    RefreshToken,
+    ApiKey,
+    Conversation,
+    Message,
+    MessageEmbedding,
+    Profile,
+    StoredResponse,
+)
 
 
 def metadata() -> MetaData:
@@ -88,6 +98,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # Memory search ranks with sqlite-vec where this Python's sqlite3 can load extensions
+    # (many are built without); elsewhere it scans the user's own vectors.
+    load_sqlite_vec(dbapi_connection)
 
 
 def database_config(url: str, *, echo: bool = False) -> SQLAlchemyAsyncConfig:

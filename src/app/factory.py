@@ -27,7 +27,17 @@ from app.health import HealthController
 from app.redis import redis_client
 from app.request_log import RequestLogMiddleware
 from app.requests import CheckedRequest
-from modules import auth, cache, conversations, metrics, profiles, ratelimit, users, web
+from modules import (
+    auth,
+    cache,
+    conversations,
+    memory,
+    metrics,
+    profiles,
+    ratelimit,
+    users,
+    web,
+)
 from modules.config import Settings
 from modules.llm import LLMModule, rate_limit_headers
 from modules.llm.api.openai import openai_exception_handlers
@@ -114,6 +124,7 @@ def create_app(
             users.create_router(),
             *llm.routers(errors_map),
             conversations.create_router(),
+            memory.create_router(),
             profiles.create_router(),
             metrics.create_router(),
             docs.assets_router(),

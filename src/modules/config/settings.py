@@ -139,6 +139,21 @@ class Settings(BaseSettings):
     llm_embedding_max_inputs: int = Field(256, ge=1, le=2048)
     llm_embedding_max_tokens: int = Field(32768, ge=1)
 
+    # Memory: stored messages embedded in the background of each turn, found again by
+    # GET /conversations/search and recalled into a turn with `memory: k`.
+    memory_enabled: bool = True
+    # The model that embeds them; empty: the default model, where it can embed (else off).
+    memory_embedding_model: str = ""
+    # The most earlier messages one turn may recall (`memory: k`).
+    memory_max_recall: int = Field(8, ge=1, le=64)
+    # Tokens the recalled messages may take in a prompt (within what the context leaves).
+    memory_recall_max_tokens: int = Field(512, ge=16)
+    # Characters of a message that are embedded, and recalled into a prompt.
+    memory_max_chars: int = Field(2000, ge=16)
+    # "auto": pgvector or sqlite-vec where available, else a scan of the user's own
+    # vectors; "scan": always the scan.
+    memory_search: Literal["auto", "scan"] = "auto"
+
     redis_url: str = ""
     cache_enabled: bool = True
     cache_ttl_seconds: int = Field(3600, ge=1)

@@ -32,6 +32,8 @@ class ConversationNotFoundError(LookupError):
 class NewMessage:
     role: str
     content: str
+    # Handed out here, so that the turn knows its messages' ids (memory embeds them).
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     generation_seconds: float | None = None
@@ -174,6 +176,7 @@ async def _insert_messages(
         insert(MESSAGES),
         [
             {
+                "id": message.id,
                 "conversation_id": conversation_id,
                 "position": first + offset,
                 "role": message.role,

@@ -49,6 +49,8 @@ from modules.llm.turns import (
     TurnService,
     quota_headers,
 )
+from modules.llm.turns.memory import Memory, MemorySearcher
+from modules.memory import MemorySearch
 from modules.ratelimit import RateLimiter
 from modules.responses import ResponseStore
 
@@ -147,6 +149,7 @@ class LLMModule:
         self.limiter = limiter
         self.backend_factory = backend_factory or local_backend_factory(settings)
         self.preparer = PromptPreparer(settings)
+        self.memory = Memory(settings, sessions, self.preparer)
         self.registry: ModelRegistry | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -187,6 +190,7 @@ class LLMModule:
                 sessions=self.sessions,
                 caller=Caller(request.user.id, request.user.role),
                 log=state,
+                memory=self.memory,
             )
 
         def provide_embedding_service(
@@ -204,6 +208,13 @@ class LLMModule:
                 log=state,
             )
 
+        def provide_memory_search(
+            request: Request[Any, Any, Any],
+            model_registry: NamedDependency[ModelRegistry],
+            embedding_service: NamedDependency[EmbeddingService],
+        ) -> MemorySearch:
+            return MemorySearcher(self.memory, model_registry, embedding_service, request.user.id)
+
         def provide_response_store(request: Request[Any, Any, Any]) -> ResponseStore:
             return ResponseStore(self.sessions, request.user.id)
 
@@ -212,6 +223,7 @@ class LLMModule:
             "turn_service": Provide(provide_turn_service, sync_to_thread=False),
             "embedding_service": Provide(provide_embedding_service, sync_to_thread=False),
             "response_store": Provide(provide_response_store, sync_to_thread=False),
+            "memory_search": Provide(provide_memory_search, sync_to_thread=False),
         }
 
     @contextlib.asynccontextmanager
@@ -228,6 +240,7 @@ class LLMModule:
             await registry.load_all()
             yield
         finally:
+            await self.memory.drain(within_seconds=10)  # turns stored last are embedded too
             await registry.stop_all()
             self.registry = None
 

@@ -61,6 +61,7 @@ def to_turn_request(data: GenerateRequest) -> TurnRequest:
         conversation_id=data.conversation_id,
         use_cache=data.use_cache,
         profile=data.profile or data.character_name,
+        memory=data.memory,
     )
 
 

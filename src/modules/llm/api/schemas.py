@@ -41,6 +41,9 @@ class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
     # the same thing under the name game clients use.
     profile: ProfileName | None = None
     character_name: ProfileName | None = None
+    # Recall this many of the user's earlier messages, nearest in meaning to this turn's
+    # question, from their other conversations into the system turn (MEMORY_MAX_RECALL).
+    memory: Annotated[int, Meta(ge=0, le=64)] = 0
 
 
 class PromptTokensDetails(msgspec.Struct):

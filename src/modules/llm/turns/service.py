@@ -51,11 +51,13 @@ from modules.llm.inference.tool_format import ToolCallReader
 from modules.llm.turns.admission import Admission, Ticket
 from modules.llm.turns.answer_shape import answer_shape
 from modules.llm.turns.fallback import started
-from modules.llm.turns.options import sampling_params
+from modules.llm.turns.memory import Memory, StoredText
+from modules.llm.turns.options import InvalidTurnRequest, sampling_params
 from modules.llm.turns.ports import ProfileStore
 from modules.llm.turns.preparation import PreparedPrompt, PromptPreparer
 from modules.llm.turns.turn import Turn
 from modules.llm.turns.types import TurnRequest
+from modules.memory import MemoryHit
 
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 STORE_ATTEMPTS = 5
@@ -91,6 +93,7 @@ class TurnService:
     sessions: SessionFactory
     caller: Caller
     log: dict[str, Any]  # fields for this request's log line
+    memory: Memory | None = None
 
     async def start(self, request: TurnRequest) -> Turn:
         """Admit the turn, prepare it and start its answer; what it costs is charged and
@@ -111,8 +114,9 @@ class TurnService:
         request, profile = await self._with_profile(request, conversation)
         params = sampling_params(self.settings, request.settings)
         await ticket.reserve(params.resolved_max_tokens * params.n)  # every choice is charged
+        recalled = await self._recall(request)
         backend, prepared, key, cached, source = await self._generate(
-            chain, request, conversation, history, params
+            chain, request, conversation, history, params, recalled
         )
         if cached is None:
             await ticket.reading(prepared.prompt.token_count)
@@ -143,7 +147,11 @@ class TurnService:
             # reload during a new chat's first answer keeps the question.
             # A conversation keeps the first choice: what the next turn continues.
             if conversation_id is not None:
-                await self._store(conversation_id, prepared, answer, new_conversation)
+                stored = await self._store(conversation_id, prepared, answer, new_conversation)
+                if stored and self.memory is not None:  # embedded in the background
+                    self.memory.remember(
+                        self.registry, self.caller.user_id, conversation_id, stored
+                    )
             if key and cached is None and finished.finish_reason in ("stop", "length"):
                 usage = (finished.prompt_tokens, finished.completion_tokens)
                 reason = finished.finish_reason
@@ -180,6 +188,7 @@ class TurnService:
         conversation: Conversation | None,
         history: Sequence[ChatMessage],
         params: SamplingParams,
+        recalled: Sequence[MemoryHit] = (),
     ) -> tuple[Backend, PreparedPrompt, str | None, CachedAnswer | None, Generation | Completion]:
         """The answer's source on the first model of `chain` that can take it: a model that
         is unavailable (not loaded, its server down, its queue full) before its first
@@ -192,7 +201,7 @@ class TurnService:
                 backend = self.registry.get(alias)
                 shape = answer_shape(backend, params)  # a 400 before any work
                 prepared = await self._prepare(
-                    backend, request, conversation, history, params, shape.tools_prompt
+                    backend, request, conversation, history, params, shape.tools_prompt, recalled
                 )
                 key = (
                     self._cache_key(backend, prepared, params, request)
@@ -220,6 +229,28 @@ class TurnService:
                     raise
                 self.registry.fell_back(alias, fallback)
         raise AssertionError("a chain has at least one model")
+
+    async def _recall(self, request: TurnRequest) -> list[MemoryHit]:
+        """`memory: k`: the caller's k stored messages nearest to this turn's last user
+        message, from their other conversations (none for a plain completion)."""
+        if not request.memory or request.raw or self.memory is None:
+            return []
+        cap = self.settings.memory_max_recall
+        if request.memory > cap:
+            raise InvalidTurnRequest(
+                f"memory is {request.memory}; this server recalls at most {cap} "
+                "(MEMORY_MAX_RECALL)",
+                field="memory",
+                status_code=400,
+            )
+        text = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        if not text.strip():
+            return []
+        hits = await self.memory.recall(
+            self.registry, self.caller.user_id, text, request.memory, request.conversation_id
+        )
+        self.log["recalled"] = len(hits)
+        return hits
 
     async def _with_profile(
         self, request: TurnRequest, conversation: Conversation | None
@@ -264,6 +295,7 @@ class TurnService:
         history: Sequence[ChatMessage],
         params: SamplingParams,
         tools_prompt: str | None,
+        recalled: Sequence[MemoryHit] = (),
     ) -> PreparedPrompt:
         if request.raw:
             return await self.preparer.text(
@@ -283,6 +315,7 @@ class TurnService:
             max_tokens=params.resolved_max_tokens,
             owner=str(self.caller.user_id),
             tools_prompt=tools_prompt,
+            recalled=[(hit.role, hit.content) for hit in recalled],
         )
 
     def _cache_key(
@@ -320,7 +353,8 @@ class TurnService:
         prepared: PreparedPrompt,
         answer: Completion,
         new_conversation: NewConversation | None,
-    ) -> None:
+    ) -> list[StoredText]:
+        """Store the turn; the messages stored (none: the conversation went meanwhile)."""
         finished = answer.finished
         new = [new_message(m) for m in prepared.new_messages]
         if new:
@@ -337,6 +371,7 @@ class TurnService:
                 finish_reason=first.finish_reason,
             )
         )
+        stored = [StoredText(m.id, m.role, m.content) for m in new]
         if new_conversation is not None:
             # A new conversation is written with its first turn, in one transaction: its id
             # was handed out at the start, and a first turn that fails leaves no empty
@@ -348,7 +383,8 @@ class TurnService:
             except (IntegrityError, DuplicateKeyError):
                 # Only the owner can be missing (deleted during the turn): nothing to keep.
                 self.log["stored"] = False
-            return
+                return []
+            return stored
         # Two turns at once on one conversation: this process appends them one at a time;
         # across processes the append locks the conversation's row (PostgreSQL) and positions
         # are unique, so the loser of a race retries on fresh numbers.
@@ -358,15 +394,16 @@ class TurnService:
                     async with self.sessions() as session:
                         await store_turn(session, conversation_id, new)
                         await session.commit()
-                    return
+                    return stored
                 except ConversationNotFoundError:
                     # Deleted while its turn ran: the deletion wins, the answer still ends.
                     self.log["stored"] = False
-                    return
+                    return []
                 except (IntegrityError, DuplicateKeyError):
                     if attempt == STORE_ATTEMPTS - 1:
                         raise
                     await asyncio.sleep(0.05 * (attempt + 1))
+        return []
 
 
 def stored_message(message: Message) -> ChatMessage:

@@ -40,6 +40,9 @@ class TurnRequest:
     # False: answered from the conversation's history (if any) but nothing is stored, and
     # a new conversation is not created (the Responses API's `store: false`).
     store: bool = True
+    # Recall the k stored messages nearest to this turn's question from the caller's other
+    # conversations into the system turn (0: none).
+    memory: int = 0
 
 
 class MessageSanitization(msgspec.Struct):

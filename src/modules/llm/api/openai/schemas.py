@@ -116,6 +116,9 @@ class ChatCompletionRequest(OpenAIRequest, kw_only=True):
     # Extensions: continue a stored conversation; apply an admin-managed profile.
     conversation_id: uuid.UUID | None = None
     profile: ProfileName | None = None
+    # Extension: recall this many of the user's earlier messages from their other
+    # conversations into the prompt (MEMORY_MAX_RECALL at most).
+    memory: Annotated[int, Meta(ge=0, le=64)] = 0
 
 
 class CompletionRequest(OpenAIRequest, kw_only=True):

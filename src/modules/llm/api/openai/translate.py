@@ -91,6 +91,7 @@ def chat_turn(body: ChatCompletionRequest) -> TurnRequest:
         conversation_id=body.conversation_id,
         use_cache=body.use_cache,
         profile=body.profile,
+        memory=body.memory,
     )
 
 
