@@ -326,3 +326,31 @@ def test_every_visible_control_has_an_accessible_name(page: Page, site: FakeApi)
         page.get_by_role("button", name=section, exact=True).click()
         expect(page.get_by_role("heading", level=2).first).to_be_visible()
         assert page.evaluate(UNNAMED_CONTROLS) == [], section
+
+
+def test_search_finds_a_message_and_opens_its_conversation(
+    page: Page, backend: FakeBackend
+) -> None:
+    register(page)
+    for question in ("my cat is a fluffy little kitten", "the stock market fell today"):
+        page.get_by_role("button", name="New chat").click()
+        composer(page).fill(question)
+        composer(page).press("Enter")
+        expect(messages(page)).to_have_count(2)
+        expect(page.get_by_role("button", name="Send")).to_be_visible()
+    page.get_by_role("button", name="New chat").click()
+    sidebar = page.get_by_role("complementary", name="Conversations")
+    results = sidebar.get_by_role("list", name="Search results")
+    box = sidebar.get_by_role("searchbox", name="Search your messages")
+    # Messages are embedded after their turn, in the background: search until found.
+    for _ in range(50):
+        box.fill("kitten cat")
+        box.press("Enter")
+        if results.get_by_role("listitem").count():
+            break
+        page.wait_for_timeout(200)
+    first = results.get_by_role("listitem").first
+    expect(first).to_contain_text("my cat is a fluffy little kitten")
+    first.get_by_role("button").click()
+    expect(page.locator("#conversation-title")).to_have_text("my cat is a fluffy little kitten")
+    expect(messages(page).first).to_have_text(re.compile("fluffy little kitten"))

@@ -634,6 +634,48 @@ async function changeModel(model, action) {
   await Promise.all([loadAdmin(), loadModels()]);
 }
 
+// Memory search -----------------------------------------------------------------------------
+
+async function searchMessages(event) {
+  event?.preventDefault();
+  const query = $("search-query").value.trim();
+  const list = $("search-results");
+  if (!query) {
+    list.replaceChildren();
+    list.hidden = true;
+    say("search-message", "");
+    return;
+  }
+  try {
+    const found = await api(`/conversations/search?q=${encodeURIComponent(query)}&limit=10`);
+    list.replaceChildren(...found.items.map(searchHit));
+    list.hidden = found.items.length === 0;
+    say("search-message", found.items.length ? "" : "Nothing found.", "info");
+  } catch (error) {
+    list.replaceChildren();
+    list.hidden = true;
+    say("search-message", error.message);
+  }
+}
+
+function searchHit(hit) {
+  // Text only: the snippet and title are stored messages (model output among them).
+  const open = element(
+    "button",
+    {
+      type: "button",
+      class: "hit",
+      title: `${when(hit.created_at)}, similarity ${hit.score.toFixed(2)}`,
+      onclick: () => openConversation(hit.conversation_id),
+    },
+    element("span", { class: "hit-title", text: hit.conversation_title }),
+    element("span", { class: "hit-snippet", text: `${hit.role}: ${hit.snippet}` }),
+  );
+  const item = element("li", { class: "search-hit" }, open);
+  item.dataset.conversationId = hit.conversation_id;
+  return item;
+}
+
 // Wiring ----------------------------------------------------------------------------------
 
 function wire() {
@@ -645,6 +687,7 @@ function wire() {
   $("new-chat").addEventListener("click", newChat);
   $("sidebar-toggle").addEventListener("click", () => toggleSidebar());
   $("key-form").addEventListener("submit", createKey);
+  $("search-form").addEventListener("submit", searchMessages);
   $("prompt").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
