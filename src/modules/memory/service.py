@@ -24,7 +24,8 @@ from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnClause, Table, insert, literal_column, select, text
+from sqlalchemy import ColumnClause, Table, insert, literal_column, select, text, type_coerce
+from sqlalchemy.types import NullType
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modules.conversations.models import Conversation, Message
@@ -98,6 +99,12 @@ def unit(vector: Sequence[float] | Vector) -> Vector:
     array = np.asarray(vector, dtype=np.float32)
     norm = float(np.linalg.norm(array))
     return array / norm if norm > 0 else array
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    if isinstance(value, bytes | bytearray):
+        return uuid.UUID(bytes=bytes(value))
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 def _pgvector_literal(vector: Vector) -> str:
@@ -209,9 +216,12 @@ class MemoryIndex:
         limit: int,
         exclude: uuid.UUID | None,
     ) -> list[tuple[uuid.UUID, float]]:
+        # The ids as the driver gives them (bytes, or the driver's UUID): converting every
+        # row's id was most of a scan's time; only the top k are converted.
+        raw_id = type_coerce(EMBEDDINGS.c.message_id, NullType())
         rows = (
             await session.execute(
-                select(EMBEDDINGS.c.message_id, EMBEDDINGS.c.vector).where(
+                select(raw_id, EMBEDDINGS.c.vector).where(
                     *self._owned(owner_id, model, int(query.shape[0]), exclude)
                 )
             )
@@ -223,7 +233,7 @@ class MemoryIndex:
         k = min(limit, len(rows))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [(rows[i][0], float(scores[i])) for i in top]
+        return [(_uuid(rows[i][0]), float(scores[i])) for i in top]
 
     async def _in_database(
         self,
