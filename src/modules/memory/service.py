@@ -25,8 +25,8 @@ from typing import Any, Literal, cast
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import ColumnClause, Table, insert, literal_column, select, text, type_coerce
-from sqlalchemy.types import NullType
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import NullType
 
 from modules.conversations.models import Conversation, Message
 from modules.memory.models import MessageEmbedding
