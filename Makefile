@@ -3,7 +3,7 @@
 #   make test   set everything up, then run lint, types and the whole test suite
 # Both create .venv on first use and reinstall when pyproject.toml changes.
 
-# The first of Python 3.11, 3.12, 3.13 found (scripts/find-python.sh); PYTHON=... to choose.
+# A Python 3.11 to 3.13 (scripts/find-python.sh: one whose sqlite3 loads extensions first); PYTHON=... to choose.
 PYTHON ?= $(shell scripts/find-python.sh)
 VENV := .venv
 BIN := $(VENV)/bin

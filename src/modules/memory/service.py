@@ -24,9 +24,22 @@ from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnClause, Table, insert, literal_column, select, text, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    String,
+    Table,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    type_coerce,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import NullType
+from sqlalchemy.types import NullType, UserDefinedType
 
 from modules.conversations.models import Conversation, Message
 from modules.memory.models import MessageEmbedding
@@ -105,6 +118,15 @@ def _uuid(value: Any) -> uuid.UUID:
     if isinstance(value, bytes | bytearray):
         return uuid.UUID(bytes=bytes(value))
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+class _PgVector(UserDefinedType[Any]):
+    """pgvector's `vector`, only to cast to (the column exists where the extension does)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "vector"
 
 
 def _pgvector_literal(vector: Vector) -> str:
@@ -245,20 +267,21 @@ class MemoryIndex:
         limit: int,
         exclude: uuid.UUID | None,
     ) -> list[tuple[uuid.UUID, float]]:
-        distance: ColumnClause[Any]
-        if method == "pgvector":
-            distance = literal_column("embedding <=> CAST(:query AS vector)")
-            bound: Any = _pgvector_literal(query)
+        distance: ColumnElement[Any]
+        if method == "pgvector":  # the vector as pgvector's text form, cast by the server
+            as_text = sql_cast(bindparam("query", _pgvector_literal(query), type_=String), String)
+            distance = literal_column("embedding").op("<=>")(sql_cast(as_text, _PgVector()))
         else:  # sqlite-vec reads float32 blobs as they are stored
-            distance = literal_column("vec_distance_cosine(vector, :query)")
-            bound = to_bytes(query)
+            distance = func.vec_distance_cosine(
+                EMBEDDINGS.c.vector, bindparam("query", to_bytes(query), type_=LargeBinary)
+            )
         statement = (
             select(EMBEDDINGS.c.message_id, distance.label("distance"))
             .where(*self._owned(owner_id, model, int(query.shape[0]), exclude))
             .order_by(literal_column("distance"))
             .limit(limit)
         )
-        rows = (await session.execute(statement, {"query": bound})).all()
+        rows = (await session.execute(statement)).all()
         return [(row[0], 1.0 - float(row[1])) for row in rows]
 
     async def _hits(

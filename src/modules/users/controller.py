@@ -48,9 +48,9 @@ class UserController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
     ) -> UserPage:
-        """Every user, oldest first (admin)."""
+        """Every user, newest first (admin): a new account is on the first page."""
         users, total = await users_service.get_many_and_count(
-            OrderBy("created_at", "asc"), LimitOffset(limit=limit, offset=offset)
+            OrderBy("created_at", "desc"), LimitOffset(limit=limit, offset=offset)
         )
         return UserPage(
             items=[UserRead.from_model(u) for u in users], total=total, limit=limit, offset=offset

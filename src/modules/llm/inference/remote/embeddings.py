@@ -69,7 +69,6 @@ async def _attempts(backend: RemoteBackend, request: EmbeddingRequest, key: str)
     for attempt in range(1, attempts + 1):
         current = node  # `node` may change in a handler, before `finally` runs
         current.in_flight += 1
-        current.turns += 1
         try:
             answer = _read(await node.post("/embeddings", body), request)
         except QueueFullError:
