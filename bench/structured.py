@@ -26,7 +26,7 @@ to the first non-empty content chunk), schema / free for each server, ours / lla
 for each mode; and, per server, how many answers parse as JSON and validate against SCHEMA
 (jsonschema), leaving out those cut by max_tokens (finish_reason "length").
 
-    .venv/bin/python bench/structured.py                 # both servers, ~3 min on 2 cores
+    .venv/bin/python bench/structured.py                 # both servers, 3 to 5 min on 2 cores
     .venv/bin/python bench/structured.py --servers ours  # ours only
     .venv/bin/python bench/structured.py --max-tokens 64 --concurrency 1
 """
