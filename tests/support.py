@@ -154,6 +154,68 @@ def cli_server(env: dict[str, str], output: IO[bytes] | None = None) -> Iterator
         stop(process)
 
 
+NO_LIMITS = {
+    "RATE_LIMIT_REQUESTS_PER_MINUTE": "0",
+    "RATE_LIMIT_TOKENS_PER_MINUTE": "0",
+    "RATE_LIMIT_TOKENS_PER_DAY": "0",
+    "CACHE_ENABLED": "false",
+}
+
+
+@contextmanager
+def node_and_gateways(
+    tmp_path: Path, *, database_url: str = "", gateways: int = 1
+) -> Iterator[list[str]]:
+    """An `llm-service serve` node with the bundled model as `smol` (on its own SQLite), and
+    `gateways` replicas with no model file (on `database_url`, SQLite when empty) whose
+    `smol` is that node, reached with an API key made by `create-api-key`: their URLs."""
+    node_env = {
+        "DATA_DIR": str(tmp_path / "node"),
+        "DATABASE_URL": "",
+        "REDIS_URL": "",
+        "LLM_MODEL_ALIAS": "smol",
+        "LLM_PARALLEL": "2",
+        "LLM_CONTEXT_SIZE": "2048",
+        **NO_LIMITS,
+    }
+    ops = ("--email", "ops@example.com")
+    cli("create-admin", *ops, "--password-stdin", env=node_env, stdin=PASSWORD)
+    key = cli("create-api-key", *ops, "--name", "gateways", env=node_env).strip()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        node, node_url = start_server(node_env)
+        processes.append(node)
+        gateway_env = {
+            "DATA_DIR": str(tmp_path / "gateway"),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": "",
+            "LLM_MODEL_PATH": str(tmp_path / "no-such-model.gguf"),
+            "LLM_MODELS": f"smol={node_url}/v1#smol",
+            "LLM_REMOTE_API_KEYS": f"smol={key}",
+            **NO_LIMITS,
+        }
+        urls = []
+        for _ in range(gateways):
+            server, url = start_server(gateway_env)
+            processes.append(server)
+            urls.append(url)
+        yield urls
+    finally:
+        for process in processes:
+            stop(process)
+
+
+def token_on(base: str) -> str:
+    """A new user's access token on the server at `base`."""
+    email = f"user-{uuid.uuid4().hex[:8]}@example.com"
+    with httpx.Client(base_url=base, timeout=60) as client:
+        registered = client.post("/auth/register", json={"email": email, "password": PASSWORD})
+        assert registered.status_code == 201, registered.text
+        login = client.post("/auth/login", json={"email": email, "password": PASSWORD})
+        token: str = login.json()["access_token"]
+        return token
+
+
 @dataclass
 class Api:
     """A running server plus helpers to act as users against it."""

@@ -9,13 +9,10 @@ that every answer is well-formed (the grammar's work), not that it is wise."""
 from __future__ import annotations
 
 import json
-import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import instructor
 import jsonschema
 import openai
@@ -26,7 +23,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
 from tests.model.conftest import ModelApi
-from tests.support import PASSWORD, cli, start_server, stop
+from tests.support import node_and_gateways, token_on
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 PROMPTS = [
@@ -66,58 +63,8 @@ def gateway(
 ) -> Iterator[tuple[str, str]]:
     """A gateway (no model file) whose `smol` is a remote llm-service node with the bundled
     model: its base URL and a user's token on it."""
-    tmp_path = tmp_path_factory.mktemp("gateway")
-    node_env = {
-        "DATA_DIR": str(tmp_path / "node"),
-        "DATABASE_URL": "",
-        "REDIS_URL": "",
-        "LLM_MODEL_ALIAS": "smol",
-        "LLM_PARALLEL": "2",
-        "LLM_CONTEXT_SIZE": "2048",
-        "RATE_LIMIT_REQUESTS_PER_MINUTE": "0",
-        "RATE_LIMIT_TOKENS_PER_MINUTE": "0",
-        "RATE_LIMIT_TOKENS_PER_DAY": "0",
-        "CACHE_ENABLED": "false",
-    }
-    cli(
-        "create-admin",
-        "--email",
-        "ops@example.com",
-        "--password-stdin",
-        env=node_env,
-        stdin=PASSWORD,
-    )
-    key = cli("create-api-key", "--email", "ops@example.com", "--name", "gw", env=node_env).strip()
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        node, node_url = start_server(node_env)
-        processes.append(node)
-        gateway_env = {
-            "DATA_DIR": str(tmp_path / "gateway"),
-            "DATABASE_URL": "",
-            "REDIS_URL": "",
-            "LLM_MODEL_PATH": str(tmp_path / "no-such-model.gguf"),
-            "LLM_MODELS": f"smol={node_url}/v1#smol",
-            "LLM_REMOTE_API_KEYS": f"smol={key}",
-            "CACHE_ENABLED": "false",
-        }
-        server, url = start_server(gateway_env)
-        processes.append(server)
-        email = f"user-{uuid.uuid4().hex[:8]}@example.com"
-        with httpx.Client(base_url=url, timeout=60) as client:
-            assert (
-                client.post(
-                    "/auth/register", json={"email": email, "password": PASSWORD}
-                ).status_code
-                == 201
-            )
-            token = client.post("/auth/login", json={"email": email, "password": PASSWORD}).json()[
-                "access_token"
-            ]
-        yield url, token
-    finally:
-        for process in processes:
-            stop(process)
+    with node_and_gateways(tmp_path_factory.mktemp("gateway")) as (url,):
+        yield url, token_on(url)
 
 
 @pytest.fixture(params=["local", "gateway"])

@@ -6,7 +6,7 @@ completions).
 
 SmolLM2 is a 135M model with no tool syntax in its template: the agent asks for the tool
 by name (`tool_choice`), which the grammar enforces (the local engine's grammar sampling,
-from the engine-structured branch). The Agents SDK would reset the choice once the tool
+see llamacpp/sampler.py). The Agents SDK would reset the choice once the tool
 was used, and the small model would then call it again and again: so one run calls the
 tool and a second sends it all back for an answer."""
 
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,9 @@ from agents import (
     set_tracing_disabled,
 )
 
+from app.migrations import upgrade_to_head
 from tests.model.conftest import ModelApi
-from tests.support import PASSWORD, cli, start_server, stop
+from tests.support import node_and_gateways, token_on
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 WEATHER: Any = {
@@ -58,62 +57,9 @@ def replicas(
     """Two gateway replicas (no model file) on one PostgreSQL database, whose `smol` is a
     remote llm-service node with the bundled model: their base URLs."""
     tmp_path = tmp_path_factory.mktemp("replicas")
-    node_env = {
-        "DATA_DIR": str(tmp_path / "node"),
-        "DATABASE_URL": "",
-        "REDIS_URL": "",
-        "LLM_MODEL_ALIAS": "smol",
-        "LLM_PARALLEL": "2",
-        "LLM_CONTEXT_SIZE": "2048",
-        "RATE_LIMIT_REQUESTS_PER_MINUTE": "0",
-        "RATE_LIMIT_TOKENS_PER_MINUTE": "0",
-        "RATE_LIMIT_TOKENS_PER_DAY": "0",
-        "CACHE_ENABLED": "false",
-    }
-    cli(
-        "create-admin",
-        "--email",
-        "ops@example.com",
-        "--password-stdin",
-        env=node_env,
-        stdin=PASSWORD,
-    )
-    key = cli("create-api-key", "--email", "ops@example.com", "--name", "gw", env=node_env).strip()
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        node, node_url = start_server(node_env)
-        processes.append(node)
-        gateway_env = {
-            "DATA_DIR": str(tmp_path / "gateway"),
-            "DATABASE_URL": postgres_url,
-            "REDIS_URL": "",
-            "LLM_MODEL_PATH": str(tmp_path / "no-such-model.gguf"),
-            "LLM_MODELS": f"smol={node_url}/v1#smol",
-            "LLM_REMOTE_API_KEYS": f"smol={key}",
-            "CACHE_ENABLED": "false",
-            "RATE_LIMIT_REQUESTS_PER_MINUTE": "0",
-            "RATE_LIMIT_TOKENS_PER_MINUTE": "0",
-            "RATE_LIMIT_TOKENS_PER_DAY": "0",
-        }
-        urls = []
-        for _ in range(2):
-            server, url = start_server(gateway_env)
-            processes.append(server)
-            urls.append(url)
+    upgrade_to_head(postgres_url)  # the replicas' database, whichever test runs first
+    with node_and_gateways(tmp_path, database_url=postgres_url, gateways=2) as urls:
         yield urls
-    finally:
-        for process in processes:
-            stop(process)
-
-
-def token_on(base: str) -> str:
-    email = f"user-{uuid.uuid4().hex[:8]}@example.com"
-    with httpx.Client(base_url=base, timeout=60) as client:
-        registered = client.post("/auth/register", json={"email": email, "password": PASSWORD})
-        assert registered.status_code == 201, registered.text
-        login = client.post("/auth/login", json={"email": email, "password": PASSWORD})
-        token: str = login.json()["access_token"]
-        return token
 
 
 @function_tool
