@@ -138,7 +138,7 @@ def create_app(
             **cache.providers(response_cache),
             **ratelimit.providers(rate_limiter),
             **llm.providers(),
-            **metrics.providers(lambda: llm.registry, response_cache),
+            **metrics.providers(lambda: llm.registry, response_cache, rate_limiter),
         },
         plugins=[
             SQLAlchemyPlugin(config=db_config),

@@ -11,6 +11,7 @@ from modules.cache import ResponseCache
 from modules.llm.inference import ModelRegistry
 from modules.metrics.collector import AppCollector
 from modules.metrics.controller import MetricsController, SummaryController, prometheus_config
+from modules.ratelimit import RateLimiter
 
 
 def create_router() -> Router:
@@ -18,11 +19,13 @@ def create_router() -> Router:
 
 
 def providers(
-    model_registry: Callable[[], ModelRegistry | None], cache: ResponseCache
+    model_registry: Callable[[], ModelRegistry | None],
+    cache: ResponseCache,
+    limiter: RateLimiter | None = None,
 ) -> dict[str, Provide]:
     # One registry per app: several apps can live in one process (tests) without clashes.
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(AppCollector(model_registry, cache))
+    registry.register(AppCollector(model_registry, cache, limiter))
     return {"metrics_registry": Provide(lambda: registry, sync_to_thread=False, use_cache=True)}
 
 

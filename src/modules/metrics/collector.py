@@ -3,7 +3,8 @@
 Each app gets its own registry (several apps may live in one process, in tests), so
 nothing is registered globally and nothing is counted twice. Every model's figures come
 from the registry's typed records (`ModelRegistry.describe_all`), one scrape one read; each
-group of families is built by its own function."""
+group of families is built by its own function. The rate limiter's one gauge says whether
+its shared store (Redis) was lost and limits are counted per process."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from modules.llm.inference import (
     ModelStatus,
     NodeDescription,
 )
+from modules.ratelimit import RateLimiter
 
 MODEL = ["model"]
 NODE = ["model", "node"]
@@ -43,9 +45,15 @@ class Serving:
 
 
 class AppCollector(Collector):
-    def __init__(self, registry: Callable[[], ModelRegistry | None], cache: ResponseCache) -> None:
+    def __init__(
+        self,
+        registry: Callable[[], ModelRegistry | None],
+        cache: ResponseCache,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self._registry = registry
         self._cache = cache
+        self._limiter = limiter
 
     def collect(self) -> Iterator[Metric]:
         registry = self._registry()
@@ -60,6 +68,7 @@ class AppCollector(Collector):
         yield from _nodes(serving)
         yield _fallbacks(registry)
         yield from _cache(self._cache)
+        yield _limits(self._limiter)
 
 
 def _serving(models: Iterable[ModelStatus]) -> list[Serving]:
@@ -203,4 +212,14 @@ def _cache(cache: ResponseCache) -> tuple[Metric, ...]:
     return (
         CounterMetricFamily("llm_cache_hits", "Response cache hits", value=cache.stats.hits),
         CounterMetricFamily("llm_cache_misses", "Response cache misses", value=cache.stats.misses),
+    )
+
+
+def _limits(limiter: RateLimiter | None) -> Metric:
+    """1 while the shared store (Redis) is unreachable: limits then hold per process only."""
+    degraded = limiter is not None and limiter.degraded
+    return GaugeMetricFamily(
+        "llm_ratelimit_degraded",
+        "1 while the rate limits' shared store is unreachable (counted per process)",
+        value=1 if degraded else 0,
     )
