@@ -37,6 +37,7 @@ test: $(STAMP)
 	scripts/ensure-redis.sh
 	scripts/ensure-nginx.sh
 	scripts/ensure-chromium.sh
+	scripts/ensure-prometheus.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -m "not model"
 	$(BIN)/pytest -m model
@@ -45,6 +46,7 @@ test-fast: $(STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-redis.sh
 	scripts/ensure-chromium.sh
+	scripts/ensure-prometheus.sh
 	$(BIN)/pytest -m "not model"
 
 test-model: $(STAMP)
