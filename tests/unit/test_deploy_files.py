@@ -122,3 +122,24 @@ def test_the_image_builds_with_no_registry_but_its_base_images() -> None:
     assert dockerfile.count("pip install --find-links=/app .") == 1
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", ".env", "bench/.cache"} <= set(ignored)
+
+
+def test_the_monitoring_profile_mounts_the_rules_and_the_dashboard() -> None:
+    document = compose()
+    services = document["services"]
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert prometheus["profiles"] == grafana["profiles"] == ["monitoring"]
+    rules = "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro"
+    assert rules in prometheus["volumes"]
+    dashboard = "./deploy/grafana/llm-service.json:/var/lib/grafana/dashboards/llm-service.json:ro"
+    assert dashboard in grafana["volumes"]
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    assert prometheus["secrets"] == ["metrics_token"]
+    assert document["secrets"]["metrics_token"] == {"environment": "METRICS_TOKEN"}
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    (job,) = config["scrape_configs"]
+    assert job["static_configs"] == [{"targets": ["app:8000"]}]
+    assert job["authorization"]["credentials_file"] == "/run/secrets/metrics_token"
+    for service in (prometheus, grafana):
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"])
