@@ -11,14 +11,5 @@ found() {
 if found; then
     exit 0
 fi
-# policy-rc.d 101: the package's service is not started (port 80 stays free).
-policy=/usr/sbin/policy-rc.d
-restore=""
-if [ "$(id -u)" = 0 ] && [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod +x "$policy"
-    restore="$policy"
-fi
-trap '[ -z "$restore" ] || rm -f "$restore"' EXIT
 "$(dirname "$0")/apt-install.sh" /tmp/llm-service-nginx-install.log nginx
 found || { echo "error: nginx installed but not found on PATH or in /usr/sbin" >&2; exit 1; }

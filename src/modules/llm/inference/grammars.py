@@ -117,7 +117,7 @@ def tool_call_grammar(
     `text_allowed` (tool_choice "auto"), a plain answer is the other way out."""
     material = [
         "tools",
-        [msgspec_builtins(function) for function in functions],
+        [_function_material(function) for function in functions],
         text_allowed,
         parallel,
     ]
@@ -134,7 +134,7 @@ def tool_call_grammar(
     return grammar
 
 
-def msgspec_builtins(function: FunctionSpec) -> dict[str, Any]:
+def _function_material(function: FunctionSpec) -> dict[str, Any]:
     return {"name": function.name, "parameters": function.parameters, "strict": function.strict}
 
 

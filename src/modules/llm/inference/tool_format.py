@@ -25,7 +25,7 @@ from modules.llm.inference.events import (
     TokenDelta,
     ToolCallDelta,
 )
-from modules.llm.inference.structured import Tool, ToolCall
+from modules.llm.inference.structured import Tool
 
 CALLS_OPENING = re.compile(r'\s*\{\s*"tool_calls"\s*:\s*\[\s*')
 CALL_HEAD = re.compile(
@@ -186,16 +186,3 @@ def _with_tool_calls(finished: Finished, choices: dict[int, _Choice]) -> Finishe
         finish_reason=reasons[0],
         choice_reasons=tuple(reasons) if finished.choice_reasons else (),
     )
-
-
-def tool_calls_of(deltas: Sequence[ToolCallDelta]) -> list[ToolCall]:
-    """Whole calls from one choice's deltas."""
-    calls: list[dict[str, str]] = []
-    for delta in deltas:
-        while len(calls) <= delta.index:
-            calls.append({"id": "", "name": "", "arguments": ""})
-        call = calls[delta.index]
-        call["id"] = delta.id or call["id"]
-        call["name"] = delta.name or call["name"]
-        call["arguments"] += delta.arguments
-    return [ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"]) for c in calls]

@@ -22,7 +22,7 @@ from modules.llm.api.openai.responses_schemas import (
     ResponsesRequest,
     TextFormat,
 )
-from modules.llm.api.openai.translate import refuse_unsupported
+from modules.llm.api.openai.translate import check_tool_options, refuse_unsupported
 from modules.llm.inference import ResponseFormat, SamplingParams, Tool, ToolCall, ToolChoice
 from modules.llm.inference.structured import (
     FunctionSpec,
@@ -95,15 +95,7 @@ def _check(body: ResponsesRequest) -> None:
             param="text.verbosity",
             code="unsupported_parameter",
         )
-    if body.tool_choice is not None and not body.tools:
-        raise OpenAIError(
-            "'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice"
-        )
-    if body.parallel_tool_calls is not None and not body.tools:
-        raise OpenAIError(
-            "'parallel_tool_calls' is only allowed when 'tools' are specified.",
-            param="parallel_tool_calls",
-        )
+    check_tool_options(body.tools, body.tool_choice, body.parallel_tool_calls)
 
 
 def _settings(body: ResponsesRequest) -> SamplingParams:

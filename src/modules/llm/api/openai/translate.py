@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -151,16 +151,23 @@ def _message(index: int, message: ChatMessageIn) -> InputMessage:
     return InputMessage(role, content, f"{where}.content", calls, tool_call_id)
 
 
-def _check_tools(body: ChatCompletionRequest) -> None:
-    if body.tool_choice is not None and not body.tools:
+def check_tool_options(
+    tools: Sequence[object] | None, tool_choice: object, parallel: object
+) -> None:
+    """`tool_choice` and `parallel_tool_calls` only beside `tools` (chat and Responses)."""
+    if tool_choice is not None and not tools:
         raise OpenAIError(
             "'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice"
         )
-    if body.parallel_tool_calls is not None and not body.tools:
+    if parallel is not None and not tools:
         raise OpenAIError(
             "'parallel_tool_calls' is only allowed when 'tools' are specified.",
             param="parallel_tool_calls",
         )
+
+
+def _check_tools(body: ChatCompletionRequest) -> None:
+    check_tool_options(body.tools, body.tool_choice, body.parallel_tool_calls)
     if body.top_logprobs is not None and not body.logprobs:
         raise OpenAIError("'top_logprobs' needs 'logprobs' set to true.", param="top_logprobs")
     names = [tool.function.name for tool in body.tools or ()]

@@ -78,13 +78,7 @@ class RemoteNode:
             async with self.client().stream(
                 "POST", self.base_url + path, json={**payload, "model": self.model}
             ) as response:
-                if response.status_code in (429, 503):
-                    retry = response.headers.get("retry-after", "1")
-                    raise QueueFullError(int(retry) if retry.isdigit() else 1)
-                if response.status_code in (400, 422):  # the request, not the server
-                    raise UnsupportedRequestError(await _refusal(response))
-                if response.status_code >= 400:
-                    raise RemoteError(f"the server answered {response.status_code}")
+                await _raise_for_status(response)
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -107,13 +101,7 @@ class RemoteNode:
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
             raise RemoteError(redact(str(exc))) from exc
-        if response.status_code in (429, 503):
-            retry = response.headers.get("retry-after", "1")
-            raise QueueFullError(int(retry) if retry.isdigit() else 1)
-        if response.status_code in (400, 422):  # the request, not the server
-            raise UnsupportedRequestError(await _refusal(response))
-        if response.status_code >= 400:
-            raise RemoteError(f"the server answered {response.status_code}")
+        await _raise_for_status(response)
         try:
             answer = response.json()
         except ValueError as exc:  # not JSON
@@ -149,6 +137,18 @@ def resolve_model(base_url: str, api_key: str | None, timeout: float = 10) -> st
     except (ValueError, LookupError, TypeError):
         raise RemoteError(f"{where} listed no model") from None
     return model
+
+
+async def _raise_for_status(response: httpx.Response) -> None:
+    """A full server is a QueueFullError, a refused request an UnsupportedRequestError (the
+    request's fault, not the server's), any other failure a RemoteError."""
+    if response.status_code in (429, 503):
+        retry = response.headers.get("retry-after", "1")
+        raise QueueFullError(int(retry) if retry.isdigit() else 1)
+    if response.status_code in (400, 422):
+        raise UnsupportedRequestError(await _refusal(response))
+    if response.status_code >= 400:
+        raise RemoteError(f"the server answered {response.status_code}")
 
 
 async def _refusal(response: httpx.Response) -> str:
