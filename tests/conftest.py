@@ -70,12 +70,18 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     expression = str(config.option.markexpr or "")
     if "model" in expression and "not model" not in expression:
         return 0
+    if "compose" in expression and "not compose" not in expression:
+        return 0  # one project, its steps in order
     return min(2, os.cpu_count() or 1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/model/ needs the real model: the `model` tier."""
-    model_dir = Path(__file__).parent / "model"
+    """Everything under tests/model/ needs the real model: the `model` tier; everything
+    under tests/compose/ a Docker engine: the `compose` tier."""
+    tiers = {Path(__file__).parent / "model": pytest.mark.model}
+    tiers[Path(__file__).parent / "compose"] = pytest.mark.compose
     for item in items:
-        if model_dir in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.model)
+        parents = Path(str(item.fspath)).parents
+        for directory, marker in tiers.items():
+            if directory in parents:
+                item.add_marker(marker)
