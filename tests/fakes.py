@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,7 @@ from modules.llm.inference.embeddings import (
 from modules.llm.inference.events import drain
 from modules.llm.inference.sequences import find_stop
 from modules.llm.inference.structured import chosen_function
+from modules.llm.inference.tool_format import ToolSyntax
 
 CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 # The fake's embeddings: this many dimensions; token ids below FAKE_VOCAB.
@@ -207,6 +208,13 @@ def _logprobs(word: str, params: SamplingParams) -> tuple[TokenLogprob, ...]:
     return (TokenLogprob(token=word, logprob=-0.25, bytes=tuple(word.encode()), top=top),)
 
 
+def fake_prompt_builder(template: str | None) -> ChatPromptBuilder:
+    """A chat template (None: ChatML) over the fake tokenizer."""
+    return ChatPromptBuilder(
+        template, bos_token="", eos_token="<|im_end|>", tokenize=fake_tokenize, bos_id=None
+    )
+
+
 def structured_answer(params: SamplingParams) -> str | None:
     """What a model under the request's grammar would say: a call of the named (or first)
     tool with the least valid arguments, a schema's least instance, or a JSON object. None
@@ -221,6 +229,8 @@ def structured_answer(params: SamplingParams) -> str | None:
         )
         parameters = function.parameters or {"type": "object"}
         call = {"name": function.name, "arguments": example_of(parameters, parameters)}
+        if "<tool_call>" in params.grammar:  # the template's own format (Hermes)
+            return f"<tool_call>\n{json.dumps(call)}\n</tool_call>"
         return json.dumps({"tool_calls": [call]})
     response_format = params.response_format
     if response_format is not None and response_format.json_schema is not None:
@@ -293,9 +303,8 @@ class FakeBackend:
         self.busy = 0
         self.closed = False
         self._slots: asyncio.Semaphore | None = None
-        self.builder = ChatPromptBuilder(
-            None, bos_token="", eos_token="<|im_end|>", tokenize=fake_tokenize, bos_id=None
-        )
+        self.builder = fake_prompt_builder(None)
+        self.template_tools: list[Mapping[str, Any]] = []  # the last prompt's, for a template
 
     @property
     def slots(self) -> asyncio.Semaphore:
@@ -316,8 +325,15 @@ class FakeBackend:
     def is_running(self) -> bool:
         return not self.closed
 
-    async def chat_prompt(self, messages: Sequence[ChatMessage]) -> Prompt:
-        return Prompt(tuple(messages), tuple(self.builder.build(messages)))
+    @property
+    def tool_syntax(self) -> ToolSyntax | None:
+        return self.builder.tool_syntax
+
+    async def chat_prompt(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] = ()
+    ) -> Prompt:
+        self.template_tools = list(tools)
+        return Prompt(tuple(messages), tuple(self.builder.build(messages, tools)))
 
     async def text_prompt(self, text: str) -> Prompt:
         return Prompt((ChatMessage("user", text),), tuple(fake_tokenize(text, False)), raw=True)

@@ -1,5 +1,5 @@
 """JSON schemas to grammars (checked keyword by keyword, cached, linear in the schema), and
-the generic tool format's reader (the same calls however the text is cut)."""
+the tool formats' readers (the same calls however the text is cut)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,13 @@ from modules.llm.inference.grammars import (
     tool_calls_schema,
 )
 from modules.llm.inference.structured import FunctionSpec
-from modules.llm.inference.tool_format import ToolCallReader
+from modules.llm.inference.tool_format import (
+    GENERIC,
+    HERMES,
+    ToolCallReader,
+    ToolSyntax,
+    native_tool_syntax,
+)
 
 PERSON = {
     "type": "object",
@@ -138,11 +145,11 @@ class _Generation:
         pass
 
 
-def _read(text: str, size: int) -> tuple[AnswerBuilder, list[Event]]:
+def _read(text: str, size: int, syntax: ToolSyntax = GENERIC) -> tuple[AnswerBuilder, list[Event]]:
     pieces = [text[i : i + size] for i in range(0, len(text), size)]
 
     async def run() -> list[Event]:
-        return [event async for event in ToolCallReader(_Generation(pieces)).events()]
+        return [event async for event in ToolCallReader(_Generation(pieces), syntax).events()]
 
     events = asyncio.run(run())
     answers = AnswerBuilder()
@@ -156,11 +163,20 @@ CALLS = (
     '{ "tool_calls": [ {"name": "get_weather", "arguments": {"city": "Pa\\"ris", '
     '"days": [1, {"x": "}"}]}}, {"name":"b","arguments":{}} ] }'
 )
+# The same calls in Hermes's format, as a template with tools has the model write them.
+HERMES_CALLS = (
+    '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa\\"ris", '
+    '"days": [1, {"x": "}"}]}} \n</tool_call>\n'
+    '<tool_call>\n{"name":"b","arguments":{}}\n</tool_call>'
+)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
-def test_the_reader_finds_the_same_calls_however_the_text_is_cut(size: int) -> None:
-    answers, events = _read(CALLS, size)
+@pytest.mark.parametrize(("text", "syntax"), [(CALLS, GENERIC), (HERMES_CALLS, HERMES)])
+def test_the_reader_finds_the_same_calls_however_the_text_is_cut(
+    size: int, text: str, syntax: ToolSyntax
+) -> None:
+    answers, events = _read(text, size, syntax)
     calls = answers.tool_calls()
     assert [call.name for call in calls] == ["get_weather", "b"]
     assert json.loads(calls[0].arguments) == {"city": 'Pa"ris', "days": [1, {"x": "}"}]}
@@ -174,10 +190,29 @@ def test_the_reader_finds_the_same_calls_however_the_text_is_cut(size: int) -> N
     assert deltas[0].name == "get_weather"
 
 
-def test_a_plain_answer_passes_through() -> None:
-    answers, events = _read("  The weather is fine.", 3)
+@pytest.mark.parametrize("syntax", [GENERIC, HERMES])
+def test_a_plain_answer_passes_through(syntax: ToolSyntax) -> None:
+    answers, events = _read("  The weather is fine.", 3, syntax)
     assert answers.text() == "  The weather is fine."
     assert answers.tool_calls() == ()
     finished = events[-1]
     assert isinstance(finished, Finished)
     assert finished.finish_reason == "stop"
+
+
+def test_a_template_that_writes_tool_call_tags_gets_its_own_format() -> None:
+    hermes = (Path(__file__).parents[1] / "templates" / "qwen2.5-tools.jinja").read_text()
+    assert native_tool_syntax(hermes) is HERMES
+    assert native_tool_syntax(None) is None
+    assert native_tool_syntax("{% for m in messages %}{{ m.content }}{% endfor %}") is None
+
+
+def test_the_native_grammar_frames_each_call_and_bounds_them() -> None:
+    functions = [FunctionSpec(name="get_weather", parameters=PERSON)]
+    forced = tool_call_grammar(functions, text_allowed=False, parallel=False, syntax=HERMES)
+    assert forced.startswith('root ::= framed-call\nframed-call ::= "<tool_call>\\n" call')
+    auto = tool_call_grammar(functions, text_allowed=True, parallel=True, syntax=HERMES)
+    assert auto.startswith("root ::= calls | answer-text\nanswer-text ::= [^<]")
+    assert 'calls ::= framed-call ("\\n" framed-call){0,7}' in auto
+    generic = tool_call_grammar(functions, text_allowed=True, parallel=True)
+    assert "answer-text ::= [^{]" in generic

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 
@@ -38,9 +39,11 @@ class CountingBackend(FakeBackend):
         self.words_tokenized += len(tokens)
         return tokens
 
-    async def chat_prompt(self, messages: Sequence[ChatMessage]) -> Prompt:
+    async def chat_prompt(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] = ()
+    ) -> Prompt:
         self.renders += 1
-        return await super().chat_prompt(messages)
+        return await super().chat_prompt(messages, tools)
 
 
 class ShortCountingBackend(CountingBackend):

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     llm_fallbacks: str = ""
     # "alias=key,...": the bearer keys of remote models (never logged or shown).
     llm_remote_api_keys: str = Field("", repr=False)
+    # "alias=/path/template.jinja,...": a local model's chat template from a Jinja file
+    # instead of its GGUF's (as llama-server's --chat-template-file).
+    llm_chat_templates: str = ""
     llm_remote_connect_timeout_seconds: float = Field(3.0, gt=0)
     llm_remote_read_timeout_seconds: float = Field(60.0, gt=0)
     llm_default_model: str = ""
@@ -296,6 +299,19 @@ class Settings(BaseSettings):
         if default not in aliases:
             raise ValueError(f"LLM_DEFAULT_MODEL={default!r} is not in LLM_MODELS")
         return sorted(specs, key=lambda spec: spec[0] != default)
+
+    def chat_templates(self) -> dict[str, str]:
+        """LLM_CHAT_TEMPLATES read: {alias: template text}; an unreadable file is an error."""
+        templates: dict[str, str] = {}
+        for item in filter(str.strip, self.llm_chat_templates.split(",")):
+            alias, separator, path = (part.strip() for part in item.partition("="))
+            if not separator or not alias or not path:
+                raise ValueError(f"LLM_CHAT_TEMPLATES entry {item.strip()!r} is not alias=path")
+            try:
+                templates[alias] = Path(path).expanduser().read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"LLM_CHAT_TEMPLATES: {alias}'s template: {exc}") from exc
+        return templates
 
     def fallbacks(self, aliases: list[str]) -> dict[str, str]:
         """LLM_FALLBACKS as {alias: next}; every name must be a configured model."""

@@ -76,6 +76,7 @@ def local_backend_factory(settings: Settings) -> BackendFactory:
         state_cache_bytes=settings.llm_state_cache_mb * 1024 * 1024,
         default_system_prompt=settings.llm_default_system_prompt,
         embeddings=embedder_options(settings),
+        chat_templates=settings.chat_templates(),
     )
 
     def load(spec: ModelSpec) -> Backend:

@@ -127,10 +127,12 @@ class Sanitizer:
     def control_tokens(self) -> tuple[str, ...]:
         return self._control_tokens
 
-    def clean(self, text: str, *, field_name: str = "message") -> SanitizedText:
+    def clean(
+        self, text: str, *, field_name: str = "message", allow_empty: bool = False
+    ) -> SanitizedText:
         """Clean one message; raises SanitizationError when it is over the limit (checked
-        before any cleaning, and again after: NFKC can lengthen text) or when nothing usable
-        is left."""
+        before any cleaning, and again after: NFKC can lengthen text) or, unless
+        `allow_empty` (a string inside JSON), when nothing usable is left."""
         self._check_length(text, field_name)
         actions: list[str] = []
 
@@ -147,7 +149,7 @@ class Sanitizer:
         text = step("whitespace_collapsed", text, self._collapse(text))
         text = step("control_tokens_removed", text, self._drop_control_tokens(text))
 
-        if not text.strip():
+        if not text.strip() and not allow_empty:
             raise SanitizationError(f"{field_name} is empty after sanitization")
         self._check_length(text, field_name)
         return SanitizedText(text=text, actions=tuple(actions))

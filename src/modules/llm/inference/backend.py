@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from modules.llm.inference.answers import AnswerBuilder, Choice
 from modules.llm.inference.chat_template import ChatMessage
@@ -19,6 +19,7 @@ from modules.llm.inference.embeddings import (
 from modules.llm.inference.events import Failed, Finished, Generation, TokenDelta, ToolCallDelta
 from modules.llm.inference.sampling import SamplingParams
 from modules.llm.inference.stats import GenerationStats, Load
+from modules.llm.inference.tool_format import ToolSyntax
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +83,17 @@ class Backend(Protocol):
         """What it can be asked for (`describe().capabilities`, without the rest)."""
         ...
 
-    async def chat_prompt(self, messages: Sequence[ChatMessage]) -> Prompt:
-        """The messages rendered with the model's chat template and tokenized."""
+    @property
+    def tool_syntax(self) -> ToolSyntax | None:
+        """The tool format its chat template writes itself; None: the generic one (or, for
+        a remote server, whatever it does with the tools it is sent)."""
+        ...
+
+    async def chat_prompt(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] = ()
+    ) -> Prompt:
+        """The messages rendered with the model's chat template and tokenized; `tools`
+        (OpenAI's JSON) for a template that renders them (`tool_syntax`)."""
         ...
 
     async def text_prompt(self, text: str) -> Prompt: ...

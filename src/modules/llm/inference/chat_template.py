@@ -3,13 +3,18 @@
 The template is rendered with a placeholder in place of each message's content; the pieces
 the template wrote are tokenized with special tokens parsed, the contents without. So text a
 client sends can never become `<|im_start|>` or any other control token, whatever it spells.
+
+A template that renders tools itself (`tool_format.native_tool_syntax`) gets the request's
+tools and the history's calls and results as OpenAI's JSON; every string in them was
+cleaned of control-token text by the sanitizer first (`turns/preparation.py`), as the
+contents are. A template without tools reads them as text (`as_text`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +23,7 @@ from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from modules.llm.inference.structured import ToolCall
+from modules.llm.inference.tool_format import ToolSyntax, native_tool_syntax
 
 # Control characters that the sanitizer removes from every message, so no content holds them.
 _OPEN, _CLOSE = "\x01", "\x02"
@@ -66,6 +72,28 @@ def as_text(message: ChatMessage) -> ChatMessage:
     return message
 
 
+def _slot(index: int, message: ChatMessage, *, native: bool = False) -> dict[str, Any]:
+    """A message as the template sees it: its content a placeholder (none when empty, so
+    that `if message.content` reads false), and natively its calls and the call answered."""
+    slot: dict[str, Any] = {
+        "role": message.role,
+        "content": f"{_OPEN}{index}{_CLOSE}" if message.content else "",
+    }
+    if native and message.tool_calls:
+        slot["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                # Templates write `arguments | tojson`: an object, as llama.cpp gives them.
+                "function": {"name": call.name, "arguments": _json_or_text(call.arguments)},
+            }
+            for call in message.tool_calls
+        ]
+    if native and message.tool_call_id is not None:
+        slot["tool_call_id"] = message.tool_call_id
+    return slot
+
+
 def _json_or_text(arguments: str) -> object:
     try:
         return json.loads(arguments)
@@ -99,36 +127,49 @@ class ChatPromptBuilder:
         env.globals["raise_exception"] = raise_exception
         env.globals["strftime_now"] = lambda fmt: datetime.now(UTC).strftime(fmt)
         self._template = env.from_string(template or CHATML_TEMPLATE)
+        # The tool format the template writes itself; None: the generic one, as text.
+        self.tool_syntax: ToolSyntax | None = native_tool_syntax(template)
         self._bos_token = bos_token
         self._eos_token = eos_token
         self._tokenize = tokenize
         self._bos_id = bos_id
         self._overheads: dict[str, int] = {}  # by role, see `message_tokens`
 
-    def render_with_placeholders(self, messages: Sequence[ChatMessage]) -> str:
-        messages = [as_text(m) for m in messages]
-        slots: list[dict[str, Any]] = [
-            {"role": m.role, "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(messages)
-        ]
+    def render_with_placeholders(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] = ()
+    ) -> str:
+        """`tools` (OpenAI's JSON) reach a template with tools of its own, only."""
+        extra: dict[str, Any] = {}
+        if self.tool_syntax is None:
+            slots = [_slot(i, as_text(m)) for i, m in enumerate(messages)]
+        else:
+            slots = [_slot(i, m, native=True) for i, m in enumerate(messages)]
+            if tools:
+                extra["tools"] = list(tools)
         try:
             return self._template.render(
                 messages=slots,
                 add_generation_prompt=True,
                 bos_token=self._bos_token,
                 eos_token=self._eos_token,
+                **extra,
             )
         except TemplateError as exc:
             raise ChatTemplateError(f"chat template failed: {exc}") from exc
 
-    def render_text(self, messages: Sequence[ChatMessage]) -> str:
+    def render_text(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] = ()
+    ) -> str:
         """The prompt as text (for logs and tests); not what the model is fed."""
-        messages = [as_text(m) for m in messages]
-        rendered = self.render_with_placeholders(messages)
+        messages = self._as_read(messages)
+        rendered = self.render_with_placeholders(messages, tools)
         return _PLACEHOLDER.sub(lambda m: messages[int(m.group(1))].content, rendered)
 
-    def build(self, messages: Sequence[ChatMessage]) -> list[int]:
-        messages = [as_text(m) for m in messages]
-        rendered = self.render_with_placeholders(messages)
+    def build(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] = ()
+    ) -> list[int]:
+        messages = self._as_read(messages)
+        rendered = self.render_with_placeholders(messages, tools)
         tokens: list[int] = []
         position = 0
         for match in _PLACEHOLDER.finditer(rendered):
@@ -139,6 +180,12 @@ class ChatPromptBuilder:
         if self._bos_id is not None and (not tokens or tokens[0] != self._bos_id):
             tokens.insert(0, self._bos_id)
         return tokens
+
+    def _as_read(self, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+        """The messages whose contents the placeholders stand for."""
+        if self.tool_syntax is None:
+            return [as_text(m) for m in messages]
+        return list(messages)
 
     def message_tokens(self, message: ChatMessage) -> int:
         """The tokens `message` adds to a prompt that `build` makes: its content, tokenized

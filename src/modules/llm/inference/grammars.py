@@ -21,6 +21,7 @@ from typing import Any
 from llama_cpp.llama_grammar import SchemaConverter
 
 from modules.llm.inference.structured import FunctionSpec
+from modules.llm.inference.tool_format import GENERIC, ToolSyntax
 
 # Keywords the converter turns into grammar rules.
 HONOURED = frozenset(
@@ -51,9 +52,6 @@ _LOOSE_CHAR = 'char ::= [^"\\\\]'
 _JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F]'
 # A JSON object, any keys, any values (`response_format: json_object`).
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
-# What a free answer may be beside tool calls (tool_choice "auto"): any text that does not
-# start with "{", which starts a call.
-TEXT_RULE = r"answer-text ::= [^{] [^\x00]*"
 
 
 class SchemaError(ValueError):
@@ -111,37 +109,58 @@ def json_grammar(schema: dict[str, Any] | None, *, strict: bool, field: str) -> 
 
 
 def tool_call_grammar(
-    functions: Sequence[FunctionSpec], *, text_allowed: bool, parallel: bool
+    functions: Sequence[FunctionSpec],
+    *,
+    text_allowed: bool,
+    parallel: bool,
+    syntax: ToolSyntax = GENERIC,
 ) -> str:
-    """The grammar of the generic tool format (see `tool_calls_schema`); with
-    `text_allowed` (tool_choice "auto"), a plain answer is the other way out."""
+    """The grammar of a tool format (`tool_format.py`): the generic one's JSON object
+    (see `tool_calls_schema`), or each call framed as the template's format writes it;
+    with `text_allowed` (tool_choice "auto"), a plain answer is the other way out."""
     material = [
         "tools",
         [_function_material(function) for function in functions],
         text_allowed,
         parallel,
+        syntax.name,
     ]
     digest = digest_of(material, "tools")
     grammar = _cache.get(digest)
     if grammar is None:
-        schema = tool_calls_schema(functions, parallel=parallel)
-        if not text_allowed:
-            grammar = _convert(schema, "tools", root="")
-        else:
-            calls = _convert(schema, "tools", root="calls")
-            grammar = f"root ::= calls | answer-text\n{TEXT_RULE}\n{calls}"
+        grammar = _tool_call_grammar(functions, text_allowed, parallel, syntax)
         _cache.put(digest, grammar)
     return grammar
+
+
+def _tool_call_grammar(
+    functions: Sequence[FunctionSpec], text_allowed: bool, parallel: bool, syntax: ToolSyntax
+) -> str:
+    if syntax is GENERIC:
+        schema = tool_calls_schema(functions, parallel=parallel)
+        calls = _convert(schema, "tools", root="calls" if text_allowed else "")
+    else:
+        one_call = _convert(one_call_schema(functions), "tools", root="call")
+        more = MAX_PARALLEL_CALLS - 1 if parallel else 0
+        repeat = f' ("\\n" framed-call){{0,{more}}}' if more else ""
+        framed = f'framed-call ::= "{syntax.before_call}" call "{syntax.after_call}"'
+        root = "calls" if text_allowed else "root"
+        calls = f"{root} ::= framed-call{repeat}\n{framed}\n{one_call}"
+    if not text_allowed:
+        return calls
+    # A plain answer starts with anything but what starts calls.
+    text_rule = f"answer-text ::= [^{syntax.starts_calls}] [^\\x00]*"
+    return f"root ::= calls | answer-text\n{text_rule}\n{calls}"
 
 
 def _function_material(function: FunctionSpec) -> dict[str, Any]:
     return {"name": function.name, "parameters": function.parameters, "strict": function.strict}
 
 
-def tool_calls_schema(functions: Sequence[FunctionSpec], *, parallel: bool) -> dict[str, Any]:
-    """`{"tool_calls": [{"name": ..., "arguments": {...}}, ...]}`: one call (or several,
-    with `parallel`) of the given functions, each with arguments of its own schema. Each
-    function's `$defs` move to the root under its own prefix, its `$ref`s with them."""
+def one_call_schema(functions: Sequence[FunctionSpec]) -> dict[str, Any]:
+    """`{"name": ..., "arguments": {...}}`: a call of one of the given functions, with
+    arguments of its own schema. Each function's `$defs` move to the root under its own
+    prefix, its `$ref`s with them."""
     defs: dict[str, Any] = {}
     calls = []
     for index, function in enumerate(functions):
@@ -158,7 +177,15 @@ def tool_calls_schema(functions: Sequence[FunctionSpec], *, parallel: bool) -> d
                 "additionalProperties": False,
             }
         )
-    items: dict[str, Any] = {"anyOf": calls} if len(calls) > 1 else calls[0]
+    schema: dict[str, Any] = {"anyOf": calls} if len(calls) > 1 else calls[0]
+    return {**schema, "$defs": defs} if defs else schema
+
+
+def tool_calls_schema(functions: Sequence[FunctionSpec], *, parallel: bool) -> dict[str, Any]:
+    """`{"tool_calls": [{"name": ..., "arguments": {...}}, ...]}`: one call (or several,
+    with `parallel`) of the given functions (`one_call_schema`), the generic format."""
+    items = one_call_schema(functions)
+    defs = items.pop("$defs", None)
     # A bound on calls at once: a small model can otherwise repeat a call until max_tokens.
     most = MAX_PARALLEL_CALLS if parallel else 1
     array: dict[str, Any] = {"type": "array", "items": items, "minItems": 1, "maxItems": most}

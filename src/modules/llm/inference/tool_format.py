@@ -1,11 +1,19 @@
-"""The generic tool format: tool calls for a model whose chat template knows no tools.
+"""Tool formats: how a model writes the calls it makes, and how they are read back.
 
-The tools are described in the system turn; the model answers a call as one JSON object,
+**The generic format**, for a model whose chat template knows no tools: the tools are
+described in the system turn; the model answers a call as one JSON object,
 `{"tool_calls": [{"name": "f", "arguments": {...}}]}`, which the grammar enforces
 (`grammars.tool_call_grammar`): a named or required choice always yields a valid call, and
 "auto" lets the model's first character choose between a call ("{") and a plain answer.
 Earlier calls and their results are written into the conversation as the same JSON and as
 "Result of ..." user turns (`chat_template.as_text`), so the model reads its format back.
+
+**A template's own format** (`native_tool_syntax`): a template that renders tools itself
+gets them, and the calls and results of the history, as it expects them, and the model
+answers in the format it was trained on, which the grammar enforces the same way. One is
+read today: Hermes's `<tool_call>{"name": ..., "arguments": ...}</tool_call>` (Hermes 2 Pro
+and 3, Qwen 2.5 and 3, and their fine-tunes), detected as llama.cpp's server detects it.
+Templates with other formats (Llama 3.1's, Mistral's) get the generic one.
 
 `ToolCallReader` turns the text of such an answer into OpenAI's tool-call deltas as it
 streams: each call's id and name first, then its arguments in pieces."""
@@ -31,7 +39,40 @@ CALLS_OPENING = re.compile(r'\s*\{\s*"tool_calls"\s*:\s*\[\s*')
 CALL_HEAD = re.compile(
     r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*(?=[{\[])', re.DOTALL
 )
-CALL_TAIL = re.compile(r"\s*\}\s*(,|\])\s*")
+CALL_TAIL = re.compile(r"\s*\}\s*(?:,|(?P<end>\]))\s*")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSyntax:
+    """How a model writes its tool calls around each call's `{"name": ..., "arguments":`."""
+
+    name: str
+    starts_calls: str  # an answer whose first non-blank character is this holds calls
+    opening: re.Pattern[str]  # before the first call (and before each next, `reopens`)
+    tail: re.Pattern[str]  # after a call's arguments; its group "end": no call follows
+    reopens: bool
+    # The grammar's text around calls (GBNF string literals' contents).
+    before_call: str = ""
+    after_call: str = ""
+
+
+GENERIC = ToolSyntax("generic", "{", CALLS_OPENING, CALL_TAIL, reopens=False)
+HERMES = ToolSyntax(
+    "hermes",
+    "<",
+    re.compile(r"\s*<tool_call>\s*"),
+    re.compile(r"\s*\}\s*</tool_call>\s*"),
+    reopens=True,
+    before_call="<tool_call>\\n",
+    after_call="\\n</tool_call>",
+)
+
+
+def native_tool_syntax(template: str | None) -> ToolSyntax | None:
+    """The tool format a chat template renders itself, where it is one this service reads."""
+    if template and "<tool_call>" in template and "tools" in template:
+        return HERMES
+    return None
 
 
 def new_call_id() -> str:
@@ -77,11 +118,12 @@ class _Choice:
 
 
 class ToolCallReader:
-    """A generation in the generic tool format, read as OpenAI's tool-call deltas. A
-    plain answer (tool_choice "auto") passes through as text. Linear in the answer."""
+    """A generation in a tool format, read as OpenAI's tool-call deltas. A plain answer
+    (tool_choice "auto") passes through as text. Linear in the answer."""
 
-    def __init__(self, generation: Generation) -> None:
+    def __init__(self, generation: Generation, syntax: ToolSyntax = GENERIC) -> None:
         self._generation = generation
+        self._syntax = syntax
         self._choices: dict[int, _Choice] = {}
 
     def cancel(self) -> None:
@@ -106,18 +148,18 @@ class ToolCallReader:
             stripped = choice.text.lstrip()
             if not stripped:
                 return [TokenDelta("", delta.choice, delta.logprobs)] if delta.logprobs else []
-            if not stripped.startswith("{"):
+            if not stripped.startswith(self._syntax.starts_calls):
                 choice.mode = "text"
                 return [TokenDelta(choice.text, delta.choice, delta.logprobs)]
             choice.mode = "calls"
         events: list[Event] = []
-        _advance(choice, delta.choice, events)
+        _advance(choice, delta.choice, events, self._syntax)
         if delta.logprobs:  # no text to carry them: an empty delta does
             events.append(TokenDelta("", delta.choice, delta.logprobs))
         return events
 
 
-def _advance(choice: _Choice, index: int, events: list[Event]) -> None:
+def _advance(choice: _Choice, index: int, events: list[Event], syntax: ToolSyntax) -> None:
     """Read what arrived of a choice's calls, adding the deltas it makes to `events`."""
     text = choice.text
     while choice.mode == "calls":
@@ -130,16 +172,16 @@ def _advance(choice: _Choice, index: int, events: list[Event]) -> None:
             if choice.expect == "arguments":
                 return  # the rest has not arrived
             continue
-        pattern = {"opening": CALLS_OPENING, "head": CALL_HEAD, "tail": CALL_TAIL}[choice.expect]
-        match = pattern.match(text, choice.read)
+        pattern = {"opening": syntax.opening, "head": CALL_HEAD, "tail": syntax.tail}
+        match = pattern[choice.expect].match(text, choice.read)
         if match is None:
             return
         choice.read = match.end()
         if choice.expect == "opening":
             choice.expect = "head"
         elif choice.expect == "tail":
-            choice.expect = "head"
-            if match.group(1) == "]":
+            choice.expect = "opening" if syntax.reopens else "head"
+            if match.groupdict().get("end"):
                 choice.mode = "done"
         else:
             name = json.loads(f'"{match.group(1)}"')

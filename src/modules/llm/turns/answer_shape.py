@@ -3,8 +3,10 @@ choices), made ready for the model that gives it, and refused with a 400 that na
 is wrong before any work.
 
 A remote server (`Backend.passthrough`) gets OpenAI's fields as the client sent them. A
-local model gets a grammar instead: a JSON schema's, or the generic tool format's with its
-description in the system turn and a reader that turns the answer into tool calls."""
+local model gets a grammar instead: a JSON schema's, or a tool format's (`tool_format.py`)
+with a reader that turns the answer into tool calls: its template's own format, the tools
+rendered by the template, where it has one; otherwise the generic format, described in
+the system turn."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import msgspec
 from modules.llm.inference import Backend, Capability, SamplingParams
 from modules.llm.inference.grammars import SchemaError, json_grammar, tool_call_grammar
 from modules.llm.inference.structured import chosen_function
-from modules.llm.inference.tool_format import describe_tools
+from modules.llm.inference.tool_format import GENERIC, ToolSyntax, describe_tools
 from modules.llm.turns.options import InvalidTurnRequest
 
 # Where a request asks for each capability, for the error that names it.
@@ -26,7 +28,8 @@ _ASKED_BY: dict[Capability, str] = {"logprobs": "logprobs", "n": "n", "grammar":
 class AnswerShape:
     params: SamplingParams  # with the grammar a local model samples with
     tools_prompt: str | None = None  # the generic tool format's text for the system turn
-    reads_tool_calls: bool = False  # the answer is read as the generic tool format
+    template_tools: bool = False  # the tools go to the chat template, which renders them
+    reads_tool_calls: ToolSyntax | None = None  # the format the answer's calls are read in
 
     @property
     def plain(self) -> bool:
@@ -41,7 +44,7 @@ def answer_shape(backend: Backend, params: SamplingParams) -> AnswerShape:
         return AnswerShape(params)
     try:
         if params.tools and params.tool_choice != "none":
-            return _generic_tools(params)
+            return _tools(backend, params)
         return AnswerShape(msgspec.structs.replace(params, grammar=_json_grammar(params)))
     except SchemaError as exc:
         raise InvalidTurnRequest(exc.detail, field=exc.field, status_code=400) from exc
@@ -79,7 +82,7 @@ def _json_grammar(params: SamplingParams) -> str | None:
     )
 
 
-def _generic_tools(params: SamplingParams) -> AnswerShape:
+def _tools(backend: Backend, params: SamplingParams) -> AnswerShape:
     if params.response_format is not None and params.response_format.type != "text":
         raise SchemaError(
             "a local model answers either tool calls or JSON: send tools or response_format",
@@ -95,6 +98,12 @@ def _generic_tools(params: SamplingParams) -> AnswerShape:
     # A named function is called once (OpenAI's forced call); otherwise several calls at
     # once unless the client said no.
     parallel = named is None and params.parallel_tool_calls is not False
-    grammar = tool_call_grammar(functions, text_allowed=text_allowed, parallel=parallel)
+    syntax = backend.tool_syntax or GENERIC
+    grammar = tool_call_grammar(
+        functions, text_allowed=text_allowed, parallel=parallel, syntax=syntax
+    )
+    params = msgspec.structs.replace(params, grammar=grammar)
+    if syntax is not GENERIC:
+        return AnswerShape(params, template_tools=True, reads_tool_calls=syntax)
     prompt = describe_tools(params.tools, required=named, text_allowed=text_allowed)
-    return AnswerShape(msgspec.structs.replace(params, grammar=grammar), prompt, True)
+    return AnswerShape(params, prompt, reads_tool_calls=GENERIC)

@@ -15,6 +15,7 @@ import msgspec
 
 from modules.config import Settings
 from modules.llm.inference import Backend, ChatMessage, Prompt, PromptTooLongError, ToolCall
+from modules.llm.inference.structured import Tool
 from modules.llm.turns.lane import FairLane
 from modules.llm.turns.options import InvalidTurnRequest
 from modules.llm.turns.types import InputMessage, MessageSanitization, SanitizationReport
@@ -206,7 +207,9 @@ class PromptPreparer:
                 except SanitizationError as exc:
                     raise InvalidTurnRequest(str(exc), field=message.field) from exc
             calls = tuple(_cleaned_call(sanitizer, call) for call in message.tool_calls)
-            messages.append(ChatMessage(message.role, clean.text, calls, message.tool_call_id))
+            answered = message.tool_call_id
+            answered = _cleaned_strings(sanitizer, answered) if answered is not None else None
+            messages.append(ChatMessage(message.role, clean.text, calls, answered))
             if clean.changed:
                 per_message.append(
                     MessageSanitization(index=index, role=message.role, actions=list(clean.actions))
@@ -226,14 +229,21 @@ class PromptPreparer:
         max_tokens: int,
         owner: str,
         tools_prompt: str | None = None,
+        template_tools: Sequence[Tool] = (),
         recalled: Sequence[tuple[str, str]] = (),
     ) -> PreparedPrompt:
         """The system turn, as much recent history as fits, and the new messages. Each
         stored message is cleaned and measured once (see `CleanedHistory`); the history is
         fitted by summing those lengths, and the prompt rendered once more (a bounded few
         times where the sum was off), never once per dropped turn. In the owner's turn of
-        the fair lane."""
+        the fair lane. The generic tool format's `tools_prompt` joins the system turn;
+        `template_tools` go, cleaned, to a template that renders tools itself."""
         async with self.lane.slot(owner):
+            tools = (
+                await asyncio.to_thread(self._cleaned_tools, backend, template_tools)
+                if template_tools
+                else []
+            )
             head_raw = [InputMessage("system", text, name) for text, name in
                         ((system, "system"), (tools_prompt, "tools")) if text]  # fmt: skip
             raw = head_raw + list(new)
@@ -245,13 +255,13 @@ class PromptPreparer:
             head = [ChatMessage("system", system_text)] if head_raw else []
             n_ctx = backend.context_size
             # Without history: the prompt itself. With it: what every fitted prompt holds.
-            base = await backend.chat_prompt(head + new_messages)
+            base = await backend.chat_prompt(head + new_messages, tools)
             if base.token_count >= n_ctx:
                 raise PromptTooLongError(base.token_count, n_ctx)
             recalled_kept = 0
             if recalled:
                 head, base, recalled_kept = await self._with_recalled(
-                    backend, head, new_messages, base, recalled, max_tokens, owner
+                    backend, head, new_messages, base, recalled, max_tokens, owner, tools
                 )
             # A conversation keeps room to answer; a lone prompt only has to fit.
             reserve = min(max_tokens, n_ctx // 4) if history else 0
@@ -265,7 +275,7 @@ class PromptPreparer:
                     prompt = base
                     break
                 messages = [message for turn in kept for message in turn.messages]
-                prompt = await backend.chat_prompt(head + messages + new_messages)
+                prompt = await backend.chat_prompt(head + messages + new_messages, tools)
                 excess = prompt.token_count + reserve - n_ctx
                 if excess <= 0:
                     break
@@ -287,6 +297,11 @@ class PromptPreparer:
                 recalled=recalled_kept,
             )
 
+    def _cleaned_tools(self, backend: Backend, tools: Sequence[Tool]) -> list[dict[str, Any]]:
+        """Blocking: tools as OpenAI's JSON, each string in them cleaned, for a template."""
+        sanitizer = self.sanitizer_for(backend)
+        return [_cleaned_strings(sanitizer, msgspec.to_builtins(tool)) for tool in tools]
+
     async def _with_recalled(
         self,
         backend: Backend,
@@ -296,6 +311,7 @@ class PromptPreparer:
         recalled: Sequence[tuple[str, str]],
         max_tokens: int,
         owner: str,
+        tools: Sequence[dict[str, Any]],
     ) -> tuple[list[ChatMessage], Prompt, int]:
         """The system turn with the recalled messages (role, text; most similar first)
         added after a header, as many as fit in MEMORY_RECALL_MAX_TOKENS and in what the
@@ -312,7 +328,7 @@ class PromptPreparer:
             block = "\n".join([RECALL_HEADER, *lines])
             text = f"{head[0].content}\n\n{block}" if head else block
             with_recall = [ChatMessage("system", text)]
-            prompt = await backend.chat_prompt(with_recall + new_messages)
+            prompt = await backend.chat_prompt(with_recall + new_messages, tools)
             if prompt.token_count - base.token_count <= room:
                 return with_recall, prompt, len(lines)
             lines.pop()  # the sum was short (template text): the least similar goes
@@ -390,23 +406,32 @@ class PromptPreparer:
 
 
 def _cleaned_call(sanitizer: Sanitizer, call: ToolCall) -> ToolCall:
-    """A call's arguments with each string in them cleaned (the JSON stays JSON)."""
+    """A call with each string in it cleaned (its arguments' JSON stays JSON)."""
+    id_, name = _cleaned_strings(sanitizer, call.id), _cleaned_strings(sanitizer, call.name)
     try:
         arguments = json.loads(call.arguments)
     except ValueError:
-        return msgspec.structs.replace(call, arguments=sanitizer.clean(call.arguments).text)
+        text = _cleaned_strings(sanitizer, call.arguments)
+        return msgspec.structs.replace(call, id=id_, name=name, arguments=text)
+    cleaned = json.dumps(_cleaned_strings(sanitizer, arguments), ensure_ascii=False)
+    return msgspec.structs.replace(call, id=id_, name=name, arguments=cleaned)
 
-    def clean(value: Any) -> Any:
-        if isinstance(value, str):
-            return sanitizer.clean(value).text
-        if isinstance(value, list):
-            return [clean(item) for item in value]
-        if isinstance(value, dict):
-            return {clean(key): clean(item) for key, item in value.items()}
-        return value
 
-    cleaned = json.dumps(clean(arguments), ensure_ascii=False)
-    return msgspec.structs.replace(call, arguments=cleaned)
+def _cleaned_strings(sanitizer: Sanitizer, value: Any) -> Any:
+    """JSON with each string in it (keys too) cleaned; one left empty stays, empty."""
+    if isinstance(value, str):
+        try:
+            return sanitizer.clean(value, field_name="a string in tools", allow_empty=True).text
+        except SanitizationError as exc:  # over the length limit
+            raise InvalidTurnRequest(str(exc), field="tools") from exc
+    if isinstance(value, list):
+        return [_cleaned_strings(sanitizer, item) for item in value]
+    if isinstance(value, dict):
+        return {
+            _cleaned_strings(sanitizer, key): _cleaned_strings(sanitizer, item)
+            for key, item in value.items()
+        }
+    return value
 
 
 def _refuse_far_too_long(backend: Backend, messages: Sequence[ChatMessage]) -> None:

@@ -49,7 +49,7 @@ from modules.llm.inference import (
 )
 from modules.llm.inference.tool_format import ToolCallReader
 from modules.llm.turns.admission import Admission, Ticket
-from modules.llm.turns.answer_shape import answer_shape
+from modules.llm.turns.answer_shape import AnswerShape, answer_shape
 from modules.llm.turns.fallback import started
 from modules.llm.turns.memory import Memory, StoredText
 from modules.llm.turns.options import InvalidTurnRequest, sampling_params
@@ -201,7 +201,7 @@ class TurnService:
                 backend = self.registry.get(alias)
                 shape = answer_shape(backend, params)  # a 400 before any work
                 prepared = await self._prepare(
-                    backend, request, conversation, history, params, shape.tools_prompt, recalled
+                    backend, request, conversation, history, params, shape, recalled
                 )
                 key = (
                     self._cache_key(backend, prepared, params, request)
@@ -218,8 +218,8 @@ class TurnService:
                     owner=str(self.caller.user_id),
                     timeout=self.settings.llm_request_timeout_seconds,
                 )
-                if shape.reads_tool_calls:
-                    generation = ToolCallReader(generation)
+                if shape.reads_tool_calls is not None:
+                    generation = ToolCallReader(generation, shape.reads_tool_calls)
                 if fallback is not None and backend.unavailable_after_start:
                     # Know that it started before giving up the others.
                     generation = await started(generation)
@@ -294,7 +294,7 @@ class TurnService:
         conversation: Conversation | None,
         history: Sequence[ChatMessage],
         params: SamplingParams,
-        tools_prompt: str | None,
+        shape: AnswerShape,
         recalled: Sequence[MemoryHit] = (),
     ) -> PreparedPrompt:
         if request.raw:
@@ -314,7 +314,8 @@ class TurnService:
             history=history,
             max_tokens=params.resolved_max_tokens,
             owner=str(self.caller.user_id),
-            tools_prompt=tools_prompt,
+            tools_prompt=shape.tools_prompt,
+            template_tools=params.tools if shape.template_tools else (),
             recalled=[(hit.role, hit.content) for hit in recalled],
         )
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from modules.llm.inference.llamacpp.model import LoadedModel, ModelClosedError, 
 from modules.llm.inference.sampling import SamplingParams
 from modules.llm.inference.sequences import common_prefix
 from modules.llm.inference.stats import Load
+from modules.llm.inference.tool_format import ToolSyntax
 
 T = TypeVar("T")
 
@@ -49,6 +50,8 @@ class LocalOptions:
     default_system_prompt: str = ""
     # Embeddings on a second context (see llamacpp/embeddings.py); None: the model embeds not.
     embeddings: EmbedderOptions | None = None
+    # Chat templates that replace a GGUF's own, by alias (LLM_CHAT_TEMPLATES).
+    chat_templates: Mapping[str, str] = field(default_factory=dict)
 
 
 class LlamaCppBackend:
@@ -63,13 +66,14 @@ class LlamaCppBackend:
         engine: LLMEngine,
         default_system_prompt: str,
         embedder: Embedder | None = None,
+        chat_template: str | None = None,
     ) -> None:
         self.model = model
         self.engine = engine
         self.alias = model.alias
         self.stats = engine.stats
         self.default_system_prompt = default_system_prompt or None
-        self.prompt_builder = self.prompt_builder_for(model)
+        self.prompt_builder = self.prompt_builder_for(model, chat_template)
         self._public_prefix: list[int] | None = None
         # Read once: the context is freed on close, and a description is asked for after.
         self.capabilities = local_capabilities(model)
@@ -78,10 +82,10 @@ class LlamaCppBackend:
             self.capabilities = replace(self.capabilities, embeddings=True)
 
     @staticmethod
-    def prompt_builder_for(model: LoadedModel) -> ChatPromptBuilder:
-        """The model's own chat template over its tokenizer."""
+    def prompt_builder_for(model: LoadedModel, template: str | None = None) -> ChatPromptBuilder:
+        """The model's own chat template (or `template`) over its tokenizer."""
         return ChatPromptBuilder(
-            model.chat_template,
+            template or model.chat_template,
             bos_token=model.bos_text,
             eos_token=model.eos_text,
             tokenize=lambda text, special: model.tokenize(text, special=special),
@@ -102,7 +106,8 @@ class LlamaCppBackend:
         )
         engine.start()
         embedder = Embedder(model, options.embeddings) if options.embeddings else None
-        return cls(model, engine, options.default_system_prompt, embedder)
+        template = options.chat_templates.get(alias)
+        return cls(model, engine, options.default_system_prompt, embedder, template)
 
     @property
     def context_size(self) -> int:
@@ -116,8 +121,14 @@ class LlamaCppBackend:
     def is_running(self) -> bool:
         return self.engine.is_running
 
-    async def chat_prompt(self, messages: Sequence[ChatMessage]) -> Prompt:
-        tokens = await self._off_loop(self.prompt_builder.build, messages)
+    @property
+    def tool_syntax(self) -> ToolSyntax | None:
+        return self.prompt_builder.tool_syntax
+
+    async def chat_prompt(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] = ()
+    ) -> Prompt:
+        tokens = await self._off_loop(self.prompt_builder.build, messages, tools)
         system = messages[0].content if messages and messages[0].role == "system" else None
         shared = 0
         if system == self.default_system_prompt:

@@ -3,7 +3,8 @@ another llm-service): one node, or a pool of nodes behind one alias."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
 
@@ -94,7 +95,13 @@ class RemoteBackend:
     def is_running(self) -> bool:
         return any(node.healthy for node in self.nodes)
 
-    async def chat_prompt(self, messages: Sequence[ChatMessage]) -> Prompt:
+    @property
+    def tool_syntax(self) -> None:
+        return None  # the server gets the tools as they were sent
+
+    async def chat_prompt(
+        self, messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]] = ()
+    ) -> Prompt:
         return Prompt(tuple(messages), (), estimated_tokens=_estimate(messages))
 
     async def text_prompt(self, text: str) -> Prompt:
