@@ -31,6 +31,20 @@ from tests.fakes import FakeBackends
 
 JWT_SECRET = "test-secret-" + "x" * 40
 PASSWORD = "correct-horse-42"
+# A chat tool in OpenAI's shape, as the model-tier tests offer it.
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 
 def free_port() -> int:

@@ -338,3 +338,27 @@ def test_tools_reach_a_template_cleaned_of_control_tokens(
     assert "Weather." in sent
     assert "<|im_start|>" not in sent
     assert "<|im_end|>" not in sent
+
+
+def test_a_history_call_with_empty_strings_is_read_not_refused(
+    api: FakeApi, user_token: str
+) -> None:
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "", "note": " "}'},
+    }
+    messages = [
+        *ASK,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Unknown city."},
+    ]
+    answer = client_for(api, user_token).chat.completions.create(
+        model=MODEL,
+        messages=messages,  # type: ignore[arg-type]
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice="none",
+    )
+    assert answer.choices[0].message.content
+    (assistant,) = [m for m in api.backend.prompts[-1].messages if m.tool_calls]
+    assert json.loads(assistant.tool_calls[0].arguments) == {"city": "", "note": " "}

@@ -23,7 +23,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
 from tests.model.conftest import ModelApi
-from tests.support import node_and_gateways, token_on
+from tests.support import WEATHER_TOOL, node_and_gateways, token_on
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 PROMPTS = [
@@ -31,19 +31,7 @@ PROMPTS = [
     "Bob turned 45 last week. Give his name and age.",
     "Describe a person called Carol, aged 27.",
 ]
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
+WEATHER = WEATHER_TOOL
 
 
 class Person(BaseModel):

@@ -15,22 +15,10 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support import NO_LIMITS, cli_server, token_on
+from tests.support import NO_LIMITS, WEATHER_TOOL, cli_server, token_on
 
 TEMPLATE = Path(__file__).parents[1] / "templates" / "qwen2.5-tools.jinja"
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
+WEATHER = WEATHER_TOOL
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 

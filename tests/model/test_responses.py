@@ -33,21 +33,11 @@ from agents import (
 
 from app.migrations import upgrade_to_head
 from tests.model.conftest import ModelApi
-from tests.support import node_and_gateways, token_on
+from tests.support import WEATHER_TOOL, node_and_gateways, token_on
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
-WEATHER: Any = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "The current weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-        "additionalProperties": False,
-    },
-    "strict": True,
-}
+# The Responses API's flat shape of the same tool.
+WEATHER: Any = {"type": "function", **WEATHER_TOOL["function"], "strict": True}
 
 
 @pytest.fixture(scope="module")

@@ -208,7 +208,8 @@ class PromptPreparer:
                     raise InvalidTurnRequest(str(exc), field=message.field) from exc
             calls = tuple(_cleaned_call(sanitizer, call) for call in message.tool_calls)
             answered = message.tool_call_id
-            answered = _cleaned_strings(sanitizer, answered) if answered is not None else None
+            if answered is not None:
+                answered = _cleaned_strings(sanitizer, answered, message.field)
             messages.append(ChatMessage(message.role, clean.text, calls, answered))
             if clean.changed:
                 per_message.append(
@@ -407,28 +408,30 @@ class PromptPreparer:
 
 def _cleaned_call(sanitizer: Sanitizer, call: ToolCall) -> ToolCall:
     """A call with each string in it cleaned (its arguments' JSON stays JSON)."""
-    id_, name = _cleaned_strings(sanitizer, call.id), _cleaned_strings(sanitizer, call.name)
+    id_ = _cleaned_strings(sanitizer, call.id, "messages")
+    name = _cleaned_strings(sanitizer, call.name, "messages")
     try:
         arguments = json.loads(call.arguments)
     except ValueError:
-        text = _cleaned_strings(sanitizer, call.arguments)
+        text = _cleaned_strings(sanitizer, call.arguments, "messages")
         return msgspec.structs.replace(call, id=id_, name=name, arguments=text)
-    cleaned = json.dumps(_cleaned_strings(sanitizer, arguments), ensure_ascii=False)
+    cleaned = json.dumps(_cleaned_strings(sanitizer, arguments, "messages"), ensure_ascii=False)
     return msgspec.structs.replace(call, id=id_, name=name, arguments=cleaned)
 
 
-def _cleaned_strings(sanitizer: Sanitizer, value: Any) -> Any:
-    """JSON with each string in it (keys too) cleaned; one left empty stays, empty."""
+def _cleaned_strings(sanitizer: Sanitizer, value: Any, field: str = "tools") -> Any:
+    """JSON with each string in it (keys too) cleaned; one left empty stays, empty. A
+    string over the length limit is a 400 naming `field`."""
     if isinstance(value, str):
         try:
-            return sanitizer.clean(value, field_name="a string in tools", allow_empty=True).text
-        except SanitizationError as exc:  # over the length limit
-            raise InvalidTurnRequest(str(exc), field="tools") from exc
+            return sanitizer.clean(value, field_name=f"a string in {field}", allow_empty=True).text
+        except SanitizationError as exc:
+            raise InvalidTurnRequest(str(exc), field=field) from exc
     if isinstance(value, list):
-        return [_cleaned_strings(sanitizer, item) for item in value]
+        return [_cleaned_strings(sanitizer, item, field) for item in value]
     if isinstance(value, dict):
         return {
-            _cleaned_strings(sanitizer, key): _cleaned_strings(sanitizer, item)
+            _cleaned_strings(sanitizer, key, field): _cleaned_strings(sanitizer, item, field)
             for key, item in value.items()
         }
     return value
