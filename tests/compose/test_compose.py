@@ -73,7 +73,8 @@ class Compose:
             check=False,
         )
         assert done.returncode == 0, (
-            f"docker compose {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+            f"docker compose {' '.join(args)} failed ({done.returncode}):\n"
+            f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}\nlogs:\n{self.logs()[-8000:]}"
         )
         return done.stdout
 
@@ -252,7 +253,7 @@ def test_data_is_kept_across_a_restart_of_app(compose: Compose) -> None:
 
 def test_scale_profile_streams_through_nginx(compose: Compose) -> None:
     # The README's "Scaling out" steps, in order.
-    compose.run("--profile", "scale", "up", "-d", "--build", "inference")
+    compose.run("--profile", "scale", "up", "-d", "--build", "--wait", "inference")
     on_node = "--profile scale exec -T inference llm-service".split()
     compose.run(*on_node, "create-admin", "--email", OPS, "--password-stdin", stdin=PASSWORD + "\n")
     key = compose.run(*on_node, "create-api-key", "--email", OPS).strip().splitlines()[-1]
