@@ -1,0 +1,5 @@
+"""Model files: reading a GGUF's header, and downloading one that can be trusted."""
+
+from modules.models.gguf import GGUFInfo, NotGGUFError, read_gguf_info
+
+__all__ = ["GGUFInfo", "NotGGUFError", "read_gguf_info"]
