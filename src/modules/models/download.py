@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -296,9 +297,10 @@ class _Attempt:
         """Append the body to the part; a short body is retryable, its bytes are kept."""
         part, report = self.part, self.on_progress
         reported = part.size
-        with part.path.open("ab", buffering=self.chunk_bytes) as file:
+        # Unbuffered: the pieces (up to 64 KiB) go straight to the file, no copy in between.
+        with part.path.open("ab", buffering=0) as file:
             async for piece in response.aiter_raw():
-                file.write(piece)
+                _write_all(file, piece)
                 part.count(piece)
                 if report is not None and part.size - reported >= self.chunk_bytes:
                     reported = part.size
@@ -307,6 +309,12 @@ class _Attempt:
             report(part.size, total)
         if total is not None and part.size < total:
             raise _Retryable(f"the body ended at {part.size} of {total} bytes")
+
+
+def _write_all(file: io.FileIO, data: bytes) -> None:
+    written = file.write(data)
+    while written < len(data):  # A raw write may be partial.
+        written += file.write(memoryview(data)[written:])
 
 
 def _content_length(response: httpx.Response) -> int | None:
