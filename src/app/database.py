@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from modules.auth.models import ApiKey, RefreshToken
 from modules.conversations.models import Conversation, Message
 from modules.memory import MessageEmbedding, load_sqlite_vec
+from modules.models.records import CatalogModel
 from modules.profiles.models import Profile
 from modules.responses.models import StoredResponse
 from modules.users.models import User
@@ -29,6 +30,7 @@ MODELS = (
     MessageEmbedding,
     Profile,
     StoredResponse,
+    CatalogModel,
 )
 
 

@@ -43,6 +43,7 @@ from modules.llm.inference import (
     UnsupportedRequestError,
 )
 from modules.llm.turns import InvalidTurnRequest
+from modules.models.catalog import CatalogError
 from modules.profiles import ProfileIdNotFoundError, ProfileNameTakenError, ProfileNotFoundError
 from modules.ratelimit import RateLimitExceededError
 from modules.responses import ResponseNotFoundError, ResponseNotLatestError
@@ -129,6 +130,11 @@ def _from_password_policy(exc: PasswordPolicyError) -> ProblemDetailsException:
 
 
 def _from_invalid_turn(exc: InvalidTurnRequest) -> ProblemDetailsException:
+    extra = {"errors": [{"key": exc.field, "message": exc.detail}]} if exc.field else {}
+    return _problem(exc.status_code, exc.detail, extra=extra)
+
+
+def _from_catalog_error(exc: CatalogError) -> ProblemDetailsException:
     extra = {"errors": [{"key": exc.field, "message": exc.detail}]} if exc.field else {}
     return _problem(exc.status_code, exc.detail, extra=extra)
 
@@ -225,6 +231,7 @@ def problem_details_config() -> ProblemDetailsConfig:
             NotFoundError: lambda exc: _problem(404, "not found"),
             DuplicateKeyError: lambda exc: _problem(409, "a record with these values exists"),
             InvalidTurnRequest: _from_invalid_turn,
+            CatalogError: _from_catalog_error,
             PromptTooLongError: _from_prompt_too_long,
             UnsupportedRequestError: _from_unsupported,
             QueueFullError: _from_queue_full,

@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     llm_fallbacks: str = ""
     # "alias=key,...": the bearer keys of remote models (never logged or shown).
     llm_remote_api_keys: str = Field("", repr=False)
+    # Models added at run time (POST /llm/models): files under this directory, downloads
+    # into its downloads/; only URLs under these prefixes (comma separated) are fetched; a
+    # replica applies another's additions and deletions within this many seconds.
+    models_dir: str = "models"
+    # Hugging Face answers a download with a redirect to its CDN hosts: those too.
+    model_download_prefixes: str = (
+        "https://huggingface.co/,https://cdn-lfs.huggingface.co/,"
+        "https://cdn-lfs-us-1.huggingface.co/,https://cas-bridge.xethub.hf.co/"
+    )
+    model_sync_seconds: float = Field(2.0, gt=0, le=60)
     # "alias=/path/template.jinja,...": a local model's chat template from a Jinja file
     # instead of its GGUF's (as llama-server's --chat-template-file).
     llm_chat_templates: str = ""

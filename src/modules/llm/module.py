@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -29,6 +30,7 @@ from modules.llm.inference import (
     Backend,
     BackendFactory,
     BackendUnavailableError,
+    LoadOverrides,
     ModelRegistry,
     ModelSpec,
     RemoteBackend,
@@ -51,6 +53,7 @@ from modules.llm.turns import (
 )
 from modules.llm.turns.memory import Memory, MemorySearcher
 from modules.memory import MemorySearch
+from modules.models.catalog import ModelCatalog
 from modules.ratelimit import RateLimiter
 from modules.responses import ResponseStore
 
@@ -90,9 +93,27 @@ def local_backend_factory(settings: Settings) -> BackendFactory:
                 read_timeout=settings.llm_remote_read_timeout_seconds,
             )
         assert spec.path is not None
-        return LlamaCppBackend.from_file(spec.alias, spec.path, options)
+        return LlamaCppBackend.from_file(
+            spec.alias, spec.path, with_overrides(options, spec.overrides), spec.on_load_progress
+        )
 
     return load
+
+
+def with_overrides(options: LocalOptions, overrides: LoadOverrides) -> LocalOptions:
+    """A catalog model's own context size, slots and GPU layers over the settings'."""
+    model = options.model
+    return replace(
+        options,
+        model=replace(
+            model,
+            n_ctx=overrides.context_size or model.n_ctx,
+            parallel=overrides.slots or model.parallel,
+            n_gpu_layers=model.n_gpu_layers
+            if overrides.gpu_layers is None
+            else overrides.gpu_layers,
+        ),
+    )
 
 
 def embedder_options(settings: Settings) -> EmbedderOptions | None:
@@ -152,6 +173,7 @@ class LLMModule:
         self.preparer = PromptPreparer(settings)
         self.memory = Memory(settings, sessions, self.preparer)
         self.registry: ModelRegistry | None = None
+        self.catalog: ModelCatalog | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     def routers(
@@ -216,11 +238,17 @@ class LLMModule:
         ) -> MemorySearch:
             return MemorySearcher(self.memory, model_registry, embedding_service, request.user.id)
 
+        def provide_model_catalog() -> ModelCatalog:
+            if self.catalog is None:
+                raise BackendUnavailableError("the models are not loaded yet")
+            return self.catalog
+
         def provide_response_store(request: Request[Any, Any, Any]) -> ResponseStore:
             return ResponseStore(self.sessions, request.user.id)
 
         return {
             "model_registry": Provide(provide_model_registry, sync_to_thread=False),
+            "model_catalog": Provide(provide_model_catalog, sync_to_thread=False),
             "turn_service": Provide(provide_turn_service, sync_to_thread=False),
             "embedding_service": Provide(provide_embedding_service, sync_to_thread=False),
             "response_store": Provide(provide_response_store, sync_to_thread=False),
@@ -237,10 +265,21 @@ class LLMModule:
             fallbacks=self.settings.fallbacks([spec.alias for spec in specs]),
         )
         self.registry = registry
+        catalog = ModelCatalog(self.settings, self.sessions, registry)
+        syncing: asyncio.Task[None] | None = None
         try:
             await registry.load_all()
+            # Models added at run time: made to serve in the background, kept in step.
+            self.catalog = catalog
+            syncing = asyncio.get_running_loop().create_task(catalog.run())
             yield
         finally:
+            if syncing is not None:
+                syncing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await syncing
+            await catalog.stop()
+            self.catalog = None
             await self.memory.drain(within_seconds=10)  # turns stored last are embedded too
             await registry.stop_all()
             self.registry = None

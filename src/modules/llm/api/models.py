@@ -1,17 +1,22 @@
-"""/llm/models: list, load and unload models; /llm/validate-model: try one out (admin)."""
+"""/llm/models: list, load and unload models; add models at run time, follow their
+download and load, delete them (admin: the model catalog, modules/models);
+/llm/validate-model: try one out (admin)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from modules.auth import requires_admin
 from modules.llm.api.schemas import (
+    AddModelRequest,
     ModelCapabilities,
     ModelInfo,
     ModelList,
@@ -20,6 +25,7 @@ from modules.llm.api.schemas import (
 )
 from modules.llm.inference import Capabilities, ModelRegistry, ModelStatus, SamplingParams
 from modules.llm.turns import InputMessage, TurnRequest, TurnService
+from modules.models.catalog import ModelCatalog, NewModel
 from modules.users import ROLE_ADMIN
 
 # What a user who is not an admin reads of a load error: that it failed, not its text.
@@ -35,7 +41,7 @@ def model_info(model: ModelStatus, *, admin: bool = False) -> ModelInfo:
     error = model.error if admin or model.error is None else LOAD_FAILED
     return ModelInfo(
         alias=model.alias,
-        state=model.state,
+        state="ready" if model.state == "loaded" else model.state,
         default=model.default,
         file=model.source if shows_servers else None,
         size_bytes=model.size_bytes,
@@ -43,6 +49,10 @@ def model_info(model: ModelStatus, *, admin: bool = False) -> ModelInfo:
         slots=model.load.slots if model.load else None,
         error=error,
         capabilities=_capabilities(described.capabilities) if described else None,
+        origin=model.origin,
+        progress=None if model.progress is None else round(model.progress, 4),
+        bytes_done=model.bytes_done,
+        bytes_total=model.bytes_total,
     )
 
 
@@ -69,6 +79,56 @@ class ModelsController(Controller):
             default=model_registry.default_alias,
             models=[model_info(model, admin=admin) for model in model_registry.describe_all()],
         )
+
+    @post("/models", status_code=202, guards=[requires_admin])
+    async def add_model(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[AddModelRequest],
+        model_catalog: NamedDependency[ModelCatalog],
+    ) -> Response[ModelInfo]:
+        """Add a model at run time (admin): a file under MODELS_DIR, a download, or a
+        remote server. Answered at once (202); GET its Location, or its /events, to follow
+        the download and the load. Every replica serves it within MODEL_SYNC_SECONDS."""
+        fields = {name: getattr(data, name) for name in AddModelRequest.__struct_fields__}
+        entry = await model_catalog.add(NewModel(**fields), request.user.id)
+        info = model_info(model_catalog.registry.describe(entry.alias), admin=True)
+        return Response(info, status_code=202, headers={"Location": f"/llm/models/{entry.alias}"})
+
+    @get("/models/{alias:str}", guards=[requires_admin])
+    async def get_model(
+        self, alias: FromPath[str], model_registry: NamedDependency[ModelRegistry]
+    ) -> ModelInfo:
+        """One model's state (admin): downloading and loading with their progress."""
+        return model_info(model_registry.describe(alias), admin=True)
+
+    @get("/models/{alias:str}/events", guards=[requires_admin])
+    async def model_events(
+        self, alias: FromPath[str], model_registry: NamedDependency[ModelRegistry]
+    ) -> ServerSentEvent:
+        """Server-sent events (admin): the model's state now and at each change, until it
+        is ready or failed (or deleted); a comment every 15 s keeps the stream open."""
+        model_registry.describe(alias)  # unknown: a 404 before the stream starts
+
+        async def states() -> AsyncIterator[ServerSentEventMessage]:
+            async for status in model_registry.watch(alias):
+                if status is None:
+                    yield ServerSentEventMessage(comment="waiting")
+                    continue
+                info = model_info(status, admin=True)
+                yield ServerSentEventMessage(data=msgspec.json.encode(info).decode(), event="state")
+                if info.state in ("ready", "failed"):
+                    return
+
+        return ServerSentEvent(states())
+
+    @delete("/models/{alias:str}", status_code=204, guards=[requires_admin])
+    async def delete_model(
+        self, alias: FromPath[str], model_catalog: NamedDependency[ModelCatalog]
+    ) -> None:
+        """Delete a catalog model (admin): unloaded on every replica, its downloaded file
+        removed, its cached answers dropped. Models from settings stay (409)."""
+        await model_catalog.delete(alias)
 
     @post("/models/{alias:str}/load", status_code=200, guards=[requires_admin])
     async def load_model(

@@ -146,6 +146,7 @@ class ModelCapabilities(msgspec.Struct):
 
 class ModelInfo(msgspec.Struct):
     alias: str
+    # unloaded, downloading, loading, ready, failed
     state: str
     default: bool
     # A local model's file name (never its directory); a remote model's servers' public
@@ -157,6 +158,31 @@ class ModelInfo(msgspec.Struct):
     # Why it failed to load: redacted for admins, a fixed sentence for other users.
     error: str | None
     capabilities: ModelCapabilities | None  # while loaded
+    # "settings" (LLM_MODELS, fixed) or "catalog" (added at run time, deletable).
+    origin: str = "settings"
+    # Downloading or loading: how far (0 to 1, null when not known); downloading: bytes.
+    progress: float | None = None
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+
+
+Alias = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class AddModelRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /llm/models: exactly one of path (under MODELS_DIR), url (a GGUF to download,
+    sha256 optional) and remote (an OpenAI-compatible server, `http://host:port/v1#model`,
+    api_key optional); load options optional."""
+
+    alias: Alias
+    path: Annotated[str, Meta(min_length=1, max_length=1024)] | None = None
+    url: Annotated[str, Meta(pattern=r"^https?://", max_length=2048)] | None = None
+    sha256: Annotated[str, Meta(pattern=r"^[0-9A-Fa-f]{64}$")] | None = None
+    remote: Annotated[str, Meta(pattern=r"^https?://", max_length=2048)] | None = None
+    api_key: Annotated[str, Meta(min_length=1, max_length=512)] | None = None
+    context_size: Annotated[int, Meta(ge=256, le=131072)] | None = None
+    slots: Annotated[int, Meta(ge=1, le=64)] | None = None
+    gpu_layers: Annotated[int, Meta(ge=-1, le=100000)] | None = None
 
 
 class ModelList(msgspec.Struct):
@@ -172,7 +198,7 @@ class ValidateRequest(msgspec.Struct, forbid_unknown_fields=True):
     max_tokens: Annotated[int, Meta(ge=1, le=256)] = 32
 
 
-class ValidateReport(ModelInfo):
+class ValidateReport(ModelInfo, kw_only=True):
     available: bool
     sample: str | None = None
     completion_tokens: int | None = None

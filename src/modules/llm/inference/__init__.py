@@ -34,6 +34,7 @@ from modules.llm.inference.events import (
 )
 from modules.llm.inference.registry import (
     BackendFactory,
+    LoadOverrides,
     ModelEntry,
     ModelRegistry,
     ModelSpec,
@@ -74,6 +75,7 @@ __all__ = [
     "Histogram",
     "JsonSchemaSpec",
     "Load",
+    "LoadOverrides",
     "LocalDetails",
     "ModelDescription",
     "ModelEntry",

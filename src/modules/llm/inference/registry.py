@@ -2,16 +2,20 @@
 
 It is the one source of truth for what serves: requests, /health, /metrics and
 /llm/models all read it. A model that fails to load is marked `failed` with its error;
-the others keep serving. The error is kept and logged redacted (`redact`): a load error's
+the others keep serving. Models come from settings at start-up, and from the model
+catalog at run time (`add`, `remove`: modules/models), which downloads their files first
+(`downloading`, with progress) and whose loads report llama.cpp's progress (`loading`);
+`watch` follows an entry's changes. The error is kept and logged redacted (`redact`): a load error's
 text names the file or server as configured, which may carry a directory or credentials."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +27,18 @@ from modules.llm.inference.errors import BackendUnavailableError, ModelNotFoundE
 from modules.llm.inference.stats import GenerationStats, Load
 
 logger = structlog.get_logger(__name__)
-ModelState = Literal["unloaded", "loading", "loaded", "failed"]
+ModelState = Literal["unloaded", "downloading", "loading", "loaded", "failed"]
+# Where an entry comes from: settings (fixed, not deletable through the API) or the catalog.
+ModelOrigin = Literal["settings", "catalog"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOverrides:
+    """Per-model load options (the catalog's), over the service's settings."""
+
+    context_size: int | None = None
+    slots: int | None = None
+    gpu_layers: int | None = None
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -37,6 +52,11 @@ class ModelSpec:
     path: Path | None = None
     url: str | None = None
     api_key: str | None = field(default=None, repr=False)  # never logged
+    overrides: LoadOverrides = LoadOverrides()
+    # Told the load's progress (0 to 1) from the loading thread, where a backend can.
+    on_load_progress: Callable[[float], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def kind(self) -> ModelKind:
@@ -70,6 +90,12 @@ class ModelEntry:
     state: ModelState = "unloaded"
     error: str | None = None
     backend: Backend | None = None
+    origin: ModelOrigin = "settings"
+    # While downloading: bytes so far and in all (None: not announced); while downloading
+    # or loading: how far, 0 to 1 (None: not known).
+    progress: float | None = None
+    bytes_done: int | None = None
+    bytes_total: int | None = None
     # What the loaded weights are: the file (path, size, modification time) or the
     # server(s) and model. Cached answers are keyed by it, so a new file never serves
     # answers of the old one.
@@ -103,6 +129,10 @@ class ModelEntry:
             description=backend.describe() if backend is not None else None,
             load=backend.load() if backend is not None else None,
             stats=backend.stats if backend is not None else None,
+            origin=self.origin,
+            progress=self.progress,
+            bytes_done=self.bytes_done,
+            bytes_total=self.bytes_total,
         )
 
 
@@ -122,6 +152,10 @@ class ModelStatus:
     description: ModelDescription | None
     load: Load | None
     stats: GenerationStats | None  # live counters, read at once
+    origin: ModelOrigin = "settings"
+    progress: float | None = None  # downloading or loading: 0 to 1
+    bytes_done: int | None = None
+    bytes_total: int | None = None
 
 
 class ModelRegistry:
@@ -141,6 +175,9 @@ class ModelRegistry:
         self._factory = factory
         self._on_change = on_change
         self._lock = asyncio.Lock()
+        self._changes = asyncio.Condition()  # notified on every entry's change (`watch`)
+        self.version = 0  # counts the changes
+        self._wakers: set[asyncio.Task[None]] = set()
 
     @property
     def aliases(self) -> list[str]:
@@ -199,15 +236,14 @@ class ModelRegistry:
         async with self._lock:
             if entry.state == "loaded":
                 return entry
-            entry.state, entry.error = "loading", None
+            self.update(entry, state="loading", error=None, progress=None)
             try:
-                entry.backend = await asyncio.to_thread(self._factory, entry.spec)
+                entry.backend = await asyncio.to_thread(self._factory, self._spec_of(entry))
             except Exception as exc:  # one bad file must not take the others down
-                error = redact(str(exc) or type(exc).__name__, entry.spec.secrets())
-                logger.error("model failed to load", model=entry.alias, error=error)
-                entry.state, entry.error, entry.backend = "failed", error, None
+                self.fail(entry, str(exc) or type(exc).__name__)
                 return entry
-            entry.state, entry.fingerprint = "loaded", _fingerprint(entry.spec)
+            entry.fingerprint = _fingerprint(entry.spec)
+            self.update(entry, state="loaded", progress=None)
         if announce:
             self._changed(entry.alias)
         return entry
@@ -216,12 +252,86 @@ class ModelRegistry:
         entry = self.entry(name)
         async with self._lock:
             backend, entry.backend = entry.backend, None
-            entry.state, entry.error = "unloaded", None
+            self.update(entry, state="unloaded", error=None, progress=None)
             if backend is not None:
                 await asyncio.to_thread(backend.close)
         if announce:
             self._changed(entry.alias)
         return entry
+
+    def add(self, spec: ModelSpec, *, state: ModelState = "unloaded") -> ModelEntry:
+        """A catalog model, not loaded yet (`load` loads it)."""
+        if spec.alias in self.entries:
+            raise ValueError(f"model {spec.alias!r} exists")
+        entry = self.entries[spec.alias] = ModelEntry(spec, state=state, origin="catalog")
+        self._notify()
+        return entry
+
+    async def remove(self, name: str) -> ModelEntry:
+        """Unload a catalog model and forget it; its cached answers go (`on_change`)."""
+        entry = self.entry(name)
+        if entry.origin != "catalog":
+            raise ValueError(f"model {entry.alias!r} comes from settings")
+        await self.unload(entry.alias, announce=True)
+        self.entries.pop(entry.alias, None)
+        self._notify()
+        return entry
+
+    def update(self, entry: ModelEntry, **fields: object) -> None:
+        """Change an entry's state or progress, and tell its watchers. On the loop."""
+        for name, value in fields.items():
+            setattr(entry, name, value)
+        self._notify()
+
+    def fail(self, entry: ModelEntry, error: str) -> None:
+        """Mark an entry failed with `error`, redacted (logged too)."""
+        error = redact(error, entry.spec.secrets())
+        logger.error("model failed to load", model=entry.alias, error=error)
+        entry.backend = None
+        self.update(entry, state="failed", error=error, progress=None)
+
+    async def watch(
+        self, name: str, *, heartbeat: float = 15.0
+    ) -> AsyncIterator[ModelStatus | None]:
+        """An entry's status now and after each change (None: no change for `heartbeat`
+        seconds); ends when the entry is gone."""
+        seen = -1
+        while name in self.entries:
+            async with self._changes:
+                if seen == self.version:  # checked and waited for with no await between
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changes.wait(), heartbeat)
+            if name not in self.entries:
+                return
+            if seen == self.version:
+                yield None
+                continue
+            seen = self.version
+            yield self.describe(name)
+
+    def _notify(self) -> None:
+        self.version += 1
+        task = asyncio.get_running_loop().create_task(self._wake())
+        self._wakers.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._wakers.discard)
+
+    async def _wake(self) -> None:
+        async with self._changes:
+            self._changes.notify_all()
+
+    def _spec_of(self, entry: ModelEntry) -> ModelSpec:
+        """The spec a backend is made from: a catalog entry's load reports its progress."""
+        if entry.origin != "catalog":
+            return entry.spec
+        loop = asyncio.get_running_loop()
+        last = [-1.0]
+
+        def progress(fraction: float) -> None:  # from the loading thread
+            if fraction - last[0] >= 0.01 or fraction >= 1.0:
+                last[0] = fraction
+                loop.call_soon_threadsafe(lambda: self.update(entry, progress=fraction))
+
+        return replace(entry.spec, on_load_progress=progress)
 
     async def load_all(self) -> None:
         # Start-up and shutdown announce nothing: other replicas keep serving these models.

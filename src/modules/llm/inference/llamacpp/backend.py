@@ -93,9 +93,16 @@ class LlamaCppBackend:
         )
 
     @classmethod
-    def from_file(cls, alias: str, path: Path, options: LocalOptions) -> LlamaCppBackend:
-        """Blocking: reads the GGUF and starts the engine thread."""
-        model = LoadedModel(path, alias, options.model)
+    def from_file(
+        cls,
+        alias: str,
+        path: Path,
+        options: LocalOptions,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> LlamaCppBackend:
+        """Blocking: reads the GGUF (telling `on_progress` how far) and starts the engine
+        thread."""
+        model = LoadedModel(path, alias, options.model, on_progress)
         engine = LLMEngine(
             model,
             queue_size=options.queue_size,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -55,7 +56,13 @@ class LoadedModel:
     """Owns the model and its context. Only the engine thread decodes; tokenizing is
     read-only on the vocabulary and safe from any thread."""
 
-    def __init__(self, path: Path, alias: str, options: ModelOptions) -> None:
+    def __init__(
+        self,
+        path: Path,
+        alias: str,
+        options: ModelOptions,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> None:
         if options.n_gpu_layers and not gpu_offload_supported():
             raise GpuUnavailableError(
                 f"LLM_GPU_LAYERS={options.n_gpu_layers} asks for GPU offload, but this build "
@@ -67,6 +74,14 @@ class LoadedModel:
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers < 0 else options.n_gpu_layers
         model_params.use_extra_bufts = options.cpu_extra_buffers
+        if on_progress is not None:
+            # llama.cpp calls it from this thread while it reads the weights; True goes on.
+            def progress(fraction: float, _: object) -> bool:
+                on_progress(float(fraction))
+                return True
+
+            self._progress = llama_cpp.llama_progress_callback(progress)  # kept alive
+            model_params.progress_callback = self._progress
         context_params = llama_cpp.llama_context_default_params()
         context_params.n_ctx = options.n_ctx * options.parallel
         context_params.n_seq_max = options.parallel
