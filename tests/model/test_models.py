@@ -68,7 +68,7 @@ def test_models_are_listed_with_state_and_size(multi: dict[str, Any]) -> None:
     listing = multi["client"].get("/llm/models", headers=multi["user"]).json()
     models = {m["alias"]: m for m in listing["models"]}
     assert listing["default"] == "smol"
-    assert models["smol"]["state"] == models["smol-q8"]["state"] == "loaded"
+    assert models["smol"]["state"] == models["smol-q8"]["state"] == "ready"
     assert models["smol-q8"]["size_bytes"] > models["smol"]["size_bytes"]
     # A file that fails to load leaves the others serving.
     assert models["broken"]["state"] == "failed"
@@ -104,7 +104,7 @@ def test_admin_unloads_and_loads_a_model(multi: dict[str, Any]) -> None:
     assert refused.status_code == 503
     assert client.post("/llm/generate", json=TINY, headers=user).status_code == 200
     loaded = client.post("/llm/models/smol-q8/load", headers=admin)
-    assert loaded.json()["state"] == "loaded"
+    assert loaded.json()["state"] == "ready"
     again = client.post("/llm/generate", json={**TINY, "model": "smol-q8"}, headers=user)
     assert again.status_code == 200
     assert client.post("/llm/models/nope/load", headers=admin).status_code == 404

@@ -1,9 +1,11 @@
 """Monitoring as people run it: the alert rules pass promtool's check and its unit tests,
 every metric the rules and the Grafana dashboard name is one the service exports (read off
-a running fast-tier app's /metrics), and the rate limiter's degraded gauge."""
+a running fast-tier app's /metrics), the rate limiter's degraded gauge, and Debian's
+Prometheus scraping a running app with the shipped config while the rules fire."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -21,7 +23,7 @@ from app.migrations import upgrade_to_head
 from modules.cache import response_cache_from_settings
 from modules.metrics import AppCollector
 from modules.ratelimit import Limits, RateLimiter
-from tests.support import RunningServer, fake_app, make_settings, wait_for
+from tests.support import Api, RunningServer, fake_app, free_port, make_settings, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/alerts.yml"
@@ -202,3 +204,85 @@ async def test_the_limiter_gauge_says_when_redis_was_lost(tmp_path: Path) -> Non
     assert limiter.degraded
     assert degraded_gauge(collector) == 1
     assert degraded_gauge(AppCollector(lambda: None, cache)) == 0  # no limiter: not degraded
+
+
+def prometheus_config(tmp_path: Path, live: str, dead: str) -> Path:
+    """deploy/prometheus/prometheus.yml as shipped, pointed at `live` and `dead` (host:port)
+    with the token in a file, evaluated every second, and the alert rules with no `for`
+    (the conditions, not their durations, are what this test checks: alerts_test.yml
+    checks the durations)."""
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule["for"] = "0s"
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(rules))
+    (tmp_path / "token").write_text(TOKEN)
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(tmp_path / "alerts.yml")]
+    (job,) = config["scrape_configs"]
+    job["authorization"]["credentials_file"] = str(tmp_path / "token")
+    job["static_configs"] = [{"targets": [live, dead]}]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def firing(prometheus: str) -> set[tuple[str, str]]:
+    alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+    return {
+        (alert["labels"]["alertname"], alert["labels"].get("instance", ""))
+        for alert in alerts
+        if alert["state"] == "firing"
+    }
+
+
+def test_prometheus_scrapes_the_service_and_the_rules_fire(tmp_path: Path) -> None:
+    """Debian's Prometheus with the shipped config and rules, scraping a running app whose
+    Redis is gone (the limits degrade) beside an address where nothing answers."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is missing: run scripts/ensure-prometheus.sh (as root)")
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade_to_head(database_url)
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        metrics_token=TOKEN,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        rate_limit_requests_per_minute=100,
+    )
+    with RunningServer(fake_app(settings)) as server:
+        api = Api(base_url=server.base_url, app=server.app, database_url=database_url)
+        with api.client(api.user_token()) as client:  # the limiter meets the lost Redis
+            assert client.post("/llm/generate", json={"prompt": "Hi"}).status_code == 200
+        live, dead = f"127.0.0.1:{server.port}", f"127.0.0.1:{free_port()}"
+        port = free_port()
+        command = [
+            binary,
+            f"--config.file={prometheus_config(tmp_path, live, dead)}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        log = (tmp_path / "prometheus.log").open("wb")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        prometheus = f"http://127.0.0.1:{port}"
+        try:
+            wanted = {("LLMServiceDown", dead), ("LLMRateLimitsDegraded", live)}
+            seen: set[tuple[str, str]] = set()
+
+            def fired() -> bool:
+                # Starting, Prometheus answers 503 with a text body.
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    seen.update(firing(prometheus))
+                return wanted <= seen
+
+            assert wait_for(fired, timeout=60), (seen, (tmp_path / "prometheus.log").read_text())
+            assert ("LLMServiceDown", live) not in seen  # the live one is scraped, token and all
+            query = {"query": f'up{{job="llm-service", instance="{live}"}}'}
+            up = httpx.get(f"{prometheus}/api/v1/query", params=query, timeout=5).json()
+            assert up["data"]["result"][0]["value"][1] == "1"
+        finally:
+            process.terminate()
+            process.wait(20)
+            log.close()

@@ -464,7 +464,7 @@ async function loadModels() {
       ...list.models.map((model) =>
         element("option", {
           value: model.alias,
-          text: model.alias + (model.default ? " (default)" : "") + (model.state === "loaded" ? "" : ` (${model.state})`),
+          text: model.alias + (model.default ? " (default)" : "") + (model.state === "ready" ? "" : ` (${model.state})`),
         }),
       ),
     );
@@ -600,7 +600,7 @@ async function updateUser(user, change) {
 }
 
 function modelRow(model) {
-  const loaded = model.state === "loaded";
+  const loaded = model.state === "ready";
   const action = loaded ? "unload" : "load";
   const label = loaded ? "Unload" : "Load";
   return element(
