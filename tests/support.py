@@ -408,7 +408,7 @@ class FileServer:
     """A loopback HTTP server of the files under `root`, with `Range` support (206, 416), as
     a model hub serves a download; it notes each request's path and Range header."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, chunk_delay: float = 0.0) -> None:
         self.root = root
         self.requests: list[tuple[str, str | None]] = []
         server = self
@@ -439,7 +439,10 @@ class FileServer:
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.end_headers()
-                self.wfile.write(data[start:])
+                # A slow link when asked: a megabyte every `chunk_delay` seconds.
+                for offset in range(start, len(data), 1 << 20):
+                    self.wfile.write(data[offset : offset + (1 << 20)])
+                    time.sleep(chunk_delay)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"

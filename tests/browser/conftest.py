@@ -4,7 +4,9 @@ what is under test, not the model)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,9 +16,11 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from app.migrations import upgrade_to_head
+from modules.config import default_model_path
 from tests.api.conftest import FakeApi
+from tests.conftest import admin_execute
 from tests.fakes import FakeBackends
-from tests.support import RunningServer, fake_app, make_settings
+from tests.support import FileServer, RunningServer, fake_app, make_settings
 
 T = TypeVar("T")
 
@@ -61,14 +65,41 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="session")
-def site(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeApi]:
-    upgrade_to_head(postgres_url)
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
+    """The bundled GGUF on a slow loopback server (a megabyte every 20 ms), for the admin's
+    model view to download with a progress bar."""
+    root = tmp_path_factory.mktemp("served-models")
+    model = default_model_path()
+    assert model is not None
+    shutil.copy(model, root / "smol.gguf")
+    with FileServer(root, chunk_delay=0.02) as files:
+        yield files
+
+
+@pytest.fixture(scope="session")
+def site(
+    postgres_url: str, tmp_path_factory: pytest.TempPathFactory, model_files: FileServer
+) -> Iterator[FakeApi]:
+    # A database of its own: the models an admin adds here are not the other apps'.
+    name = f"llm_service_browser_{uuid.uuid4().hex[:8]}"
+    asyncio.run(admin_execute(f'CREATE DATABASE "{name}"'))
+    database_url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    upgrade_to_head(database_url)
     backends = FakeBackends(parallel=4, queue_size=4, token_delay=0.02, answer_tokens=12)
-    app = fake_app(make_settings(postgres_url, tmp_path_factory.mktemp("browser")), backends)
-    with RunningServer(app) as server:
-        site = FakeApi(base_url=server.base_url, app=app, database_url=postgres_url)
-        site.backends = backends
-        yield site
+    settings = make_settings(
+        database_url,
+        tmp_path_factory.mktemp("browser"),
+        models_dir=str(tmp_path_factory.mktemp("browser-models")),
+        model_download_prefixes=f"{model_files.base_url}/",
+    )
+    app = fake_app(settings, backends)
+    try:
+        with RunningServer(app) as server:
+            site = FakeApi(base_url=server.base_url, app=app, database_url=database_url)
+            site.backends = backends
+            yield site
+    finally:
+        asyncio.run(admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from playwright.sync_api import Locator, Page, expect
 from tests.api.conftest import FakeApi
 from tests.browser.conftest import off_loop
 from tests.fakes import FakeBackend
-from tests.support import PASSWORD, wait_for
+from tests.support import PASSWORD, FileServer, wait_for
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "chat-page.png"
 
@@ -354,3 +354,34 @@ def test_search_finds_a_message_and_opens_its_conversation(
     first.get_by_role("button").click()
     expect(page.locator("#conversation-title")).to_have_text("my cat is a fluffy little kitten")
     expect(messages(page).first).to_have_text(re.compile("fluffy little kitten"))
+
+
+def test_admin_adds_a_model_watches_its_download_and_deletes_it(
+    page: Page, site: FakeApi, model_files: FileServer
+) -> None:
+    email = register(page)
+    off_loop(site.make_admin, email)
+    page.reload()
+    page.get_by_role("button", name="Admin").click()
+    form = page.get_by_role("form", name="Add a model")
+    form.get_by_label("Alias").fill("pulled")
+    form.get_by_label("Source").select_option("url")
+    form.get_by_label("Location").fill(f"{model_files.base_url}/smol.gguf")
+    form.get_by_role("button", name="Add model").click()
+    models = page.get_by_role("table", name="Models")
+    row = models.get_by_role("row").filter(has_text="pulled")
+    expect(row.get_by_role("progressbar", name="pulled downloading")).to_be_visible()
+    expect(row.get_by_role("button", name="Unload pulled")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("alert").filter(has_text="pulled is ready")).to_be_visible()
+    # Unload and load again, as any model.
+    row.get_by_role("button", name="Unload pulled").click()
+    expect(row.get_by_role("button", name="Load pulled")).to_be_visible()
+    row.get_by_role("button", name="Load pulled").click()
+    expect(row.get_by_role("button", name="Unload pulled")).to_be_visible()
+    # A settings model has no Delete; the catalog's has, behind a confirmation.
+    default = models.get_by_role("row").filter(has_text=site.registry.default_alias)
+    expect(default.get_by_role("button", name=re.compile("^Delete"))).to_have_count(0)
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete pulled").click()
+    expect(page.get_by_role("alert").filter(has_text="pulled deleted")).to_be_visible()
+    expect(models.get_by_role("row").filter(has_text="pulled")).to_have_count(0)

@@ -599,19 +599,25 @@ async function updateUser(user, change) {
   await loadAdmin();
 }
 
+function modelState(model) {
+  const cell = element("td", { text: model.error ? `${model.state}: ${model.error}` : model.state });
+  if (model.state === "downloading" || model.state === "loading") {
+    const bar = element("progress", { max: 1, "aria-label": `${model.alias} ${model.state}` });
+    if (model.progress !== null && model.progress !== undefined) bar.value = model.progress;
+    const shown = model.progress === null || model.progress === undefined ? "" : ` ${Math.round(model.progress * 100)}%`;
+    cell.replaceChildren(element("span", { text: `${model.state}${shown} ` }), bar);
+  }
+  return cell;
+}
+
 function modelRow(model) {
   const loaded = model.state === "ready";
   const action = loaded ? "unload" : "load";
   const label = loaded ? "Unload" : "Load";
-  return element(
-    "tr",
-    {},
-    element("td", { text: model.alias + (model.default ? " (default)" : "") }),
-    element("td", { text: model.error ? `${model.state}: ${model.error}` : model.state }),
-    element("td", {}, element("code", { text: model.file })),
-    element(
-      "td",
-      {},
+  const busy = model.state === "downloading" || model.state === "loading";
+  const actions = element("td", {});
+  if (!busy) {
+    actions.append(
       element("button", {
         type: "button",
         class: "small",
@@ -619,8 +625,71 @@ function modelRow(model) {
         "aria-label": `${label} ${model.alias}`,
         onclick: () => changeModel(model, action),
       }),
-    ),
+    );
+  }
+  if (model.origin === "catalog") {
+    actions.append(
+      element("button", {
+        type: "button",
+        class: "small",
+        text: "Delete",
+        "aria-label": `Delete ${model.alias}`,
+        onclick: () => deleteModel(model),
+      }),
+    );
+  }
+  return element(
+    "tr",
+    { id: `model-row-${model.alias}` },
+    element("td", { text: model.alias + (model.default ? " (default)" : "") }),
+    modelState(model),
+    element("td", {}, element("code", { text: model.file || "" })),
+    actions,
   );
+}
+
+async function addModel(event) {
+  event.preventDefault();
+  const alias = $("model-alias").value.trim();
+  const source = $("model-source").value;
+  const body = { alias, [source]: $("model-location").value.trim() };
+  const digest = $("model-sha256").value.trim();
+  const key = $("model-key").value;
+  if (digest && source === "url") body.sha256 = digest;
+  if (key && source === "remote") body.api_key = key;
+  try {
+    const added = await api("/llm/models", { method: "POST", body });
+    $("model-form").reset();
+    say("admin-message", `Adding ${alias}…`, "info");
+    await loadAdmin();
+    await followModel(added.alias);
+  } catch (error) {
+    say("admin-message", error.message);
+  }
+}
+
+// The model's states as they change, until it is ready or failed: its row and its bar.
+async function followModel(alias) {
+  const response = await request(`/llm/models/${encodeURIComponent(alias)}/events`);
+  let last = null;
+  await readEvents(response, (_, model) => {
+    last = model;
+    $(`model-row-${alias}`)?.replaceWith(modelRow(model));
+  });
+  if (last?.state === "ready") say("admin-message", `${alias} is ready.`, "info");
+  else if (last?.state === "failed") say("admin-message", `${alias} failed: ${last.error}`);
+  await Promise.all([loadAdmin(), loadModels()]);
+}
+
+async function deleteModel(model) {
+  if (!window.confirm(`Delete ${model.alias}? It is unloaded on every replica.`)) return;
+  try {
+    await api(`/llm/models/${encodeURIComponent(model.alias)}`, { method: "DELETE" });
+    say("admin-message", `${model.alias} deleted.`, "info");
+  } catch (error) {
+    say("admin-message", error.message);
+  }
+  await Promise.all([loadAdmin(), loadModels()]);
 }
 
 async function changeModel(model, action) {
@@ -688,6 +757,7 @@ function wire() {
   $("sidebar-toggle").addEventListener("click", () => toggleSidebar());
   $("key-form").addEventListener("submit", createKey);
   $("search-form").addEventListener("submit", searchMessages);
+  $("model-form").addEventListener("submit", addModel);
   $("prompt").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
