@@ -12,7 +12,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import Stream
 
 from modules.auth import requires_admin
 from modules.llm.api.schemas import (
@@ -105,22 +105,25 @@ class ModelsController(Controller):
     @get("/models/{alias:str}/events", guards=[requires_admin])
     async def model_events(
         self, alias: FromPath[str], model_registry: NamedDependency[ModelRegistry]
-    ) -> ServerSentEvent:
-        """Server-sent events (admin): the model's state now and at each change, until it
-        is ready or failed (or deleted); a comment every 15 s keeps the stream open."""
+    ) -> Stream:
+        """Server-sent events (admin): `event: state` with the model's state now and at
+        each change, until it is ready or failed (or deleted); a comment line every 15 s
+        keeps the stream open (Litestar's SSE writes an empty `data:` with a comment, which
+        clients would read as an event, so the bytes are written here)."""
         model_registry.describe(alias)  # unknown: a 404 before the stream starts
 
-        async def states() -> AsyncIterator[ServerSentEventMessage]:
+        async def states() -> AsyncIterator[bytes]:
             async for status in model_registry.watch(alias):
                 if status is None:
-                    yield ServerSentEventMessage(comment="waiting")
+                    yield b": waiting\n\n"
                     continue
                 info = model_info(status, admin=True)
-                yield ServerSentEventMessage(data=msgspec.json.encode(info).decode(), event="state")
+                yield b"event: state\ndata: " + msgspec.json.encode(info) + b"\n\n"
                 if info.state in ("ready", "failed"):
                     return
 
-        return ServerSentEvent(states())
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return Stream(states(), media_type="text/event-stream", headers=headers)
 
     @delete("/models/{alias:str}", status_code=204, guards=[requires_admin])
     async def delete_model(

@@ -11,7 +11,6 @@ text names the file or server as configured, which may carry a directory or cred
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -297,17 +296,21 @@ class ModelRegistry:
         seconds); ends when the entry is gone."""
         seen = -1
         while name in self.entries:
+            quiet = False
             async with self._changes:
                 if seen == self.version:  # checked and waited for with no await between
-                    with contextlib.suppress(TimeoutError):
+                    try:
                         await asyncio.wait_for(self._changes.wait(), heartbeat)
+                    except TimeoutError:
+                        quiet = True
             if name not in self.entries:
                 return
-            if seen == self.version:
+            if seen != self.version:
+                seen = self.version
+                yield self.describe(name)
+            elif quiet:
                 yield None
-                continue
-            seen = self.version
-            yield self.describe(name)
+            # else: woken by an earlier change's late notice; wait again
 
     def _notify(self) -> None:
         self.version += 1
