@@ -49,8 +49,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
 
 
 @pytest.fixture(scope="module")
+def slow_files(files: FileServer) -> Iterator[FileServer]:
+    """The same files at a megabyte every 50 ms: a download long enough to cancel."""
+    with FileServer(files.root, chunk_delay=0.05) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def replicas(
-    postgres_url: str, files: FileServer, tmp_path_factory: pytest.TempPathFactory
+    postgres_url: str,
+    files: FileServer,
+    slow_files: FileServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[Api]]:
     """Two replicas on a database of their own and one MODELS_DIR."""
     name = f"llm_service_catalog_{uuid.uuid4().hex[:8]}"
@@ -67,7 +77,7 @@ def replicas(
                 database_url,
                 tmp_path_factory.mktemp(f"replica{index}"),
                 models_dir=str(models_dir),
-                model_download_prefixes=f"{files.base_url}/,https://huggingface.co/",
+                model_download_prefixes=f"{files.base_url}/,{slow_files.base_url}/",
                 model_sync_seconds=0.5,
             )
             server = RunningServer(fake_app(settings)).__enter__()
@@ -183,7 +193,8 @@ def test_a_deleted_download_removes_its_file(replicas: list[Api], files: FileSer
         ({"alias": "x"}, 400, "path"),
         ({"alias": "x", "path": "local.gguf", "remote": "http://127.0.0.1:1/v1"}, 400, "path"),
         ({"alias": "bad alias", "path": "local.gguf"}, 400, "alias"),
-        ({"alias": "x", "path": "local.gguf", "pooling": "mean"}, 400, "pooling"),
+        ({"alias": "x", "path": "local.gguf", "pooling": "max"}, 400, "pooling"),
+        ({"alias": "x", "path": "local.gguf", "flavour": "vanilla"}, 400, "flavour"),
     ],
 )
 def test_refused_before_anything_is_stored(
@@ -239,3 +250,23 @@ def test_events_of_an_unknown_model_are_a_404(replicas: list[Api]) -> None:
         assert client.get("/llm/models/nope/events").status_code == 404
         assert isinstance(client.get("/llm/models").json()["models"], list)
         assert client.delete("/llm/models/nope").status_code == httpx.codes.NOT_FOUND
+
+
+def test_deleting_a_model_while_it_downloads_cancels_the_download(
+    replicas: list[Api], slow_files: FileServer
+) -> None:
+    first, _ = replicas
+    token = first.admin_token()
+    downloads = Path(first.app.state.llm.catalog.downloads)
+    with first.client(token) as client:
+        body = {"alias": "cancelled", "url": f"{slow_files.base_url}/smol.gguf"}
+        assert client.post("/llm/models", json=body).status_code == 202
+
+        def downloading() -> bool:
+            model = state_of(first, token, "cancelled")
+            return model.get("state") == "downloading" and (model.get("bytes_done") or 0) > 0
+
+        assert wait_for(downloading, 10)
+        assert client.delete("/llm/models/cancelled").status_code == 204
+        assert client.get("/llm/models/cancelled").status_code == 404
+    assert not list(downloads.glob("cancelled-*"))  # neither the file nor its .part

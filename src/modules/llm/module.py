@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from litestar import Litestar, Request, Router
@@ -41,6 +41,7 @@ from modules.llm.inference.llamacpp import (
     LocalOptions,
     ModelOptions,
 )
+from modules.llm.inference.llamacpp.embeddings import Pooling
 from modules.llm.turns import (
     Admission,
     Caller,
@@ -101,10 +102,18 @@ def local_backend_factory(settings: Settings) -> BackendFactory:
 
 
 def with_overrides(options: LocalOptions, overrides: LoadOverrides) -> LocalOptions:
-    """A catalog model's own context size, slots and GPU layers over the settings'."""
+    """A catalog model's own context size, slots, GPU layers and embeddings' pooling over
+    the settings'."""
     model = options.model
+    embeddings = options.embeddings
+    if overrides.pooling == "none":
+        embeddings = None
+    elif overrides.pooling is not None:
+        pooling = cast(Pooling, overrides.pooling)  # checked by the API's schema
+        embeddings = replace(embeddings or EmbedderOptions(), pooling=pooling)
     return replace(
         options,
+        embeddings=embeddings,
         model=replace(
             model,
             n_ctx=overrides.context_size or model.n_ctx,

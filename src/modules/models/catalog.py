@@ -57,6 +57,7 @@ class NewModel:
     context_size: int | None = None
     slots: int | None = None
     gpu_layers: int | None = None
+    pooling: str | None = None
 
 
 class ModelCatalog:
@@ -141,6 +142,7 @@ class ModelCatalog:
         return entry
 
     async def _serve(self, entry: ModelEntry, row: CatalogModel) -> None:
+        info = None
         try:
             if row.url is not None and entry.spec.path is not None:
                 await self._download(entry, row.url, row.sha256, entry.spec.path)
@@ -151,6 +153,13 @@ class ModelCatalog:
             self.registry.fail(entry, _reason(exc))
             return
         await self.registry.load(entry.alias)
+        if entry.state == "failed" and info is not None:
+            # llama.cpp says only that it failed: name what the file is.
+            self.registry.fail(
+                entry,
+                f"llama.cpp could not load this GGUF (architecture {info.architecture!r}, "
+                f"{info.tensor_count} tensors): {entry.error}",
+            )
 
     async def _download(
         self, entry: ModelEntry, url: str, sha256: str | None, target: Path
@@ -194,6 +203,7 @@ class ModelCatalog:
             context_size=options.get("context_size"),
             slots=options.get("slots"),
             gpu_layers=options.get("gpu_layers"),
+            pooling=options.get("pooling"),
         )
         if row.remote is not None:
             return ModelSpec(row.alias, url=row.remote, api_key=row.api_key, overrides=overrides)
@@ -229,7 +239,7 @@ class ModelCatalog:
             raise CatalogError("sha256 goes with url", field="sha256")
         options: dict[str, Any] = {
             name: value
-            for name in ("context_size", "slots", "gpu_layers")
+            for name in ("context_size", "slots", "gpu_layers", "pooling")
             if (value := getattr(new, name)) is not None
         }
         return CatalogModel(

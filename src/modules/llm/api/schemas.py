@@ -183,6 +183,7 @@ class AddModelRequest(msgspec.Struct, forbid_unknown_fields=True):
     context_size: Annotated[int, Meta(ge=256, le=131072)] | None = None
     slots: Annotated[int, Meta(ge=1, le=64)] | None = None
     gpu_layers: Annotated[int, Meta(ge=-1, le=100000)] | None = None
+    pooling: Literal["gguf", "mean", "cls", "last", "none"] | None = None
 
 
 class ModelList(msgspec.Struct):

@@ -38,6 +38,8 @@ class LoadOverrides:
     context_size: int | None = None
     slots: int | None = None
     gpu_layers: int | None = None
+    # Embeddings' pooling (LLM_EMBEDDING_POOLING's values; "none": it embeds not).
+    pooling: str | None = None
 
 
 @dataclass(frozen=True, slots=True, repr=False)
