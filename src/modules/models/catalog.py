@@ -134,6 +134,9 @@ class ModelCatalog:
     # --- making one serve -------------------------------------------------------------------
 
     def _apply(self, row: CatalogModel) -> ModelEntry:
+        existing = self.registry.entries.get(row.alias)
+        if existing is not None:  # a sync that read the row first applied it
+            return existing
         spec = self._spec(row)
         entry = self.registry.add(spec)
         task = asyncio.get_running_loop().create_task(self._serve(entry, row))
