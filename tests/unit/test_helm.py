@@ -424,11 +424,15 @@ def test_the_operators_secrets_made_with_kubectl_hold_every_key_the_chart_reads(
 ) -> None:
     """The Secrets the README has the operator make, made the same way (kubectl, client
     side), pass the API's schema and hold every key a pod reads from them."""
+    readme = (ROOT / "README.md").read_text().split("\n## Kubernetes\n")[1].split("\n## ")[0]
+    # The README's commands, for a release named llm-service: the Secret's keys, and one
+    # key per node named after its pod.
+    literals = re.findall(r"--from-literal=([A-Z_]+)=", readme)
+    assert sorted(literals) == sorted(SECRET_SETTINGS)
+    assert "pod=llm-service-inference-$i" in readme
+    assert "create secret generic llm-service-inference-keys $args" in readme
     pods = [f"{FULLNAME}-inference-{index}" for index in range(3)]
-    made = {
-        FULLNAME: ["JWT_SECRET", "DATABASE_URL", "REDIS_URL", "METRICS_TOKEN"],
-        f"{FULLNAME}-inference-keys": pods,
-    }
+    made = {FULLNAME: literals, f"{FULLNAME}-inference-keys": pods}
     secrets: dict[str, set[str]] = {}
     for name, keys in made.items():
         done = run(
