@@ -27,8 +27,8 @@ run serve: $(STAMP)
 	$(BIN)/llm-service serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests alembic $(wildcard bench/*.py)
-	$(BIN)/ruff format --check src tests alembic $(wildcard bench/*.py)
+	$(BIN)/ruff check src tests alembic $(wildcard bench/*.py) deploy/helm/llm-service/files
+	$(BIN)/ruff format --check src tests alembic $(wildcard bench/*.py) deploy/helm/llm-service/files
 	$(BIN)/mypy
 
 # Both tiers: the fast one (fake inference backend), then the real model's.
@@ -38,6 +38,7 @@ test: $(STAMP)
 	scripts/ensure-nginx.sh
 	scripts/ensure-chromium.sh
 	scripts/ensure-prometheus.sh
+	scripts/ensure-helm.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -m "not model and not compose"
 	$(BIN)/pytest -m model
@@ -48,6 +49,7 @@ test-fast: $(STAMP)
 	scripts/ensure-redis.sh
 	scripts/ensure-chromium.sh
 	scripts/ensure-prometheus.sh
+	scripts/ensure-helm.sh
 	$(BIN)/pytest -m "not model and not compose"
 
 test-model: $(STAMP)
