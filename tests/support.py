@@ -27,7 +27,7 @@ from app import create_app
 from modules.auth import PasswordHasher
 from modules.config import Settings
 from modules.llm.inference import ModelRegistry
-from modules.ratelimit.service import DAY, window_at
+from modules.ratelimit.service import DAY, day_tokens_key, window_at
 from tests.fakes import FakeBackends
 
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -371,7 +371,7 @@ def charged_today(app: Litestar, user_id: str) -> int:
     day, _ = window_at(limiter.clock(), DAY)
 
     async def read() -> int:
-        value: int = await limiter.counters.get(f"tokday:{user_id}:{day}")
+        value: int = await limiter.counters.get(day_tokens_key(user_id, day))
         return value
 
     return asyncio.run(read())
