@@ -182,6 +182,9 @@ class FakeGeneration:
             if structured is not None:
                 word = pieces[count]
                 text += word
+            elif backend.pieces:  # exact text: newlines and spaces as they are
+                word = backend.pieces[count % len(backend.pieces)]
+                text += word
             else:
                 word = self._word(count, choice)
                 text += ("" if count == 0 else " ") + word
@@ -297,6 +300,8 @@ class FakeBackend:
         self.params: list[SamplingParams] = []  # what each stream() was asked with
         self.fail_with: Exception | None = None  # set: generations fail after one token
         self.script: list[str] = []  # set: the answer's words, in order (as a model's output)
+        # set: the answer's pieces, one a token, joined as they are (Markdown, code, newlines)
+        self.pieces: list[str] = []
         self.owners: list[str] = []
         self.embedded: list[EmbeddingRequest] = []  # what each embed() was asked
         self.waiting = 0

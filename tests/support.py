@@ -27,7 +27,7 @@ from app import create_app
 from modules.auth import PasswordHasher
 from modules.config import Settings
 from modules.llm.inference import ModelRegistry
-from modules.ratelimit.service import DAY, window_at
+from modules.ratelimit.service import DAY, day_tokens_key, window_at
 from tests.fakes import FakeBackends
 
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -371,7 +371,7 @@ def charged_today(app: Litestar, user_id: str) -> int:
     day, _ = window_at(limiter.clock(), DAY)
 
     async def read() -> int:
-        value: int = await limiter.counters.get(f"tokday:{user_id}:{day}")
+        value: int = await limiter.counters.get(day_tokens_key(user_id, day))
         return value
 
     return asyncio.run(read())
@@ -411,6 +411,10 @@ class FileServer:
     def __init__(self, root: Path, *, chunk_delay: float = 0.0) -> None:
         self.root = root
         self.requests: list[tuple[str, str | None]] = []
+        # Set: the next request without a Range gets these bytes, then its connection is cut.
+        self.cut_at: int | None = None
+        # Set: requests with a Range (resumes) wait for it before they are answered.
+        self.resume_gate: threading.Event | None = None
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -426,6 +430,11 @@ class FileServer:
                 data = path.read_bytes()
                 start, status = 0, 200
                 wanted = self.headers.get("Range", "")
+                cut = None
+                if not wanted and server.cut_at is not None:
+                    cut, server.cut_at = server.cut_at, None
+                if wanted and server.resume_gate is not None:
+                    server.resume_gate.wait(60)
                 if wanted.startswith("bytes="):
                     start = int(wanted.removeprefix("bytes=").split("-")[0])
                     if start >= len(data):
@@ -439,6 +448,11 @@ class FileServer:
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.end_headers()
+                if cut is not None:
+                    self.wfile.write(data[:cut])
+                    self.connection.shutdown(socket.SHUT_RDWR)  # the rest never comes
+                    self.close_connection = True
+                    return
                 # A slow link when asked: a megabyte every `chunk_delay` seconds.
                 for offset in range(start, len(data), 1 << 20):
                     self.wfile.write(data[offset : offset + (1 << 20)])

@@ -126,6 +126,7 @@ def create_app(
             conversations.create_router(),
             memory.create_router(),
             profiles.create_router(),
+            ratelimit.create_router(),
             metrics.create_router(),
             docs.assets_router(),
             web.create_router(),

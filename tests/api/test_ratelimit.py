@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from app.migrations import upgrade_to_head
 from tests.support import RunningServer, charged_today, fake_app, make_settings, promote
@@ -173,3 +174,48 @@ def test_a_timed_out_generation_is_charged_what_it_generated(tmp_path: Path) -> 
         # What it read and what it generated.
         charged = charged_today(client.app, me)  # type: ignore[attr-defined]
         assert charged == usage["prompt_tokens"] + generated
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_usage_shows_the_counters_that_enforce_the_limits(tmp_path: Path, store: str) -> None:
+    shared = {"redis_url": "redis://127.0.0.1:6379/0"} if store == "redis" else {}
+    with server(
+        tmp_path,
+        rate_limit_requests_per_minute=5,
+        rate_limit_tokens_per_minute=0,  # no limit: null
+        rate_limit_tokens_per_day=1000,
+        **shared,
+    ) as client:
+        headers = {"Authorization": f"Bearer {token_for(client)}"}
+        assert client.get("/users/me/usage").status_code == 401
+        before = client.get("/users/me/usage", headers=headers)
+        assert before.status_code == 200, before.text
+        usage = before.json()
+        assert usage["requests_per_minute"] == {"used": 0, "limit": 5, "reset_seconds": 59}
+        assert usage["tokens_per_minute"]["used"] == 0
+        assert usage["tokens_per_minute"]["limit"] is None
+        assert usage["tokens_per_day"]["used"] == 0
+        assert usage["tokens_per_day"]["limit"] == 1000
+        answer = client.post("/llm/generate", json=TINY, headers=headers)
+        assert answer.status_code == 200, answer.text
+        cost = answer.json()["usage"]["prompt_tokens"] + answer.json()["usage"]["completion_tokens"]
+        after = client.get("/users/me/usage", headers=headers).json()
+        assert after["requests_per_minute"]["used"] == 1
+        assert after["tokens_per_minute"]["used"] == cost
+        assert after["tokens_per_day"]["used"] == cost
+        # The response's own rate-limit headers agree with it.
+        assert int(answer.headers["x-ratelimit-remaining-requests"]) == 5 - 1
+        # Another user's counters are their own.
+        other = {"Authorization": f"Bearer {token_for(client)}"}
+        assert client.get("/users/me/usage", headers=other).json()["tokens_per_day"]["used"] == 0
+
+
+def test_usage_counts_requests_without_a_request_limit(tmp_path: Path) -> None:
+    with server(tmp_path) as client:  # the tests' settings: no limits at all
+        headers = {"Authorization": f"Bearer {token_for(client)}"}
+        assert client.post("/llm/generate", json=TINY, headers=headers).status_code == 200
+        usage = client.get("/users/me/usage", headers=headers).json()
+        assert usage["requests_per_minute"]["used"] == 1
+        assert usage["requests_per_minute"]["limit"] is None
+        assert usage["tokens_per_day"]["used"] > 0
+        assert usage["tokens_per_day"]["limit"] is None

@@ -5,10 +5,12 @@ what is under test, not the model)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +21,7 @@ from app.migrations import upgrade_to_head
 from modules.config import default_model_path
 from tests.api.conftest import FakeApi
 from tests.conftest import admin_execute
-from tests.fakes import FakeBackends
+from tests.fakes import FakeBackend, FakeBackends
 from tests.support import FileServer, RunningServer, fake_app, make_settings
 
 T = TypeVar("T")
@@ -91,6 +93,13 @@ def site(
         tmp_path_factory.mktemp("browser"),
         models_dir=str(tmp_path_factory.mktemp("browser-models")),
         model_download_prefixes=f"{model_files.base_url}/",
+        # The page sends no max_tokens unless asked: long answers, for Stop to cut.
+        llm_default_max_tokens=512,
+        # Limits a person might have, far above what these tests send: the Account view's
+        # usage shows them.
+        rate_limit_requests_per_minute=600,
+        rate_limit_tokens_per_minute=200_000,
+        rate_limit_tokens_per_day=5_000_000,
     )
     app = fake_app(settings, backends)
     try:
@@ -102,10 +111,21 @@ def site(
         asyncio.run(admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture
-def page(browser: Browser, site: FakeApi) -> Iterator[Page]:
-    """A fresh browser profile (no cookies) per test, at desktop size."""
-    context = browser.new_context(base_url=site.base_url, viewport={"width": 1280, "height": 800})
+# Chromium logs every 4xx answer to fetch() as a console error; the page expects some (the
+# session check before logging in, a wrong password). Any other console error fails a test:
+# a CSP violation, a script's own error.
+EXPECTED_REFUSAL = re.compile(
+    r"^Failed to load resource: the server responded with a status of 4\d\d"
+)
+
+
+@contextmanager
+def open_page(browser: Browser, site: FakeApi, **options: Any) -> Iterator[Page]:
+    """A page in a fresh browser profile (no cookies), at desktop size unless `options` say
+    otherwise; on leaving, it fails on any page error or console error it saw (a CSP
+    violation is one)."""
+    options.setdefault("viewport", {"width": 1280, "height": 800})
+    context = browser.new_context(base_url=site.base_url, **options)
     context.set_default_timeout(15_000)
     page = context.new_page()
     problems: list[str] = []
@@ -114,10 +134,26 @@ def page(browser: Browser, site: FakeApi) -> Iterator[Page]:
         "console",
         lambda message: (
             problems.append(f"console: {message.text}")
-            if message.type == "error" and "Content Security Policy" in message.text
+            if message.type == "error" and not EXPECTED_REFUSAL.match(message.text)
             else None
         ),
     )
     yield page
     context.close()
     assert not problems, problems
+
+
+@pytest.fixture
+def page(browser: Browser, site: FakeApi) -> Iterator[Page]:
+    """A fresh browser profile (no cookies) per test, at desktop size."""
+    with open_page(browser, site) as page:
+        yield page
+
+
+@pytest.fixture
+def backend(site: FakeApi) -> Iterator[FakeBackend]:
+    """The default model's fake backend, put back as it was after the test."""
+    backend = site.backend
+    saved = (backend.script, backend.pieces, backend.answer_tokens, backend.token_delay)
+    yield backend
+    backend.script, backend.pieces, backend.answer_tokens, backend.token_delay = saved

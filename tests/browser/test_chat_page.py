@@ -3,59 +3,18 @@
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.api.conftest import FakeApi
 from tests.browser.conftest import off_loop
+from tests.browser.helpers import composer, log_in, messages, new_email, register
 from tests.fakes import FakeBackend
 from tests.support import PASSWORD, FileServer, wait_for
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "chat-page.png"
-
-
-@pytest.fixture
-def backend(site: FakeApi) -> Iterator[FakeBackend]:
-    """The default model's fake backend, put back as it was after the test."""
-    backend = site.backend
-    saved = (backend.script, backend.answer_tokens, backend.token_delay)
-    yield backend
-    backend.script, backend.answer_tokens, backend.token_delay = saved
-
-
-def new_email() -> str:
-    return f"person-{uuid.uuid4().hex[:10]}@example.com"
-
-
-def register(page: Page, email: str | None = None) -> str:
-    email = email or new_email()
-    page.goto("/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Register").click()
-    expect(page.get_by_role("button", name="Log out")).to_be_visible()
-    return email
-
-
-def log_in(page: Page, email: str) -> None:
-    page.goto("/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("button", name="Log out")).to_be_visible()
-
-
-def messages(page: Page) -> Locator:
-    return page.get_by_role("log").get_by_role("listitem")
-
-
-def composer(page: Page) -> Locator:
-    return page.get_by_role("textbox", name="Message", exact=True)
 
 
 def test_register_send_and_watch_the_answer_stream_in(page: Page, backend: FakeBackend) -> None:
@@ -253,11 +212,11 @@ def test_model_output_is_shown_as_text_never_as_html(page: Page, backend: FakeBa
 
 def test_api_errors_show_as_readable_messages(page: Page) -> None:
     page.goto("/")
-    page.get_by_label("Email").fill(new_email())
-    page.get_by_label("Password").fill("short")
+    page.get_by_label("Email", exact=True).fill(new_email())
+    page.get_by_label("Password", exact=True).fill("short")
     page.get_by_role("button", name="Register").click()
     expect(page.get_by_role("alert").first).to_contain_text("password")
-    page.get_by_label("Password").fill("wrong-password-123")
+    page.get_by_label("Password", exact=True).fill("wrong-password-123")
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("alert").first).to_contain_text("invalid email or password")
 
@@ -266,7 +225,7 @@ def test_fits_a_phone_and_works_from_the_keyboard(page: Page, backend: FakeBacke
     page.set_viewport_size({"width": 375, "height": 740})
     email = new_email()
     page.goto("/")
-    expect(page.get_by_label("Email")).to_be_focused()
+    expect(page.get_by_label("Email", exact=True)).to_be_focused()
     page.keyboard.type(email)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
@@ -322,7 +281,7 @@ def test_every_visible_control_has_an_accessible_name(page: Page, site: FakeApi)
     page.reload()
     page.locator("summary", has_text="Settings").click()
     assert page.evaluate(UNNAMED_CONTROLS) == []
-    for section in ("API keys", "Admin"):
+    for section in ("API keys", "Account", "Admin"):
         page.get_by_role("button", name=section, exact=True).click()
         expect(page.get_by_role("heading", level=2).first).to_be_visible()
         assert page.evaluate(UNNAMED_CONTROLS) == [], section

@@ -298,15 +298,18 @@ class _Attempt:
         part, report = self.part, self.on_progress
         reported = part.size
         # Unbuffered: the pieces (up to 64 KiB) go straight to the file, no copy in between.
-        with part.path.open("ab", buffering=0) as file:
-            async for piece in response.aiter_raw():
-                _write_all(file, piece)
-                part.count(piece)
-                if report is not None and part.size - reported >= self.chunk_bytes:
-                    reported = part.size
-                    report(part.size, total)
-        if report is not None and part.size != reported:
-            report(part.size, total)
+        try:
+            with part.path.open("ab", buffering=0) as file:
+                async for piece in response.aiter_raw():
+                    _write_all(file, piece)
+                    part.count(piece)
+                    if report is not None and part.size - reported >= self.chunk_bytes:
+                        reported = part.size
+                        report(part.size, total)
+        finally:
+            # Cut or not, what arrived is kept: the progress says so while a retry waits.
+            if report is not None and part.size != reported:
+                report(part.size, total)
         if total is not None and part.size < total:
             raise _Retryable(f"the body ended at {part.size} of {total} bytes")
 

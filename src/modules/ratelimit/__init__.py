@@ -1,7 +1,10 @@
-"""Rate limits and quotas (memory, or Redis shared by every process)."""
+"""Rate limits and quotas (memory, or Redis shared by every process), and GET
+/users/me/usage, which reads the same counters."""
 
+from litestar import Router
 from litestar.di import Provide
 
+from modules.ratelimit.controller import UsageController
 from modules.ratelimit.service import (
     Allowance,
     Limits,
@@ -11,8 +14,14 @@ from modules.ratelimit.service import (
     RateLimitExceededError,
     RedisCounters,
     Reservation,
+    Usage,
+    WindowUsage,
     rate_limiter_from_settings,
 )
+
+
+def create_router() -> Router:
+    return Router(path="/", route_handlers=[UsageController])
 
 
 def providers(limiter: RateLimiter) -> dict[str, Provide]:
@@ -28,6 +37,9 @@ __all__ = [
     "RateLimiter",
     "RedisCounters",
     "Reservation",
+    "Usage",
+    "WindowUsage",
+    "create_router",
     "providers",
     "rate_limiter_from_settings",
 ]

@@ -138,6 +138,21 @@ class RedisCounters:
         return int(value or 0)
 
 
+def requests_key(user_id: str, minute: int) -> str:
+    """The counter of a user's generation requests in one minute window."""
+    return f"req:{user_id}:{minute}"
+
+
+def minute_tokens_key(user_id: str, minute: int) -> str:
+    """The counter of a user's tokens (charged and reserved) in one minute window."""
+    return f"tok:{user_id}:{minute}"
+
+
+def day_tokens_key(user_id: str, day: int) -> str:
+    """The counter of a user's tokens (charged and reserved) in one day window."""
+    return f"tokday:{user_id}:{day}"
+
+
 def window_at(now: float, length: int) -> tuple[int, int]:
     """(window number, seconds until it ends) for fixed windows of `length` seconds."""
     number = int(now // length)
@@ -154,6 +169,25 @@ class Reservation:
     day: int
     tokens: int
     quota: Quota = field(default_factory=Quota)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUsage:
+    """One counter as its user sees it: what was used in the current window, its limit
+    (None: no limit), and seconds until the window ends."""
+
+    used: int
+    limit: int | None
+    reset_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A user's counters in their current windows, read from the store that enforces them."""
+
+    requests_per_minute: WindowUsage
+    tokens_per_minute: WindowUsage
+    tokens_per_day: WindowUsage
 
 
 @dataclass
@@ -215,8 +249,9 @@ class RateLimiter:
         minute, minute_left = self._window(MINUTE)
         day, day_left = self._window(DAY)
         requests: Allowance | None = None
+        # Counted without a limit too: a user's usage shows what they sent.
+        used = await self._count(requests_key(user_id, minute), 1, MINUTE + 5)
         if limits.requests_per_minute:
-            used = await self._count(f"req:{user_id}:{minute}", 1, MINUTE + 5)
             requests = Allowance(
                 limits.requests_per_minute, limits.requests_per_minute - used, minute_left
             )
@@ -225,8 +260,14 @@ class RateLimiter:
                     "requests", limits.requests_per_minute, "minute", minute_left, Quota(requests)
                 )
         budgets = (
-            (f"tok:{user_id}:{minute}", limits.tokens_per_minute, "minute", minute_left, MINUTE),
-            (f"tokday:{user_id}:{day}", limits.tokens_per_day, "day", day_left, DAY),
+            (
+                minute_tokens_key(user_id, minute),
+                limits.tokens_per_minute,
+                "minute",
+                minute_left,
+                MINUTE,
+            ),
+            (day_tokens_key(user_id, day), limits.tokens_per_day, "day", day_left, DAY),
         )
         reserved: list[tuple[str, int]] = []
         tightest: Allowance | None = None
@@ -265,8 +306,26 @@ class RateLimiter:
     async def _add_to_budgets(self, reservation: Reservation, change: int) -> None:
         if change:
             user = reservation.user_id
-            await self._count(f"tok:{user}:{reservation.minute}", change, MINUTE + 60)
-            await self._count(f"tokday:{user}:{reservation.day}", change, DAY + 60)
+            await self._count(minute_tokens_key(user, reservation.minute), change, MINUTE + 60)
+            await self._count(day_tokens_key(user, reservation.day), change, DAY + 60)
+
+    async def usage(self, user_id: str, role: str) -> Usage:
+        """The user's requests this minute and tokens this minute and today, from the
+        counters `admit` and `settle` keep (tokens set aside for requests still running
+        included), against the limits of their role."""
+        limits = self.limits_for(role)
+        minute, minute_left = self._window(MINUTE)
+        day, day_left = self._window(DAY)
+        counters = (
+            (requests_key(user_id, minute), limits.requests_per_minute, minute_left),
+            (minute_tokens_key(user_id, minute), limits.tokens_per_minute, minute_left),
+            (day_tokens_key(user_id, day), limits.tokens_per_day, day_left),
+        )
+        requests, minute_tokens, day_tokens = [
+            WindowUsage(max(0, await self._read(key)), limit or None, left)
+            for key, limit, left in counters
+        ]
+        return Usage(requests, minute_tokens, day_tokens)
 
     def enter(self, user_id: str) -> None:
         """One more request of this user in flight (in this process); raise at the cap, so

@@ -1,8 +1,10 @@
-// The chat page: plain JavaScript, no libraries, no build step.
+// The chat page: plain JavaScript, no build step; one vendored parser (markdown-it, used by
+// markdown.js for an answer's structure only).
 //
 // Every string from the server (model output above all) reaches the page through
-// textContent or an attribute, never as HTML. The session lives in an HttpOnly cookie set by
-// POST /auth/session; state-changing requests echo its CSRF token in X-CSRF-Token.
+// textContent, an attribute or DOM nodes built from Markdown tokens, never as HTML. The
+// session lives in an HttpOnly cookie set by POST /auth/session; state-changing requests
+// echo its CSRF token in X-CSRF-Token.
 "use strict";
 
 const state = {
@@ -182,7 +184,7 @@ async function startApp(session) {
   $("admin-tab").hidden = !admin;
   showView("chat-view");
   newChat();
-  await Promise.all([loadModels(), loadConversations(), admin ? loadProfileNames() : null]);
+  await Promise.all([loadModels(), loadConversations(), admin ? loadProfiles() : null]);
   $("prompt").focus();
 }
 
@@ -198,6 +200,7 @@ function showView(id) {
     else tab.removeAttribute("aria-current");
   }
   if (id === "keys-view") loadKeys();
+  if (id === "account-view") openAccount();
   if (id === "admin-view" && state.user && state.user.role === "admin") {
     say("admin-message", "");
     loadAdmin();
@@ -215,17 +218,53 @@ function toggleSidebar(open) {
 
 const ROLE_LABELS = { user: "You", assistant: "Assistant", tool: "Tool result" };
 
+// The log follows a streaming answer only while its reader is at the bottom: one who
+// scrolled up to read stays where they are.
+function atBottom() {
+  const log = $("messages-log");
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 48;
+}
+
+function toBottom() {
+  const log = $("messages-log");
+  log.scrollTop = log.scrollHeight;
+}
+
+// A message in the log. An assistant's text is Markdown (built by markdown.js); a person's
+// and a tool's stay as typed. `item.markdown` is an answer's view, for streaming.
 function addMessage(role, text) {
-  const content = element("div", { class: "content", text });
+  const follow = atBottom();
+  const markdown = role === "assistant";
+  const content = element("div", { class: markdown ? "content markdown" : "content" });
   const item = element(
     "li",
     { class: `message-item ${role}` },
     element("span", { class: "role", text: ROLE_LABELS[role] || role }),
     content,
   );
+  if (markdown) item.markdown = Markdown.render(content, text || "");
+  else content.textContent = text || "";
   $("messages").append(item);
-  item.scrollIntoView({ block: "end" });
+  if (follow) toBottom();
   return item;
+}
+
+function jsonShown(text) {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text;
+  }
+}
+
+// A labelled block: a tool call's name and arguments, or a tool's result. Text only.
+function toolBlock(label, text) {
+  return element(
+    "div",
+    { class: "tool-block", role: "group", "aria-label": label },
+    element("span", { class: "tool-label", text: label }),
+    element("pre", { tabindex: "0" }, element("code", { text })),
+  );
 }
 
 // An answer its reader stopped: kept with what it had said (the server stores it so too).
@@ -256,9 +295,18 @@ async function send(event) {
   say("chat-message", "");
   $("prompt").value = "";
   addMessage("user", text);
+  toBottom(); // one's own question: the log shows it
   const answer = addMessage("assistant", "");
-  const content = answer.querySelector(".content");
   answer.setAttribute("aria-busy", "true");
+  // Tokens arrive faster than frames: the text is rendered at most once a frame.
+  let written = "";
+  let frame = 0;
+  const render = () => {
+    frame = 0;
+    const follow = atBottom();
+    answer.markdown.update(written);
+    if (follow) toBottom();
+  };
   const body = {
     messages: [{ role: "user", content: text }],
     stream: true,
@@ -283,8 +331,8 @@ async function send(event) {
         fresh = !state.conversationId;
         state.conversationId = data.conversation_id;
       } else if (name === "token") {
-        content.append(data.text);
-        answer.scrollIntoView({ block: "end" });
+        written += data.text;
+        if (!frame) frame = requestAnimationFrame(render);
       } else if (name === "done") {
         const usage = data.usage || {};
         answer.dataset.finish = data.finish_reason;
@@ -303,9 +351,11 @@ async function send(event) {
     } else {
       answer.dataset.finish = "error";
       say("chat-message", error.message);
-      if (!content.textContent) answer.remove();
+      if (!written) answer.remove();
     }
   } finally {
+    if (frame) cancelAnimationFrame(frame);
+    if (answer.isConnected) render();
     answer.removeAttribute("aria-busy");
     state.generation = null;
     setGenerating(false);
@@ -334,16 +384,27 @@ async function openConversation(id) {
     state.conversationId = conversation.id;
     $("conversation-title").textContent = conversation.title;
     $("messages").replaceChildren();
+    const called = new Map(); // a tool call's id: its function's name
     for (const message of conversation.messages) {
       if (!["user", "assistant", "tool"].includes(message.role)) continue;
-      // Tool calls and results (an app's, through /v1) show as text, as they were sent.
-      const calls = (message.tool_calls || []).map(
-        (call) => `Calls ${call.function.name}(${call.function.arguments})`,
-      );
-      const text = [message.content, ...calls].filter(Boolean).join("\n");
-      const item = addMessage(message.role, text);
+      // Tool calls and results (an app's, through /v1): labelled blocks of text.
+      if (message.role === "tool") {
+        const name = called.get(message.tool_call_id) || "a tool";
+        const item = addMessage("tool", "");
+        item.querySelector(".content").replaceWith(
+          toolBlock(`Result of ${name}`, message.content),
+        );
+        continue;
+      }
+      const item = addMessage(message.role, message.content);
+      for (const call of message.tool_calls || []) {
+        const name = (call.function && call.function.name) || "unknown";
+        called.set(call.id, name);
+        item.append(toolBlock(`Tool call: ${name}`, jsonShown(call.function?.arguments || "")));
+      }
       if (message.finish_reason === "cancelled") markStopped(item);
     }
+    toBottom();
     if ([...$("model").options].some((option) => option.value === conversation.model)) {
       $("model").value = conversation.model;
     }
@@ -476,17 +537,6 @@ async function loadModels() {
   }
 }
 
-async function loadProfileNames() {
-  try {
-    const profiles = await api("/admin/profiles");
-    $("profile-names").replaceChildren(
-      ...profiles.map((profile) => element("option", { value: profile.name })),
-    );
-  } catch {
-    // suggestions only
-  }
-}
-
 // API keys --------------------------------------------------------------------------------
 
 async function loadKeys() {
@@ -562,6 +612,7 @@ async function loadAdmin() {
     const [users, models] = await Promise.all([api("/users?limit=100"), api("/llm/models")]);
     $("user-list").replaceChildren(...users.items.map(userRow));
     $("model-list").replaceChildren(...models.models.map(modelRow));
+    await loadProfiles();
   } catch (error) {
     say("admin-message", error.message);
   }
@@ -703,6 +754,238 @@ async function changeModel(model, action) {
   await Promise.all([loadAdmin(), loadModels()]);
 }
 
+// Account: one's password, email, sessions and usage ------------------------------------------
+
+function openAccount() {
+  $("account-email").textContent = state.user ? state.user.email : "";
+  say("account-message", "");
+  loadUsage();
+}
+
+const USAGE_ROWS = [
+  ["requests_per_minute", "Requests this minute"],
+  ["tokens_per_minute", "Tokens this minute"],
+  ["tokens_per_day", "Tokens today"],
+];
+
+function seconds(value) {
+  if (value >= 3600) return `${Math.floor(value / 3600)} h ${Math.floor((value % 3600) / 60)} min`;
+  if (value >= 60) return `${Math.floor(value / 60)} min`;
+  return `${value} s`;
+}
+
+function usageRow([key, label], window) {
+  const limited = window.limit !== null && window.limit !== undefined;
+  const shown = limited ? `${window.used} of ${window.limit}` : `${window.used} (no limit)`;
+  const bar = limited
+    ? element("meter", {
+        min: 0,
+        max: window.limit,
+        value: Math.min(window.used, window.limit),
+        high: window.limit * 0.8,
+        optimum: 0,
+        "aria-label": `${label}: ${shown}`,
+      })
+    : "";
+  const row = element(
+    "tr",
+    {},
+    element("th", { scope: "row", text: label }),
+    element("td", { class: "used", text: shown }),
+    element("td", {}, bar),
+    element("td", { text: `in ${seconds(window.reset_seconds)}` }),
+  );
+  row.dataset.window = key;
+  return row;
+}
+
+async function loadUsage() {
+  try {
+    const usage = await api("/users/me/usage");
+    $("usage-list").replaceChildren(...USAGE_ROWS.map((row) => usageRow(row, usage[row[0]])));
+  } catch (error) {
+    say("account-message", error.message);
+  }
+}
+
+async function changeAccount(body, done) {
+  try {
+    const user = await api("/users/me", { method: "PATCH", body });
+    state.user = user;
+    $("whoami").textContent = user.email;
+    $("account-email").textContent = user.email;
+    say("account-message", done, "info");
+    return true;
+  } catch (error) {
+    say("account-message", error.message);
+    return false;
+  }
+}
+
+async function changePassword(event) {
+  event.preventDefault();
+  const body = {
+    current_password: $("current-password").value,
+    new_password: $("new-password").value,
+  };
+  if (!body.current_password || !body.new_password) {
+    say("account-message", "Enter your current password and a new one.");
+    return;
+  }
+  const changed = await changeAccount(
+    body,
+    "Password changed. Your other sessions and API keys have ended; this one goes on.",
+  );
+  if (changed) $("password-form").reset();
+}
+
+async function changeEmail(event) {
+  event.preventDefault();
+  const body = { current_password: $("email-password").value, email: $("new-email").value.trim() };
+  if (!body.current_password || !body.email) {
+    say("account-message", "Enter the new email and your password.");
+    return;
+  }
+  const changed = await changeAccount(
+    body,
+    "Email changed. Your other sessions and API keys have ended; this one goes on.",
+  );
+  if (changed) $("email-form").reset();
+}
+
+async function logOutEverywhere() {
+  try {
+    await api("/auth/logout-all", { method: "POST" });
+  } catch (error) {
+    say("account-message", error.message);
+    return;
+  }
+  sessionEnded("");
+  say("auth-message", "You are logged out everywhere.", "info");
+}
+
+// Profiles (admins): a name, a system prompt and default settings ----------------------------
+
+const PROFILE_SETTINGS = [
+  ["temperature", "profile-temperature"],
+  ["max_tokens", "profile-max-tokens"],
+  ["top_p", "profile-top-p"],
+  ["top_k", "profile-top-k"],
+  ["repeat_penalty", "profile-repeat-penalty"],
+  ["seed", "profile-seed"],
+];
+
+async function loadProfiles() {
+  try {
+    const profiles = await api("/admin/profiles");
+    // The chat's Profile field suggests them.
+    $("profile-names").replaceChildren(
+      ...profiles.map((profile) => element("option", { value: profile.name })),
+    );
+    $("profile-list").replaceChildren(...profiles.map(profileRow));
+  } catch (error) {
+    say("profiles-message", error.message);
+  }
+}
+
+function settingsShown(settings) {
+  const parts = PROFILE_SETTINGS.filter(([key]) => settings[key] !== undefined).map(
+    ([key]) => `${key} ${settings[key]}`,
+  );
+  return parts.join(", ") || "server defaults";
+}
+
+function profileRow(profile) {
+  return element(
+    "tr",
+    {},
+    element("td", { text: profile.name }),
+    element("td", { class: "clip", text: profile.system_prompt, title: profile.system_prompt }),
+    element("td", { text: settingsShown(profile.settings || {}) }),
+    element(
+      "td",
+      { class: "actions" },
+      element("button", {
+        type: "button",
+        class: "small secondary",
+        text: "Edit",
+        "aria-label": `Edit ${profile.name}`,
+        onclick: () => editProfile(profile),
+      }),
+      element("button", {
+        type: "button",
+        class: "small danger",
+        text: "Delete",
+        "aria-label": `Delete ${profile.name}`,
+        onclick: () => deleteProfile(profile),
+      }),
+    ),
+  );
+}
+
+function editProfile(profile) {
+  const form = $("profile-form");
+  form.dataset.id = profile.id;
+  $("profile-name").value = profile.name;
+  $("profile-description").value = profile.description || "";
+  $("profile-system").value = profile.system_prompt;
+  const settings = profile.settings || {};
+  for (const [key, id] of PROFILE_SETTINGS) $(id).value = settings[key] ?? "";
+  $("profile-save").textContent = "Save profile";
+  $("profile-cancel").hidden = false;
+  $("profile-form-heading").textContent = `Edit ${profile.name}`;
+  $("profile-name").focus();
+}
+
+function resetProfileForm() {
+  const form = $("profile-form");
+  form.reset();
+  delete form.dataset.id;
+  $("profile-save").textContent = "Create profile";
+  $("profile-cancel").hidden = true;
+  $("profile-form-heading").textContent = "New profile";
+}
+
+async function saveProfile(event) {
+  event.preventDefault();
+  const settings = {};
+  for (const [key, id] of PROFILE_SETTINGS) {
+    const value = $(id).valueAsNumber;
+    if (!Number.isNaN(value)) settings[key] = value;
+  }
+  const body = {
+    name: $("profile-name").value.trim(),
+    description: $("profile-description").value,
+    system_prompt: $("profile-system").value,
+    settings,
+  };
+  const id = $("profile-form").dataset.id;
+  try {
+    const saved = id
+      ? await api(`/admin/profiles/${encodeURIComponent(id)}`, { method: "PATCH", body })
+      : await api("/admin/profiles", { method: "POST", body });
+    say("profiles-message", `Profile ${saved.name} ${id ? "saved" : "created"}.`, "info");
+    resetProfileForm();
+    await loadProfiles();
+  } catch (error) {
+    say("profiles-message", error.message);
+  }
+}
+
+async function deleteProfile(profile) {
+  if (!window.confirm(`Delete the profile ${profile.name}? Chats that use it go on without it.`)) {
+    return;
+  }
+  try {
+    await api(`/admin/profiles/${encodeURIComponent(profile.id)}`, { method: "DELETE" });
+    say("profiles-message", `Profile ${profile.name} deleted.`, "info");
+    if ($("profile-form").dataset.id === profile.id) resetProfileForm();
+  } catch (error) {
+    say("profiles-message", error.message);
+  }
+  await loadProfiles();
+}
+
 // Memory search -----------------------------------------------------------------------------
 
 async function searchMessages(event) {
@@ -758,6 +1041,12 @@ function wire() {
   $("key-form").addEventListener("submit", createKey);
   $("search-form").addEventListener("submit", searchMessages);
   $("model-form").addEventListener("submit", addModel);
+  $("password-form").addEventListener("submit", changePassword);
+  $("email-form").addEventListener("submit", changeEmail);
+  $("logout-all-button").addEventListener("click", logOutEverywhere);
+  $("usage-refresh").addEventListener("click", loadUsage);
+  $("profile-form").addEventListener("submit", saveProfile);
+  $("profile-cancel").addEventListener("click", resetProfileForm);
   $("prompt").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
