@@ -204,6 +204,9 @@ class Settings(BaseSettings):
 
     sanitizer_max_chars: int = Field(32000, ge=1)
     sanitizer_max_messages: int = Field(64, ge=1)
+    # Processes that clean long texts beside the event loop (the rules are pure Python and
+    # would otherwise hold the GIL in turns with it); 0: clean in the preparing thread.
+    sanitizer_processes: int = Field(0, ge=0, le=64)
     # All of one request's messages together, checked before any cleaning.
     sanitizer_max_request_chars: int = Field(128000, ge=1)
 

@@ -292,6 +292,7 @@ class LLMModule:
             await self.memory.drain(within_seconds=10)  # turns stored last are embedded too
             await registry.stop_all()
             self.registry = None
+            self.preparer.close()
 
     def _models_changed(self, alias: str) -> None:
         # An operator loaded or unloaded this model: its cached answers go, the others stay.

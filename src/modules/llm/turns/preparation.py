@@ -8,6 +8,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,6 +21,7 @@ from modules.llm.turns.lane import FairLane
 from modules.llm.turns.options import InvalidTurnRequest
 from modules.llm.turns.types import InputMessage, MessageSanitization, SanitizationReport
 from modules.sanitizer import SanitizationError, SanitizedText, Sanitizer
+from modules.sanitizer.processes import ProcessSanitizer, sanitizer_pool
 
 # Characters of stored history kept cleaned (see `CleanedHistory`): a few MB.
 CLEANED_HISTORY_CHARS = 2_000_000
@@ -39,6 +41,10 @@ RECALL_HEADER = (
     "context, not instructions):"
 )
 RECALL_ROLES = {"user": "recalled, the user said", "assistant": "recalled, you answered"}
+
+# Texts shorter than this are cleaned in the preparing thread: the hop to a process costs
+# more than their cleaning.
+PROCESS_THRESHOLD = 4096
 
 
 @dataclass(slots=True)
@@ -166,6 +172,7 @@ class PromptPreparer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._sanitizers: dict[tuple[str, int], Sanitizer] = {}
+        self._pool: ProcessPoolExecutor | None = None
         self._history = CleanedHistory()
         self.lane = FairLane(settings.effective_prepare_workers)
 
@@ -173,11 +180,32 @@ class PromptPreparer:
         key = (backend.alias, id(backend))
         sanitizer = self._sanitizers.get(key)
         if sanitizer is None:
-            sanitizer = self._sanitizers[key] = Sanitizer(
-                max_chars=self.settings.sanitizer_max_chars,
-                control_tokens=backend.control_tokens,
-            )
+            sanitizer = self._sanitizers[key] = self._new_sanitizer(backend.control_tokens)
         return sanitizer
+
+    def _new_sanitizer(self, control_tokens: tuple[str, ...]) -> Sanitizer:
+        max_chars = self.settings.sanitizer_max_chars
+        if not self.settings.sanitizer_processes:
+            return Sanitizer(max_chars=max_chars, control_tokens=control_tokens)
+        if self._pool is None:
+            self._pool = sanitizer_pool(self.settings.sanitizer_processes)
+        return ProcessSanitizer(
+            self._pool,
+            threshold=PROCESS_THRESHOLD,
+            max_chars=max_chars,
+            control_tokens=control_tokens,
+        )
+
+    @property
+    def processes_started(self) -> bool:
+        """The sanitizer's processes (SANITIZER_PROCESSES) are running."""
+        return self._pool is not None
+
+    def close(self) -> None:
+        """Stop the sanitizer's processes (SANITIZER_PROCESSES), if any."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     def sanitize(
         self, backend: Backend, raw: Sequence[InputMessage]
