@@ -70,6 +70,9 @@ class ModelCatalog:
             p.strip() for p in settings.model_download_prefixes.split(",") if p.strip()
         ]
         self._work: dict[str, asyncio.Task[None]] = {}  # alias -> making it serve
+        # A sync's read and apply, an addition and a deletion, one at a time: a sync never
+        # applies rows older than this replica's own change.
+        self._changing = asyncio.Lock()
 
     # --- the API's side -------------------------------------------------------------------
 
@@ -78,15 +81,16 @@ class ModelCatalog:
         row = self._checked_row(new, created_by)
         if new.alias in self.registry.entries:
             raise CatalogError(f"model {new.alias!r} exists", status_code=409, field="alias")
-        try:
-            async with self.sessions() as session:
-                session.add(row)
-                await session.commit()
-        except IntegrityError:
-            raise CatalogError(
-                f"model {new.alias!r} exists", status_code=409, field="alias"
-            ) from None
-        return self._apply(row)
+        async with self._changing:
+            try:
+                async with self.sessions() as session:
+                    session.add(row)
+                    await session.commit()
+            except IntegrityError:
+                raise CatalogError(
+                    f"model {new.alias!r} exists", status_code=409, field="alias"
+                ) from None
+            return self._apply(row)
 
     async def delete(self, alias: str) -> None:
         """Unload and forget a catalog model everywhere (the others at their next sync)."""
@@ -96,24 +100,26 @@ class ModelCatalog:
                 f"model {alias!r} comes from settings; change LLM_MODELS to remove it",
                 status_code=409,
             )
-        async with self.sessions() as session:
-            await session.execute(delete(CatalogModel).where(CatalogModel.alias == alias))
-            await session.commit()
-        await self._forget(alias)
+        async with self._changing:
+            async with self.sessions() as session:
+                await session.execute(delete(CatalogModel).where(CatalogModel.alias == alias))
+                await session.commit()
+            await self._forget(alias)
 
     # --- every replica's side --------------------------------------------------------------
 
     async def sync(self) -> None:
         """Apply the rows: add what is new here, forget what is gone."""
-        async with self.sessions() as session:
-            rows = list((await session.execute(select(CatalogModel))).scalars())
-        aliases = {row.alias for row in rows}
-        for row in rows:
-            if row.alias not in self.registry.entries:
-                self._apply(row)
-        for entry in list(self.registry.entries.values()):
-            if entry.origin == "catalog" and entry.alias not in aliases:
-                await self._forget(entry.alias)
+        async with self._changing:
+            async with self.sessions() as session:
+                rows = list((await session.execute(select(CatalogModel))).scalars())
+            aliases = {row.alias for row in rows}
+            for row in rows:
+                if row.alias not in self.registry.entries:
+                    self._apply(row)
+            for entry in list(self.registry.entries.values()):
+                if entry.origin == "catalog" and entry.alias not in aliases:
+                    await self._forget(entry.alias)
 
     async def run(self) -> None:
         """Sync every MODEL_SYNC_SECONDS until cancelled; a failed read is logged, retried."""
