@@ -258,7 +258,8 @@ def test_scale_profile_streams_through_nginx(compose: Compose) -> None:
     compose.run(*on_node, "create-admin", "--email", OPS, "--password-stdin", stdin=PASSWORD + "\n")
     key = compose.run(*on_node, "create-api-key", "--email", OPS).strip().splitlines()[-1]
     set_env_line(compose.root / ".env", "INFERENCE_API_KEY", key)
-    compose.run("--profile", "scale", "up", "-d", "nginx")
+    # --wait: until both gateways are healthy (nginx would answer 502 for one still starting).
+    compose.run("--profile", "scale", "up", "-d", "--wait", "nginx")
     url = f"http://127.0.0.1:{compose.nginx_port}"
     wait_healthy(url)
     token = login(url, BOSS)  # the gateways share PostgreSQL with app
