@@ -59,6 +59,8 @@ from modules.ratelimit import RateLimiter
 from modules.responses import ResponseStore
 
 logger = structlog.get_logger(__name__)
+# At shutdown, how long the last turns' embeddings (memory search) may still take.
+MEMORY_DRAIN_SECONDS = 3.0
 
 
 def local_backend_factory(settings: Settings) -> BackendFactory:
@@ -289,7 +291,9 @@ class LLMModule:
                     await syncing
             await catalog.stop()
             self.catalog = None
-            await self.memory.drain(within_seconds=10)  # turns stored last are embedded too
+            # Turns stored last (streams the drain ended included) are embedded too, within a
+            # bound: the process still exits soon after SHUTDOWN_GRACE_SECONDS.
+            await self.memory.drain(within_seconds=MEMORY_DRAIN_SECONDS)
             await registry.stop_all()
             self.registry = None
             self.preparer.close()
