@@ -129,19 +129,22 @@ def _from_password_policy(exc: PasswordPolicyError) -> ProblemDetailsException:
     return _problem(422, str(exc), extra={"errors": errors})
 
 
+def _naming_field(status: int, detail: str, field: str | None) -> ProblemDetailsException:
+    """A refusal whose `errors` name the field at fault, where there is one."""
+    extra = {"errors": [{"key": field, "message": detail}]} if field else {}
+    return _problem(status, detail, extra=extra)
+
+
 def _from_invalid_turn(exc: InvalidTurnRequest) -> ProblemDetailsException:
-    extra = {"errors": [{"key": exc.field, "message": exc.detail}]} if exc.field else {}
-    return _problem(exc.status_code, exc.detail, extra=extra)
+    return _naming_field(exc.status_code, exc.detail, exc.field)
 
 
 def _from_catalog_error(exc: CatalogError) -> ProblemDetailsException:
-    extra = {"errors": [{"key": exc.field, "message": exc.detail}]} if exc.field else {}
-    return _problem(exc.status_code, exc.detail, extra=extra)
+    return _naming_field(exc.status_code, exc.detail, exc.field)
 
 
 def _from_unsupported(exc: UnsupportedRequestError) -> ProblemDetailsException:
-    extra = {"errors": [{"key": exc.field, "message": exc.detail}]} if exc.field else {}
-    return _problem(400, exc.detail, extra=extra)
+    return _naming_field(400, exc.detail, exc.field)
 
 
 def _from_prompt_too_long(exc: PromptTooLongError) -> ProblemDetailsException:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from modules.config import Settings
 from modules.llm.inference import LoadOverrides, ModelEntry, ModelRegistry, ModelSpec
-from modules.models.download import DownloadError, allowed, download
+from modules.models.download import DownloadError, allowed, download, hash_file
 from modules.models.gguf import NotGGUFError, read_gguf_info
 from modules.models.records import CatalogModel
 
@@ -278,9 +278,7 @@ def _whole_size(path: Path, sha256: str | None) -> int | None:
         return None
     if sha256 is not None:
         hasher = hashlib.sha256()
-        with path.open("rb") as file:
-            while chunk := file.read(1 << 20):
-                hasher.update(chunk)
+        hash_file(path, hasher)
         if hasher.hexdigest() != sha256:
             return None
     return path.stat().st_size

@@ -175,11 +175,12 @@ def _load_part(path: Path, hashing: bool) -> _Part:
     size = path.stat().st_size if path.exists() else 0
     hasher = hashlib.sha256() if hashing else None
     if hasher is not None and size:
-        _hash_file(path, hasher)
+        hash_file(path, hasher)
     return _Part(path, size, hasher)
 
 
-def _hash_file(path: Path, hasher: hashlib._Hash) -> None:
+def hash_file(path: Path, hasher: hashlib._Hash) -> None:
+    """Feed a file to `hasher`, a megabyte at a time. Blocking."""
     with path.open("rb") as file:
         while block := file.read(1 << 20):
             hasher.update(block)
