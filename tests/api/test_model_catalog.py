@@ -255,18 +255,25 @@ def test_events_of_an_unknown_model_are_a_404(replicas: list[Api]) -> None:
 def test_deleting_a_model_while_it_downloads_cancels_the_download(
     replicas: list[Api], slow_files: FileServer
 ) -> None:
-    first, _ = replicas
-    token = first.admin_token()
+    first, second = replicas
+    token, second_token = first.admin_token(), second.admin_token()
     downloads = Path(first.app.state.llm.catalog.downloads)
     with first.client(token) as client:
         body = {"alias": "cancelled", "url": f"{slow_files.base_url}/smol.gguf"}
         assert client.post("/llm/models", json=body).status_code == 202
 
+        # Either replica may hold the shared file's lock and fetch it; the other waits.
         def downloading() -> bool:
-            model = state_of(first, token, "cancelled")
-            return model.get("state") == "downloading" and (model.get("bytes_done") or 0) > 0
+            models = (
+                state_of(first, token, "cancelled"),
+                state_of(second, second_token, "cancelled"),
+            )
+            return any(
+                m.get("state") == "downloading" and (m.get("bytes_done") or 0) > 0 for m in models
+            )
 
         assert wait_for(downloading, 10)
         assert client.delete("/llm/models/cancelled").status_code == 204
         assert client.get("/llm/models/cancelled").status_code == 404
-    assert not list(downloads.glob("cancelled-*"))  # neither the file nor its .part
+    # Neither the file nor its .part, once the other replica's sync has cancelled its side.
+    assert wait_for(lambda: not list(downloads.glob("cancelled-*")), 10)
