@@ -164,6 +164,8 @@ def test_memory_on_openai_chat_completions(api: FakeApi) -> None:
 def test_a_failing_embedding_never_fails_the_turn(api: FakeApi) -> None:
     backend = api.backend
     memory = api.app.state.llm.memory
+    # An earlier test's turn still embedding would fail on the broken embedder instead.
+    assert wait_for(lambda: memory.pending == 0)
     failures = memory.failures
 
     async def broken(*_: Any, **__: Any) -> Any:
@@ -173,7 +175,7 @@ def test_a_failing_embedding_never_fails_the_turn(api: FakeApi) -> None:
     try:
         token = api.user_token()
         answer = ok(generate(api, token, prompt="remember the lighthouse", settings=GREEDY))
-        assert wait_for(lambda: memory.failures > failures)
+        assert wait_for(lambda: memory.failures > failures and memory.pending == 0)
     finally:
         del backend.embed
     with api.client(token) as client:

@@ -88,6 +88,11 @@ class Memory:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def pending(self) -> int:
+        """Turns whose embedding has not finished yet."""
+        return len(self._tasks)
+
     async def drain(self, within_seconds: float = 30) -> None:
         """Wait for the background embeddings (shutdown, tests)."""
         if self._tasks:
