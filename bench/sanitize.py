@@ -10,13 +10,20 @@ class whose clean takes longer than `--budget` seconds is not run at larger size
 Part two starts the service on the embedded defaults (real small model) and measures, in the
 same run, idle and then while four clients post the worst inputs of the largest size the
 default limits admit (SANITIZER_MAX_CHARS, 32,000 characters): `/health` latency and another
-user's 1-token `/llm/generate` latency.
+user's 1-token `/llm/generate` latency. The four clients run in a process of their own (their
+work would otherwise hold the probing process's GIL), in a closed loop: each sends again as
+soon as it is answered, 429s included. `--limits default` (the default) keeps the service's
+own per-user limits (60 requests a minute, 4 in flight), the four clients one ordinary
+account; `--limits off` turns them off: a flood no ordinary account can send. The clients
+run at `--clients-nice 19` by default, as if they ran elsewhere: on a 2-core machine their
+own CPU would otherwise take a core from the service (`--clients-nice 0` measures that).
 
     .venv/bin/python bench/sanitize.py                      # both parts
     .venv/bin/python bench/sanitize.py --no-service         # part one only
     .venv/bin/python bench/sanitize.py --max-kib 128        # part one up to 128 KiB
     .venv/bin/python bench/sanitize.py --sanitizer old.py   # part one with another version
                                                             # (e.g. `git show REV:src/...`)
+    .venv/bin/python bench/sanitize.py --no-scaling --limits off --clients-nice 0
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ import argparse
 import contextlib
 import functools
 import importlib.util
+import json
+import multiprocessing
+import os
 import statistics
 import sys
 import threading
@@ -149,22 +159,84 @@ def ms(seconds: float | None) -> str:
 
 # Part two ------------------------------------------------------------------------------
 
+ADMIN_LIMITS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day")
 
-def under_load(requests_each: int, prepare_workers: int, settings: dict[str, str]) -> None:
+
+def four_clients(
+    base_url: str,
+    headers: dict[str, str],
+    prompts: list[str],
+    nice: int,
+    stop: Any,
+    answers: Any,
+) -> None:
+    """Four clients in a closed loop, each posting the prompts in turn (starting at another)
+    until `stop` is set; the count of each answer's status goes to `answers`. At `nice`:
+    clients elsewhere would not take this machine's cores."""
+    import httpx
+
+    os.nice(nice)
+    counts: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def client(first: int) -> None:
+        with httpx.Client(base_url=base_url, headers=headers, timeout=120) as session:
+            index = first
+            while not stop.is_set():
+                body = {
+                    "prompt": prompts[index % len(prompts)],
+                    "settings": {"max_tokens": 1},
+                    "use_cache": False,
+                }
+                status = session.post("/llm/generate", json=body).status_code
+                with lock:
+                    counts[status] = counts.get(status, 0) + 1
+                index += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    answers.put(counts)
+
+
+def under_load(
+    requests_each: int,
+    prepare_workers: int,
+    settings: dict[str, str],
+    limits: str,
+    clients_nice: int,
+) -> None:
+    """`limits` "off": no per-user limits, so the four clients flood the service as no
+    ordinary account can; "default": the service's own limits (60 requests a minute, 4 in
+    flight), the four clients one ordinary account that ignores its 429s and sends again at
+    once, and the probing user an admin without limits, whose probes would pass an ordinary
+    account's."""
     import httpx
     from service import running_service
 
     one_token = {"prompt": "Hi", "settings": {"max_tokens": 1}, "use_cache": False}
     statuses: dict[str, dict[int, int]] = {}
     results: dict[str, tuple[list[float], list[float]]] = {}
+    limit_settings = (
+        {"LLM_MAX_IN_FLIGHT_PER_USER": "0"}
+        if limits == "off"
+        else {
+            "RATE_LIMIT_REQUESTS_PER_MINUTE": "60",
+            "LLM_MAX_IN_FLIGHT_PER_USER": "4",
+            # The probing admin's own requests are not what is measured: no limit for them.
+            "RATE_LIMIT_ROLE_OVERRIDES": json.dumps({"admin": dict.fromkeys(ADMIN_LIMITS, 0)}),
+        }
+    )
     with running_service(
         **{
-            "LLM_MAX_IN_FLIGHT_PER_USER": "0",
+            **limit_settings,
             "LLM_PREPARE_WORKERS": str(prepare_workers),
             **settings,
         }
     ) as service:
-        other = other_user(service.base_url)
+        other = service.login("other@example.com", "other-password-1", admin=limits != "off")
 
         def probe() -> tuple[list[float], list[float]]:
             health: list[float] = []
@@ -184,35 +256,21 @@ def under_load(requests_each: int, prepare_workers: int, settings: dict[str, str
             return health, generate
 
         def under(name: str, prompts: list[str]) -> None:
-            """Probe while four clients post these prompts in turn (each starting at another)."""
-            stop = threading.Event()
-            counts = statuses[name] = {}
-            lock = threading.Lock()
-
-            def attack(first: int) -> None:
-                with httpx.Client(
-                    base_url=service.base_url, headers=service.headers, timeout=120
-                ) as client:
-                    index = first
-                    while not stop.is_set():
-                        body = {
-                            "prompt": prompts[index % len(prompts)],
-                            "settings": {"max_tokens": 1},
-                            "use_cache": False,
-                        }
-                        status = client.post("/llm/generate", json=body).status_code
-                        with lock:
-                            counts[status] = counts.get(status, 0) + 1
-                        index += 1
-
-            attackers = [threading.Thread(target=attack, args=(k,)) for k in range(4)]
-            for thread in attackers:
-                thread.start()
+            """Probe while four clients post these prompts in turn (each starting at another),
+            from another process: their own work must not hold this one's GIL."""
+            context = multiprocessing.get_context("spawn")
+            stop = context.Event()
+            answers: multiprocessing.Queue[dict[int, int]] = context.Queue()
+            clients = context.Process(
+                target=four_clients,
+                args=(service.base_url, service.headers, prompts, clients_nice, stop, answers),
+            )
+            clients.start()
             time.sleep(1)
             results[name] = probe()
             stop.set()
-            for thread in attackers:
-                thread.join()
+            statuses[name] = answers.get(timeout=120)
+            clients.join()
 
         probe()  # warm up: the first generate loads what it needs
         results["idle"] = probe()
@@ -224,6 +282,7 @@ def under_load(requests_each: int, prepare_workers: int, settings: dict[str, str
 
     print()
     print(
+        f"Per-user limits {limits}. "
         f"{requests_each} sequential probes per phase (a /health, then another user's 1-token "
         "/llm/generate); the worst inputs are 32,000 characters of "
         + ", ".join(WORST)
@@ -251,16 +310,6 @@ def under_load(requests_each: int, prepare_workers: int, settings: dict[str, str
     )
 
 
-def other_user(base: str) -> dict[str, str]:
-    import httpx
-
-    credentials = {"email": "other@example.com", "password": "other-password-1"}
-    with httpx.Client(base_url=base, timeout=30) as client:
-        client.post("/auth/register", json=credentials)
-        token = client.post("/auth/login", json=credentials).json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
-
-
 def p50(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
@@ -278,7 +327,7 @@ def main() -> None:
     parser.add_argument("--max-kib", type=int, default=1024)
     parser.add_argument("--budget", type=float, default=5.0, help="seconds; see above")
     parser.add_argument("--sanitizer", help="a sanitizer.py to load instead of the package's")
-    parser.add_argument("--probes", type=int, default=100, help="part two: probes per phase")
+    parser.add_argument("--probes", type=int, default=300, help="part two: probes per phase")
     parser.add_argument("--no-service", action="store_true", help="only part one")
     parser.add_argument(
         "--prepare-workers",
@@ -287,6 +336,19 @@ def main() -> None:
         help="part two: LLM_PREPARE_WORKERS (0: the default; 64: no lane to speak of)",
     )
     parser.add_argument("--no-scaling", action="store_true", help="only part two")
+    parser.add_argument(
+        "--clients-nice",
+        type=int,
+        default=19,
+        help="part two: the four clients' niceness (e.g. 10: as if they ran elsewhere)",
+    )
+    parser.add_argument(
+        "--limits",
+        choices=["off", "default"],
+        default="default",
+        help="part two: per-user limits off (a flood no ordinary account can send), or the "
+        "service's defaults (one ordinary account ignoring its 429s)",
+    )
     parser.add_argument(
         "--database-url",
         help="part two: DATABASE_URL (default: the embedded SQLite), migrated beforehand "
@@ -312,7 +374,7 @@ def main() -> None:
         settings = dict(item.split("=", 1) for item in args.set)
         if args.database_url:
             settings["DATABASE_URL"] = args.database_url
-        under_load(args.probes, args.prepare_workers, settings)
+        under_load(args.probes, args.prepare_workers, settings, args.limits, args.clients_nice)
 
 
 if __name__ == "__main__":

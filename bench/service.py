@@ -24,10 +24,32 @@ BIN = Path(sys.executable).parent
 class Service:
     base_url: str
     token: str
+    # What `llm-service` commands need to reach the same database (create-admin).
+    env: dict[str, str]
+    workdir: str
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    def login(self, email: str, password: str, *, admin: bool = False) -> dict[str, str]:
+        """Headers for another user, registered here (or made an admin by the CLI)."""
+        if admin:
+            subprocess.run(
+                [str(BIN / "llm-service"), "create-admin", "--email", email, "--password-stdin"],
+                env=self.env,
+                cwd=self.workdir,
+                input=password + "\n",
+                text=True,
+                check=True,
+                capture_output=True,
+            )
+        credentials = {"email": email, "password": password}
+        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+            if not admin:
+                client.post("/auth/register", json=credentials)
+            token = client.post("/auth/login", json=credentials).json()["access_token"]
+        return {"Authorization": f"Bearer {token}"}
 
 
 def free_port() -> int:
@@ -77,7 +99,7 @@ def running_service(**settings: str) -> Iterator[Service]:
                 credentials = {"email": "bench@example.com", "password": "bench-password-1"}
                 client.post("/auth/register", json=credentials)
                 token = client.post("/auth/login", json=credentials).json()["access_token"]
-            yield Service(base, token)
+            yield Service(base, token, env, workdir)
         finally:
             server.terminate()
             server.wait(20)

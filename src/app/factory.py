@@ -114,7 +114,9 @@ def create_app(
     def session_for(connection: ASGIConnection[Any, Any, Any, Any]) -> AsyncSession:
         return db_config.provide_session(connection.app.state, connection.scope)
 
-    jwt_auth = auth.build_jwt_auth(codec, session_for, exclude=PUBLIC_PATHS)
+    jwt_auth = auth.build_jwt_auth(
+        codec, session_for, exclude=PUBLIC_PATHS, before_reading=rate_limiter.refusals.check
+    )
     errors = problem_details_config()
     errors_map = errors.exception_to_problem_detail_map
     return Litestar(

@@ -19,6 +19,8 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from modules.ratelimit import QUIET_STATE
+
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # The request being served, for error bodies and SSE error events to name it.
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
@@ -72,4 +74,5 @@ class RequestLogMiddleware(ASGIMiddleware):
             for key in ("tokens", "cache_hit", "prompt"):
                 if key in state:
                     fields[key] = state[key]
-            logger.info("request", **fields)
+            if not state.get(QUIET_STATE):  # a refusal repeated again and again: counted only
+                logger.info("request", **fields)

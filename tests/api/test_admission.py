@@ -1,18 +1,25 @@
 """Admission, route by route: every route that reaches a model is admitted (with a limit of
 one request a minute, the second call is refused on each), and answers carry OpenAI's
-rate-limit headers. Quotas count the prompt's tokens as well as the answer's."""
+rate-limit headers. A refusal for the request limit, sent again at once, is refused before
+anything is read. Quotas count the prompt's tokens as well as the answer's."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from structlog.testing import capture_logs
 
 from modules.llm.turns import Admission, EmbeddingService, TurnService
+from modules.memory import MemorySearch
 from tests.api.test_ratelimit import server, token_for
 from tests.support import charged_today, promote
 
@@ -26,10 +33,11 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/llm/validate-model"): {"max_tokens": 2},
     ("POST", "/v1/embeddings"): {"input": ["Hi", "there"]},
     ("POST", "/v1/responses"): {"input": "hi", "max_output_tokens": 2},
+    ("GET", "/conversations/search"): {"q": "hi"},  # query parameters
 }
-# What reaches a model: a handler that asks for the turn service, the embedding service or
-# an admission.
-GATES = (TurnService, EmbeddingService, Admission)
+# What reaches a model: a handler that asks for the turn service, the embedding service, an
+# admission or the memory's search (which embeds its query).
+GATES = (TurnService, EmbeddingService, Admission, MemorySearch)
 
 
 def routes_reaching_a_model(app: Litestar) -> set[tuple[str, str]]:
@@ -54,14 +62,44 @@ def test_every_route_that_reaches_a_model_is_admitted(tmp_path: Any) -> None:
             token_for(client, email)
             promote(client.database_url, email)  # type: ignore[attr-defined]
             headers = {"Authorization": f"Bearer {token_for(client, email)}"}
-            first = client.request(method, path, json=body, headers=headers)
+            sent = {"params": body} if method == "GET" else {"json": body}
+            first = client.request(method, path, headers=headers, **sent)
             assert first.status_code == 200, (path, first.text)
             assert first.headers["x-ratelimit-limit-requests"] == "1"
             assert first.headers["x-ratelimit-remaining-requests"] == "0"
-            second = client.request(method, path, json=body, headers=headers)
+            second = client.request(method, path, headers=headers, **sent)
             assert second.status_code == 429, (path, second.text)
             assert second.headers["x-ratelimit-remaining-requests"] == "0"
             assert "retry-after" in second.headers
+            # Sent again at once: the same refusal, remembered, before anything is read.
+            with counting_statements() as statements:
+                third = client.request(method, path, headers=headers, **sent)
+            assert third.status_code == 429, (path, third.text)
+            assert statements == [], (path, statements)
+            assert third.json().keys() == second.json().keys()
+            for name in ("retry-after", "x-ratelimit-limit-requests"):
+                assert third.headers[name] == second.headers[name], (path, name)
+            assert third.headers["x-ratelimit-remaining-requests"] == "0"
+            # The first repeat is logged; the later ones are counted, not logged one by one.
+            with capture_logs() as logs:
+                fourth = client.request(method, path, headers=headers, **sent)
+            assert fourth.status_code == 429
+            assert [line for line in logs if line["event"] == "request"] == [], path
+
+
+@contextlib.contextmanager
+def counting_statements() -> Iterator[list[str]]:
+    """The SQL statements any engine of this process runs meanwhile."""
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
 
 
 def test_answers_carry_openai_rate_limit_headers(tmp_path: Any) -> None:

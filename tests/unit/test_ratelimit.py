@@ -1,5 +1,5 @@
 """Rate limits on a controlled clock: fixed windows, token reservations, requests in flight,
-login throttling per account and address, and a Redis outage."""
+login throttling per account and address, a Redis outage, and remembered refusals."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from modules.ratelimit import Limits, MemoryCounters, RateLimiter, RateLimitExceededError
+from modules.ratelimit import (
+    REFUSAL_KEY_STATE,
+    KnownRefusals,
+    Limits,
+    MemoryCounters,
+    RateLimiter,
+    RateLimitExceededError,
+)
 from modules.ratelimit.service import window_at
 
 
@@ -136,3 +143,56 @@ async def test_memory_counters_expire() -> None:
     counters = MemoryCounters()
     assert await counters.add("k", 3, ttl=0) == 3
     assert await counters.get("k") == 0  # expired at once
+
+
+# Remembered refusals: the same credential on the same route, until the minute turns.
+
+
+def test_a_request_limit_refusal_is_remembered_until_its_window_ends() -> None:
+    now = [1000.0]
+    refusals = KnownRefusals(lambda: now[0])
+    route, other_route = object(), object()
+    key = KnownRefusals.key_for("token-a", route)
+    refusals.remember(key, RateLimitExceededError("requests", 5, "minute", 20, until=1020.0), "u")
+
+    again = refusals.refusal(key)
+    assert again is not None
+    assert (again.what, again.limit, again.retry_after) == ("requests", 5, 20)
+    assert again.quota is not None
+    assert again.quota.headers()["x-ratelimit-remaining-requests"] == "0"
+    assert refusals.refusal(KnownRefusals.key_for("token-b", route)) is None
+    assert refusals.refusal(KnownRefusals.key_for("token-a", other_route)) is None
+
+    now[0] = 1019.5
+    still = refusals.refusal(key)
+    assert still is not None
+    assert still.retry_after == 1
+    now[0] = 1020.0  # the next minute: decided in full again
+    assert refusals.refusal(key) is None
+
+
+def test_refusals_that_free_up_are_not_remembered() -> None:
+    refusals = KnownRefusals(lambda: 0.0)
+    key = KnownRefusals.key_for("token", object())
+    refusals.remember(key, RateLimitExceededError("tokens", 100, "minute", 30, until=30.0), "u")
+    refusals.remember(key, RateLimitExceededError("requests in flight", 4, "user at once", 1), "u")
+    assert refusals.refusal(key) is None
+
+
+def test_the_check_refuses_a_remembered_credential_and_leaves_the_key_otherwise() -> None:
+    refusals = KnownRefusals(lambda: 0.0)
+    route = object()
+    scope: dict[str, Any] = {"route_handler": route}
+    refusals.check("token", scope)
+    key = scope["state"][REFUSAL_KEY_STATE]
+    refusals.remember(key, RateLimitExceededError("requests", 1, "minute", 60, until=60.0), "u")
+    with pytest.raises(RateLimitExceededError):
+        refusals.check("token", {"route_handler": route})
+
+
+async def test_the_limiter_says_when_the_request_limit_window_ends() -> None:
+    one_a_minute = limiter(Clock(125.0), requests_per_minute=1)
+    await one_a_minute.admit("u", "user", 0)
+    with pytest.raises(RateLimitExceededError) as refused:
+        await one_a_minute.admit("u", "user", 0)
+    assert refused.value.until == 180.0

@@ -24,6 +24,9 @@ from modules.auth.tokens import ALGORITHM, REQUIRED_CLAIMS, TokenCodec
 from modules.users import User, requires_admin
 
 SessionProvider = Callable[[ASGIConnection[Any, Any, Any, Any]], AsyncSession]
+# Called with the request's credential and scope before anything is read for it; raising
+# refuses the request (rate limiting's remembered refusals).
+CredentialCheck = Callable[[str, Any], None]
 
 
 def build_jwt_auth(
@@ -31,6 +34,7 @@ def build_jwt_auth(
     session_provider: SessionProvider,
     *,
     exclude: Sequence[str],
+    before_reading: CredentialCheck | None = None,
 ) -> OAuth2PasswordBearerAuth[User, Token]:
     """Bearer-token auth for every route but `exclude`.
 
@@ -63,10 +67,14 @@ def build_jwt_auth(
         ) -> AuthenticationResult:
             bearer = connection.headers.get(self.auth_header, "").partition(" ")[-1]
             if bearer:
+                if before_reading is not None:
+                    before_reading(bearer, connection.scope)
                 return await self.authenticate_token(bearer, connection)
             cookie = connection.cookies.get(SESSION_COOKIE, "")
             if not cookie or looks_like_api_key(cookie):
                 raise NotAuthorizedException("no bearer token, API key or session cookie")
+            if before_reading is not None:
+                before_reading(cookie, connection.scope)
             result = await self.authenticate_token(cookie, connection)
             if connection.scope.get("method") not in SAFE_METHODS:
                 family = uuid.UUID(str(result.auth.extras["fam"]))

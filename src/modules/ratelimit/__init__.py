@@ -5,13 +5,12 @@ from litestar import Router
 from litestar.di import Provide
 
 from modules.ratelimit.controller import UsageController
+from modules.ratelimit.quota import Allowance, Quota, RateLimitExceededError
+from modules.ratelimit.refusals import QUIET_STATE, REFUSAL_KEY_STATE, KnownRefusals
 from modules.ratelimit.service import (
-    Allowance,
     Limits,
     MemoryCounters,
-    Quota,
     RateLimiter,
-    RateLimitExceededError,
     RedisCounters,
     Reservation,
     Usage,
@@ -29,7 +28,10 @@ def providers(limiter: RateLimiter) -> dict[str, Provide]:
 
 
 __all__ = [
+    "QUIET_STATE",
+    "REFUSAL_KEY_STATE",
     "Allowance",
+    "KnownRefusals",
     "Limits",
     "MemoryCounters",
     "Quota",

@@ -19,68 +19,14 @@ from typing import Any, Protocol
 import structlog
 
 from modules.config import Settings
+from modules.ratelimit.quota import Allowance, Quota, RateLimitExceededError
+from modules.ratelimit.refusals import KnownRefusals
 
 logger = structlog.get_logger(__name__)
 
 MINUTE = 60
 DAY = 86400
 LOGIN_BACKOFF_SECONDS = 30
-
-
-class RateLimitExceededError(Exception):
-    def __init__(
-        self,
-        what: str,
-        limit: int,
-        window: str,
-        retry_after: int,
-        quota: Quota | None = None,
-    ) -> None:
-        super().__init__(
-            f"rate limit exceeded: {limit} {what} per {window}; retry in {retry_after} s"
-        )
-        self.what = what
-        self.limit = limit
-        self.window = window
-        self.retry_after = retry_after
-        self.quota = quota  # what the client has left, for its rate-limit headers
-
-
-@dataclass(frozen=True, slots=True)
-class Allowance:
-    """One limit as a client sees it: its size, what is left, seconds until it resets."""
-
-    limit: int
-    remaining: int
-    reset_seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """What a user has left after an admission: requests this minute and the tightest
-    token budget (minute or day); None where no limit is set."""
-
-    requests: Allowance | None = None
-    tokens: Allowance | None = None
-
-    def headers(self) -> dict[str, str]:
-        """OpenAI's rate-limit headers, so a client can pace itself."""
-        headers: dict[str, str] = {}
-        for kind, allowance in (("requests", self.requests), ("tokens", self.tokens)):
-            if allowance is not None:
-                headers[f"x-ratelimit-limit-{kind}"] = str(allowance.limit)
-                headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, allowance.remaining))
-                headers[f"x-ratelimit-reset-{kind}"] = duration(allowance.reset_seconds)
-        return headers
-
-
-def duration(seconds: int) -> str:
-    """Seconds as OpenAI writes a reset time: "42s", "6m0s", "3h2m1s"."""
-    hours, rest = divmod(max(0, seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +152,11 @@ class RateLimiter:
     fallback: MemoryCounters = field(default_factory=MemoryCounters)
     store_error: str | None = None
     _in_flight: dict[str, int] = field(default_factory=dict)
+    refusals: KnownRefusals = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Read at each call: tests stop the clock after the limiter is made.
+        self.refusals = KnownRefusals(lambda: self.clock())
 
     def _window(self, length: int) -> tuple[int, int]:
         return window_at(self.clock(), length)
@@ -257,7 +208,12 @@ class RateLimiter:
             )
             if used > limits.requests_per_minute:
                 raise RateLimitExceededError(
-                    "requests", limits.requests_per_minute, "minute", minute_left, Quota(requests)
+                    "requests",
+                    limits.requests_per_minute,
+                    "minute",
+                    minute_left,
+                    Quota(requests),
+                    until=(minute + 1) * MINUTE,
                 )
         budgets = (
             (

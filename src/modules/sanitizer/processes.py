@@ -10,6 +10,7 @@ one Sanitizer per configuration."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 from modules.sanitizer.sanitizer import SanitizedText, Sanitizer
@@ -29,8 +30,18 @@ def _clean_in_worker(
     return sanitizer.clean(text, field_name=field_name, allow_empty=allow_empty)
 
 
+# Long texts are cleaned at a lower CPU priority than the server's own process: on a busy
+# machine the event loop and the engine go first, and the cleaning takes what is left.
+WORKER_NICENESS = 10
+
+
 def sanitizer_pool(processes: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=os.nice,
+        initargs=(WORKER_NICENESS,),
+    )
 
 
 class ProcessSanitizer(Sanitizer):

@@ -17,7 +17,13 @@ from typing import Any
 
 from modules.config import Settings
 from modules.llm.inference import Finished
-from modules.ratelimit import Quota, RateLimiter, Reservation
+from modules.ratelimit import (
+    REFUSAL_KEY_STATE,
+    Quota,
+    RateLimiter,
+    RateLimitExceededError,
+    Reservation,
+)
 
 # Where an admission leaves its ticket in the request's scope state: the response's
 # rate-limit headers are read from it when the response starts (`rate_limit_headers`).
@@ -124,8 +130,13 @@ class Admission:
         self.limiter.enter(owner)
         try:
             reservation = await self.limiter.admit(owner, self.role, 0)
-        except BaseException:
+        except BaseException as failure:
             self.limiter.leave(owner)
+            # Refused: the same credential on the same route is refused at once until the
+            # minute turns, before authentication reads anything (`KnownRefusals`).
+            key = self.state.get(REFUSAL_KEY_STATE)
+            if isinstance(failure, RateLimitExceededError) and key is not None:
+                self.limiter.refusals.remember(key, failure, owner)
             raise
         ticket = Ticket(self.limiter, owner, reservation, self.weights)
         self.state[TICKET_STATE_KEY] = ticket

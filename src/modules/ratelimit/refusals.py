@@ -1,0 +1,91 @@
+"""Refusals remembered: a credential refused for the request limit on a route is refused
+again on that route until the minute turns, before anything is read for it.
+
+A client that ignores its 429s and sends again at once would otherwise cost a whole request
+each time: its token checked, its user read from the database, its body decoded. Four such
+clients keep the event loop busy enough to slow everyone else's requests several times
+(`bench/sanitize.py --limits default`). Remembered, each costs a hash and a dictionary
+lookup. Only the request limit is remembered, per process: token budgets and the in-flight
+cap free up as other requests end, so those refusals are decided again each time.
+
+Keyed by a digest of the credential itself (bearer token, API key or session cookie) and the
+route, so only the very credential that was refused is refused early; a revoked one gets
+its 429 rather than its 401 until the minute turns, and is refused either way. The first
+repeat is logged; the later ones are only counted (`/metrics`), not logged one by one."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from modules.ratelimit.quota import Allowance, Quota, RateLimitExceededError
+
+# Where authentication leaves the request's key (scope state), for admission to remember.
+REFUSAL_KEY_STATE = "refusal_key"
+# Set (scope state) on a repeat refused early after the first: the request log leaves it
+# out, so one client ignoring its 429s cannot fill the log; the metrics still count it.
+QUIET_STATE = "log_quietly"
+# Credentials remembered at most; beyond, a refusal is decided in full as before.
+CAPACITY = 10_000
+
+RefusalKey = tuple[bytes, int]
+
+
+@dataclass(slots=True)
+class _Refused:
+    until: float  # the clock's time when the window ends
+    limit: int
+    user_id: str
+    repeats: int = 0
+
+
+class KnownRefusals:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self._known: dict[RefusalKey, _Refused] = {}
+
+    @staticmethod
+    def key_for(credential: str, route: object) -> RefusalKey:
+        digest = hashlib.blake2b(credential.encode(), digest_size=16).digest()
+        return digest, id(route)
+
+    def remember(self, key: RefusalKey, error: RateLimitExceededError, user_id: str) -> None:
+        if error.what != "requests" or error.until is None:
+            return
+        if len(self._known) >= CAPACITY:
+            now = self.clock()
+            self._known = {k: v for k, v in self._known.items() if v.until > now}
+            if len(self._known) >= CAPACITY:
+                return
+        self._known[key] = _Refused(error.until, error.limit, user_id)
+
+    def refusal(self, key: RefusalKey) -> RateLimitExceededError | None:
+        """The 429 to answer at once, or None: decide in full."""
+        known = self._known.get(key)
+        if known is None:
+            return None
+        left = known.until - self.clock()
+        if left <= 0:
+            del self._known[key]
+            return None
+        known.repeats += 1
+        seconds = max(1, math.ceil(left))
+        quota = Quota(requests=Allowance(known.limit, 0, seconds))
+        return RateLimitExceededError("requests", known.limit, "minute", seconds, quota)
+
+    def check(self, credential: str, scope: dict[str, Any]) -> None:
+        """Before authentication reads anything: raise the remembered 429 for this
+        credential on this route, or leave the key in the scope's state for admission."""
+        key = self.key_for(credential, scope.get("route_handler"))
+        state = scope.setdefault("state", {})
+        refusal = self.refusal(key)
+        if refusal is not None:
+            known = self._known[key]
+            state["user_id"] = known.user_id  # for the log line
+            if known.repeats > 1:
+                state[QUIET_STATE] = True
+            raise refusal
+        state[REFUSAL_KEY_STATE] = key
