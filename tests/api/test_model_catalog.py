@@ -273,6 +273,21 @@ def test_deleting_a_model_while_it_downloads_cancels_the_download(
             )
 
         assert wait_for(downloading, 10)
+
+        # The replica that waits shows the other's progress, read from the shared directory.
+        def both_show_bytes() -> bool:
+            models = (
+                state_of(first, token, "cancelled"),
+                state_of(second, second_token, "cancelled"),
+            )
+            return all(
+                m.get("state") == "downloading"
+                and (m.get("bytes_done") or 0) > 0
+                and m.get("bytes_total")
+                for m in models
+            )
+
+        assert wait_for(both_show_bytes, 10)
         assert client.delete("/llm/models/cancelled").status_code == 204
         assert client.get("/llm/models/cancelled").status_code == 404
     # Neither the file nor its .part, once the other replica's sync has cancelled its side.

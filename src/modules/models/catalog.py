@@ -6,7 +6,8 @@ MODEL_SYNC_SECONDS and applies what changed: a new row is added to its model reg
 made to serve (a download first, into MODELS_DIR/downloads, then the GGUF's header checked,
 then the load), a row gone is unloaded and forgotten, its downloaded file removed and its
 cached answers dropped. Replicas that share MODELS_DIR download a file once: the others
-wait for its lock and find it whole."""
+wait for its lock, showing the download's progress from its `.part` (and the whole size the
+downloading replica writes in the lock file), and find it whole."""
 
 from __future__ import annotations
 
@@ -177,13 +178,30 @@ class ModelCatalog:
             fraction = done / total if total else None
             self.registry.update(entry, progress=fraction, bytes_done=done, bytes_total=total)
 
+        lock = target.with_name(target.name + ".lock")
+        part = target.with_name(target.name + ".part")
+
+        told: list[int] = []
+
+        def holder_wrote(done: int, total: int | None) -> None:
+            # The whole size goes in the lock file once, for the replicas waiting to show.
+            if total and not told:
+                told.append(total)
+                lock.write_text(str(total))
+            progress(done, total)
+
+        def another_replica_fetching() -> None:  # its .part grows in the shared directory
+            progress(*_partial(part, lock))
+
         self.registry.update(entry, state="downloading", progress=0.0, bytes_done=0)
-        async with _file_lock(target.with_name(target.name + ".lock")):
+        async with _file_lock(lock, while_waiting=another_replica_fetching):
             size = await asyncio.to_thread(_whole_size, target, sha256)
             if size is not None:  # another replica fetched it into the shared directory
                 progress(size, size)
                 return
-            await download(url, target, sha256=sha256, prefixes=self.prefixes, on_progress=progress)
+            await download(
+                url, target, sha256=sha256, prefixes=self.prefixes, on_progress=holder_wrote
+            )
 
     async def _forget(self, alias: str) -> None:
         task = self._work.pop(alias, None)
@@ -289,9 +307,26 @@ def _remove_download(path: Path) -> None:
         path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
+def _partial(part: Path, lock: Path) -> tuple[int, int | None]:
+    """Blocking, but two small reads. How far another replica's download is: the size of its
+    .part, and the whole size it wrote in the lock file (None before it knows)."""
+    try:
+        done = part.stat().st_size
+    except OSError:  # not started, or renamed into place a moment ago
+        done = 0
+    try:
+        total: int | None = int(lock.read_text() or 0) or None
+    except (OSError, ValueError):
+        total = None
+    return done, total
+
+
 @contextlib.asynccontextmanager
-async def _file_lock(path: Path) -> AsyncIterator[None]:
-    """An exclusive lock on `path` between processes, waited for without blocking the loop."""
+async def _file_lock(
+    path: Path, *, while_waiting: Callable[[], None] | None = None
+) -> AsyncIterator[None]:
+    """An exclusive lock on `path` between processes, waited for without blocking the loop;
+    `while_waiting` is called at each look."""
 
     def open_lock() -> IO[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -303,6 +338,8 @@ async def _file_lock(path: Path) -> AsyncIterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if while_waiting is not None:
+                    while_waiting()
                 await asyncio.sleep(0.2)
         try:
             yield
