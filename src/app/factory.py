@@ -46,6 +46,7 @@ from modules.llm.inference import BackendFactory
 # Regular expressions matched against the path: anchored, so /llm/metrics stays private.
 PUBLIC_PATHS = (
     "^/health$",
+    "^/health/live$",
     "^/metrics$",
     "^/schema",
     "^/auth/register$",

@@ -1,6 +1,7 @@
-"""GET /health: each component's status, for anyone (load balancers, probes); and
-GET /health/details: the same with what is behind it (versions, counters, busy slots, remote
-nodes, redacted errors), for admins.
+"""GET /health: each component's status, for anyone (load balancers, readiness probes);
+GET /health/live: the process answers, whatever its dependencies do (liveness probes); and
+GET /health/details: the same as /health with what is behind it (versions, counters, busy
+slots, remote nodes, redacted errors), for admins.
 
 The public answer holds status words only: it is unauthenticated, and counters, slots and
 error texts tell an attacker how busy the service is and where its files and servers are."""
@@ -132,6 +133,13 @@ class HealthController(Controller):
         only, the details are at /health/details (admins)."""
         report = await _report(state, model_registry, response_cache, rate_limiter)
         return Response(_public(report), status_code=_status_code(report))
+
+    @get("/live", exclude_from_auth=True, cache=False)
+    async def live(self) -> ComponentStatus:
+        """200 while the process answers. Nothing else is checked: a restart mends neither
+        a database nor a model server that is down, so a liveness probe must not fail for
+        them (/health, the readiness probe, takes the replica out of service instead)."""
+        return ComponentStatus("ok")
 
     @get("/details", guards=[requires_admin], cache=False)
     async def details(

@@ -31,6 +31,10 @@ def test_health_is_503_when_the_database_is_down(tmp_path: Path) -> None:
         # Requests that need the database get a 503 too, not a 500.
         login = client.post("/auth/login", json={"email": "a@b.co", "password": "whatever-1"})
         assert login.status_code == 503, login.text
+        # Alive all the same: a restart would not bring the database back.
+        live = client.get("/health/live")
+        assert live.status_code == 200
+        assert live.json() == {"status": "ok"}
 
 
 def test_health_is_503_when_the_model_is_down(tmp_path: Path) -> None:
@@ -47,6 +51,7 @@ def test_health_is_503_when_the_model_is_down(tmp_path: Path) -> None:
         health = client.get("/health")
         assert health.status_code == 503
         assert health.json()["model"]["status"] == "unavailable"
+        assert client.get("/health/live").status_code == 200
         response = client.post(
             "/llm/generate", json={"prompt": "hi"}, headers={"Authorization": f"Bearer {token}"}
         )

@@ -3,10 +3,10 @@
 in-cluster databases, GPU nodes); each rendering validated against the Kubernetes API's own
 strict schemas (kubernetes-validate) for the oldest and the newest version the chart
 supports; and what the chart promises, read off the rendered YAML: the pool names every
-inference pod, a drain ends within the grace period, probes ask /health, no pod runs as
-root or with a secret in plain text, the migration comes before the gateways. The operator's
-Secrets are made as the README says, with kubectl (client side). The chart is validated,
-not run: README, Kubernetes."""
+inference pod, a drain ends within the grace period, probes ask /health (liveness
+/health/live), no pod runs as root or with a secret in plain text, the migration comes
+before the gateways. The operator's Secrets are made as the README says, with kubectl
+(client side). The chart is validated, not run: README, Kubernetes."""
 
 from __future__ import annotations
 
@@ -324,8 +324,10 @@ def test_probes_ask_health_on_the_service_port(values: str) -> None:
     for container in served:
         [port] = container["ports"]
         assert (port["name"], port["containerPort"]) == ("http", int(plain(container, "PORT")))
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "readinessProbe"):
             assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
+        # Liveness asks only whether the process answers: a database outage restarts nothing.
+        assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
 
 
 @pytest.mark.parametrize("values", sorted(VALUES))

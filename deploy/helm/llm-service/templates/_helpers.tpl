@@ -186,10 +186,10 @@ readinessProbe:
   timeoutSeconds: 5
   failureThreshold: 2
 livenessProbe:
-  httpGet: {path: /health, port: http}
+  # Only whether the process answers: /health is 503 while the database or a model server
+  # is down, which a restart does not mend (readiness takes the pod out of service then).
+  httpGet: {path: /health/live, port: http}
   periodSeconds: 10
   timeoutSeconds: 5
-  # /health answers 503 while the database or the model is down: a minute of that, then
-  # a restart (a dependency's outage should not restart every pod at once in seconds).
   failureThreshold: 6
 {{- end -}}
