@@ -71,31 +71,12 @@ class LoadedModel:
             )
         self.path = path
         self.options = options
-        model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers < 0 else options.n_gpu_layers
-        model_params.use_extra_bufts = options.cpu_extra_buffers
-        if on_progress is not None:
-            # llama.cpp calls it from this thread while it reads the weights; True goes on.
-            def progress(fraction: float, _: object) -> bool:
-                on_progress(float(fraction))
-                return True
-
-            self._progress = llama_cpp.llama_progress_callback(progress)  # kept alive
-            model_params.progress_callback = self._progress
-        context_params = llama_cpp.llama_context_default_params()
-        context_params.n_ctx = options.n_ctx * options.parallel
-        context_params.n_seq_max = options.parallel
-        context_params.kv_unified = False
-        context_params.n_batch = options.n_batch
-        context_params.n_ubatch = options.n_batch
-        context_params.n_threads = options.n_threads
-        context_params.n_threads_batch = options.n_threads
-        context_params.flash_attn_type = FLASH_ATTENTION[options.flash_attention]
         # llama.cpp logs through llama-cpp-python's logger: errors only.
         llama_log.set_verbose(False)
+        model_params = self._model_params(options, on_progress)
         self.model = internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
         self.context = internals.LlamaContext(
-            model=self.model, params=context_params, verbose=False
+            model=self.model, params=_context_params(options), verbose=False
         )
         self.vocab = self.model.vocab
         self.n_vocab = int(self.model.n_vocab())
@@ -119,6 +100,22 @@ class LoadedModel:
         self.eos_text = self._text(self.eos_id)
         ids = self.control_token_ids()
         self.control_tokens = tuple(self._text(t) for t in sorted(ids))
+
+    def _model_params(
+        self, options: ModelOptions, on_progress: Callable[[float], None] | None
+    ) -> llama_cpp.llama_model_params:
+        params: llama_cpp.llama_model_params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers < 0 else options.n_gpu_layers
+        params.use_extra_bufts = options.cpu_extra_buffers
+        if on_progress is not None:
+            # llama.cpp calls it from this thread while it reads the weights; True goes on.
+            def progress(fraction: float, _: object) -> bool:
+                on_progress(float(fraction))
+                return True
+
+            self._progress = llama_cpp.llama_progress_callback(progress)  # kept alive
+            params.progress_callback = self._progress
+        return params
 
     def _text(self, token: int) -> str:
         return "" if token < 0 else str(self.model.token_get_text(token))
@@ -172,3 +169,17 @@ class LoadedModel:
                 self.context.close()
             with contextlib.suppress(Exception):
                 self.model.close()
+
+
+def _context_params(options: ModelOptions) -> llama_cpp.llama_context_params:
+    """One context of `parallel` sequences of `n_ctx` tokens each, not unified."""
+    params: llama_cpp.llama_context_params = llama_cpp.llama_context_default_params()
+    params.n_ctx = options.n_ctx * options.parallel
+    params.n_seq_max = options.parallel
+    params.kv_unified = False
+    params.n_batch = options.n_batch
+    params.n_ubatch = options.n_batch
+    params.n_threads = options.n_threads
+    params.n_threads_batch = options.n_threads
+    params.flash_attn_type = FLASH_ATTENTION[options.flash_attention]
+    return params
