@@ -3,6 +3,7 @@ login throttling per account and address, a Redis outage, and remembered refusal
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from modules.ratelimit import (
     RateLimiter,
     RateLimitExceededError,
 )
+from modules.ratelimit.refusals import REPEAT_PAUSE_SECONDS
 from modules.ratelimit.service import window_at
 
 
@@ -179,15 +181,19 @@ def test_refusals_that_free_up_are_not_remembered() -> None:
     assert refusals.refusal(key) is None
 
 
-def test_the_check_refuses_a_remembered_credential_and_leaves_the_key_otherwise() -> None:
+async def test_the_check_refuses_a_remembered_credential_after_a_pause() -> None:
     refusals = KnownRefusals(lambda: 0.0)
     route = object()
     scope: dict[str, Any] = {"route_handler": route}
-    refusals.check("token", scope)
+    await refusals.check("token", scope)
     key = scope["state"][REFUSAL_KEY_STATE]
     refusals.remember(key, RateLimitExceededError("requests", 1, "minute", 60, until=60.0), "u")
+    again: dict[str, Any] = {"route_handler": route}
+    started = time.monotonic()
     with pytest.raises(RateLimitExceededError):
-        refusals.check("token", {"route_handler": route})
+        await refusals.check("token", again)
+    assert time.monotonic() - started >= REPEAT_PAUSE_SECONDS
+    assert again["state"]["user_id"] == "u"  # for its log line
 
 
 async def test_the_limiter_says_when_the_request_limit_window_ends() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -26,7 +26,7 @@ from modules.users import User, requires_admin
 SessionProvider = Callable[[ASGIConnection[Any, Any, Any, Any]], AsyncSession]
 # Called with the request's credential and scope before anything is read for it; raising
 # refuses the request (rate limiting's remembered refusals).
-CredentialCheck = Callable[[str, Any], None]
+CredentialCheck = Callable[[str, Any], Awaitable[None]]
 
 
 def build_jwt_auth(
@@ -68,13 +68,13 @@ def build_jwt_auth(
             bearer = connection.headers.get(self.auth_header, "").partition(" ")[-1]
             if bearer:
                 if before_reading is not None:
-                    before_reading(bearer, connection.scope)
+                    await before_reading(bearer, connection.scope)
                 return await self.authenticate_token(bearer, connection)
             cookie = connection.cookies.get(SESSION_COOKIE, "")
             if not cookie or looks_like_api_key(cookie):
                 raise NotAuthorizedException("no bearer token, API key or session cookie")
             if before_reading is not None:
-                before_reading(cookie, connection.scope)
+                await before_reading(cookie, connection.scope)
             result = await self.authenticate_token(cookie, connection)
             if connection.scope.get("method") not in SAFE_METHODS:
                 family = uuid.UUID(str(result.auth.extras["fam"]))

@@ -5,8 +5,10 @@ A client that ignores its 429s and sends again at once would otherwise cost a wh
 each time: its token checked, its user read from the database, its body decoded. Four such
 clients keep the event loop busy enough to slow everyone else's requests several times
 (`bench/sanitize.py --limits default`). Remembered, each costs a hash and a dictionary
-lookup. Only the request limit is remembered, per process: token budgets and the in-flight
-cap free up as other requests end, so those refusals are decided again each time.
+lookup, and is answered after a pause of a quarter second, so a client in a tight loop sends
+a few a second, not thousands. Only the request limit is remembered, per process: token
+budgets and the in-flight cap free up as other requests end, so those refusals are decided
+again each time.
 
 Keyed by a digest of the credential itself (bearer token, API key or session cookie) and the
 route, so only the very credential that was refused is refused early; a revoked one gets
@@ -15,6 +17,7 @@ repeat is logged; the later ones are only counted (`/metrics`), not logged one b
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 from collections.abc import Callable
@@ -30,6 +33,8 @@ REFUSAL_KEY_STATE = "refusal_key"
 QUIET_STATE = "log_quietly"
 # Credentials remembered at most; beyond, a refusal is decided in full as before.
 CAPACITY = 10_000
+# How long a remembered refusal waits before it is answered.
+REPEAT_PAUSE_SECONDS = 0.25
 
 RefusalKey = tuple[bytes, int]
 
@@ -76,16 +81,22 @@ class KnownRefusals:
         quota = Quota(requests=Allowance(known.limit, 0, seconds))
         return RateLimitExceededError("requests", known.limit, "minute", seconds, quota)
 
-    def check(self, credential: str, scope: dict[str, Any]) -> None:
+    async def check(self, credential: str, scope: dict[str, Any]) -> None:
         """Before authentication reads anything: raise the remembered 429 for this
-        credential on this route, or leave the key in the scope's state for admission."""
+        credential on this route, after a pause, or leave the key in the scope's state for
+        admission."""
         key = self.key_for(credential, scope.get("route_handler"))
         state = scope.setdefault("state", {})
         refusal = self.refusal(key)
-        if refusal is not None:
-            known = self._known[key]
-            state["user_id"] = known.user_id  # for the log line
-            if known.repeats > 1:
-                state[QUIET_STATE] = True
-            raise refusal
-        state[REFUSAL_KEY_STATE] = key
+        if refusal is None:
+            state[REFUSAL_KEY_STATE] = key
+            return
+        known = self._known[key]
+        state["user_id"] = known.user_id  # for the log line
+        if known.repeats > 1:
+            state[QUIET_STATE] = True
+        # A client that sends again at once, its Retry-After ignored, would spin the event
+        # loop on refusals as fast as it can read them; paused, its loop slows to a few a
+        # second, and a sleeping request costs the server nothing.
+        await asyncio.sleep(REPEAT_PAUSE_SECONDS)
+        raise refusal
