@@ -49,21 +49,45 @@ def test_window_numbers_and_time_left() -> None:
     assert window_at(180.0, 60) == (3, 60)
 
 
-async def test_requests_per_minute_reset_with_the_next_window() -> None:
-    clock = Clock(6000.0)
+async def test_requests_per_minute_count_the_last_minute() -> None:
+    clock = Clock(6000.0)  # the start of a minute
     rates = limiter(clock, requests_per_minute=2)
     await rates.admit("u", "user", 1)
     await rates.admit("u", "user", 1)
     with pytest.raises(RateLimitExceededError) as refused:
         await rates.admit("u", "user", 1)
-    assert refused.value.retry_after == 60
+    # The two weigh fully to the minute's end, then less as they age: one more fits when
+    # they weigh one, half-way through the next minute.
+    assert refused.value.retry_after == 90
+    assert refused.value.until == 6090.0
     clock.now += 59
     with pytest.raises(RateLimitExceededError) as still:
         await rates.admit("u", "user", 1)
-    assert still.value.retry_after == 1
-    clock.now += 1  # a new minute
-    await rates.admit("u", "user", 1)
+    assert still.value.retry_after == 31  # refused requests weigh nothing
+    clock.now += 1  # a new minute: no fresh allowance all at once
+    with pytest.raises(RateLimitExceededError) as turned:
+        await rates.admit("u", "user", 1)
+    assert turned.value.retry_after == 30
     await rates.admit("other", "user", 1)  # each user has their own count
+    clock.now += 30
+    await rates.admit("u", "user", 1)
+    with pytest.raises(RateLimitExceededError):
+        await rates.admit("u", "user", 1)
+
+
+async def test_a_steady_client_gets_its_rate_and_a_flood_no_more() -> None:
+    clock = Clock(6000.0)
+    rates = limiter(clock, requests_per_minute=60)
+    admitted = 0
+    for _ in range(600):  # ten a second for a minute, then another
+        try:
+            await rates.admit("flood", "user", 0)
+            admitted += 1
+        except RateLimitExceededError:
+            pass
+        clock.now += 0.1
+    # The first minute's 60 at once; then about one a second, never 60 again at the turn.
+    assert 60 <= admitted <= 60 + 62
 
 
 async def test_tokens_are_reserved_at_admission_and_settled_after() -> None:
@@ -196,9 +220,10 @@ async def test_the_check_refuses_a_remembered_credential_after_a_pause() -> None
     assert again["state"]["user_id"] == "u"  # for its log line
 
 
-async def test_the_limiter_says_when_the_request_limit_window_ends() -> None:
+async def test_the_limiter_says_when_one_more_request_fits() -> None:
     one_a_minute = limiter(Clock(125.0), requests_per_minute=1)
     await one_a_minute.admit("u", "user", 0)
     with pytest.raises(RateLimitExceededError) as refused:
         await one_a_minute.admit("u", "user", 0)
-    assert refused.value.until == 180.0
+    # One a minute: the one at 125 s weighs fully until 180 s, then ages out by 240 s.
+    assert refused.value.until == 240.0

@@ -20,7 +20,7 @@ class UsageController(Controller):
     async def usage(
         self, request: Request[User, Any, Any], rate_limiter: NamedDependency[RateLimiter]
     ) -> UsageRead:
-        """Requests this minute, tokens this minute and tokens today, each with its limit
+        """Requests in the last minute, tokens this minute and tokens today, each with its limit
         (null when there is none) and the seconds until its window starts again: the
         counters that admit or refuse one's requests, so what this shows is what counts."""
         user = request.user

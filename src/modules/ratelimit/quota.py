@@ -37,7 +37,7 @@ class Allowance:
 
 @dataclass(frozen=True, slots=True)
 class Quota:
-    """What a user has left after an admission: requests this minute and the tightest
+    """What a user has left after an admission: requests in the last minute and the tightest
     token budget (minute or day); None where no limit is set."""
 
     requests: Allowance | None = None

@@ -1,5 +1,5 @@
 """Refusals remembered: a credential refused for the request limit on a route is refused
-again on that route until the minute turns, before anything is read for it.
+again on that route until one more request would fit, before anything is read for it.
 
 A client that ignores its 429s and sends again at once would otherwise cost a whole request
 each time: its token checked, its user read from the database, its body decoded. Four such
@@ -12,7 +12,7 @@ again each time.
 
 Keyed by a digest of the credential itself (bearer token, API key or session cookie) and the
 route, so only the very credential that was refused is refused early; a revoked one gets
-its 429 rather than its 401 until the minute turns, and is refused either way. The first
+its 429 rather than its 401 until then, and is refused either way. The first
 repeat is logged; the later ones are only counted (`/metrics`), not logged one by one."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Rate limits and quotas: fixed-window counters, in memory or shared through Redis.
+"""Rate limits and quotas: window counters, in memory or shared through Redis.
 
-Per user: requests per minute, tokens per minute and per day (what the model reads and
-writes; per-role overrides). Per client IP and per account: login attempts. A limit of 0 means none.
+Per user: requests in the last minute (a sliding window estimated from two fixed windows'
+counters), tokens per minute and per day (fixed windows; what the model reads and writes;
+per-role overrides). Per client IP and per account: login attempts. A limit of 0 means none.
 Redis counters use INCRBY with an expiry in one pipeline, so several app processes on one
 Redis enforce one limit. Redis down: limits fail open (the service keeps serving) and the
 error is logged."""
@@ -27,6 +28,8 @@ logger = structlog.get_logger(__name__)
 MINUTE = 60
 DAY = 86400
 LOGIN_BACKOFF_SECONDS = 30
+# A minute's request counter is read in the next minute too (`SlidingCount`).
+REQUESTS_TTL = 2 * MINUTE + 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,34 @@ def window_at(now: float, length: int) -> tuple[int, int]:
     """(window number, seconds until it ends) for fixed windows of `length` seconds."""
     number = int(now // length)
     return number, max(1, math.ceil((number + 1) * length - now))
+
+
+@dataclass(frozen=True, slots=True)
+class SlidingCount:
+    """Requests in the last minute, estimated from two fixed windows' counters: the previous
+    window's count weighted by the share of it still inside the last minute, plus the
+    current one's (the sliding window counter). A fixed window would let a busy account's
+    whole allowance through at once each time a minute turns; this one refills it as the
+    previous minute's requests age."""
+
+    previous: int
+    current: int
+    elapsed: float  # seconds into the current window
+
+    @property
+    def recent(self) -> float:
+        return self.previous * (MINUTE - self.elapsed) / MINUTE + self.current
+
+    def seconds_until_one_more(self, limit: int) -> float:
+        """How long until one more request fits under `limit`, if no other comes."""
+        room = limit - 1 - self.current  # for the previous window's share, this window
+        if room >= 0:
+            if self.previous <= room:
+                return 0.0
+            return max(0.0, MINUTE - MINUTE * room / self.previous - self.elapsed)
+        # Not before the next window, where this one's count weighs as the previous.
+        rest = MINUTE - self.elapsed
+        return rest + max(0.0, MINUTE - MINUTE * (limit - 1) / self.current)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,20 +231,25 @@ class RateLimiter:
         minute, minute_left = self._window(MINUTE)
         day, day_left = self._window(DAY)
         requests: Allowance | None = None
-        # Counted without a limit too: a user's usage shows what they sent.
-        used = await self._count(requests_key(user_id, minute), 1, MINUTE + 5)
+        # Counted without a limit too: a user's usage shows what they sent. Kept for two
+        # windows: the next one weighs it.
+        key = requests_key(user_id, minute)
+        used = await self._count(key, 1, REQUESTS_TTL)
         if limits.requests_per_minute:
-            requests = Allowance(
-                limits.requests_per_minute, limits.requests_per_minute - used, minute_left
-            )
-            if used > limits.requests_per_minute:
+            limit = limits.requests_per_minute
+            before = await self._requests_in_last_minute(user_id, minute, used - 1)
+            wait = before.seconds_until_one_more(limit)
+            remaining = math.floor(limit - before.recent - 1)
+            requests = Allowance(limit, remaining, minute_left)
+            if wait > 0:
+                await self._count(key, -1, REQUESTS_TTL)  # a refused request weighs nothing
                 raise RateLimitExceededError(
                     "requests",
-                    limits.requests_per_minute,
+                    limit,
                     "minute",
-                    minute_left,
+                    max(1, math.ceil(wait)),
                     Quota(requests),
-                    until=(minute + 1) * MINUTE,
+                    until=self.clock() + wait,
                 )
         budgets = (
             (
@@ -265,22 +301,32 @@ class RateLimiter:
             await self._count(minute_tokens_key(user, reservation.minute), change, MINUTE + 60)
             await self._count(day_tokens_key(user, reservation.day), change, DAY + 60)
 
+    async def _requests_in_last_minute(
+        self, user_id: str, minute: int, current: int
+    ) -> SlidingCount:
+        previous = max(0, await self._read(requests_key(user_id, minute - 1)))
+        return SlidingCount(previous, current, self.clock() - minute * MINUTE)
+
     async def usage(self, user_id: str, role: str) -> Usage:
-        """The user's requests this minute and tokens this minute and today, from the
+        """The user's requests in the last minute and tokens this minute and today, from the
         counters `admit` and `settle` keep (tokens set aside for requests still running
         included), against the limits of their role."""
         limits = self.limits_for(role)
         minute, minute_left = self._window(MINUTE)
         day, day_left = self._window(DAY)
         counters = (
-            (requests_key(user_id, minute), limits.requests_per_minute, minute_left),
             (minute_tokens_key(user_id, minute), limits.tokens_per_minute, minute_left),
             (day_tokens_key(user_id, day), limits.tokens_per_day, day_left),
         )
-        requests, minute_tokens, day_tokens = [
+        minute_tokens, day_tokens = [
             WindowUsage(max(0, await self._read(key)), limit or None, left)
             for key, limit, left in counters
         ]
+        current = max(0, await self._read(requests_key(user_id, minute)))
+        count = await self._requests_in_last_minute(user_id, minute, current)
+        requests = WindowUsage(
+            math.ceil(count.recent), limits.requests_per_minute or None, minute_left
+        )
         return Usage(requests, minute_tokens, day_tokens)
 
     def enter(self, user_id: str) -> None:

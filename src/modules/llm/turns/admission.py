@@ -133,7 +133,7 @@ class Admission:
         except BaseException as failure:
             self.limiter.leave(owner)
             # Refused: the same credential on the same route is refused at once until the
-            # minute turns, before authentication reads anything (`KnownRefusals`).
+            # limit has room again, before authentication reads anything (`KnownRefusals`).
             key = self.state.get(REFUSAL_KEY_STATE)
             if isinstance(failure, RateLimitExceededError) and key is not None:
                 self.limiter.refusals.remember(key, failure, owner)

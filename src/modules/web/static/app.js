@@ -763,7 +763,7 @@ function openAccount() {
 }
 
 const USAGE_ROWS = [
-  ["requests_per_minute", "Requests this minute"],
+  ["requests_per_minute", "Requests in the last minute"],
   ["tokens_per_minute", "Tokens this minute"],
   ["tokens_per_day", "Tokens today"],
 ];
