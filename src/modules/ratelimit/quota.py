@@ -23,7 +23,7 @@ class RateLimitExceededError(Exception):
         self.window = window
         self.retry_after = retry_after
         self.quota = quota  # what the client has left, for its rate-limit headers
-        self.until = until  # the limiter's clock time when the window ends, where known
+        self.until = until  # the limiter's clock time when one more fits, where known
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ RefusalKey = tuple[bytes, int]
 
 @dataclass(slots=True)
 class _Refused:
-    until: float  # the clock's time when the window ends
+    until: float  # the clock's time when one more request fits
     limit: int
     user_id: str
     repeats: int = 0
