@@ -244,6 +244,45 @@ def test_settings_models_stay_and_users_cannot_add(replicas: list[Api]) -> None:
         assert client.delete(f"/llm/models/{default}").status_code == 403
 
 
+def test_a_gateway_adds_remote_models_only(
+    replicas: list[Api], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """MODEL_CATALOG_LOCAL=false (gateways in front of inference nodes): no files loaded."""
+    first, _ = replicas
+    settings = make_settings(
+        first.database_url,
+        tmp_path_factory.mktemp("gateway"),
+        models_dir=str(Path(first.app.state.llm.catalog.models_dir)),
+        model_sync_seconds=0.5,
+        model_catalog_local=False,
+    )
+    first_token = first.admin_token()
+    with RunningServer(fake_app(settings)) as server:
+        gateway = Api(base_url=server.base_url, app=server.app, database_url=first.database_url)
+        token = gateway.admin_token()
+        with gateway.client(token) as client:
+            for body in (
+                {"alias": "gateway-file", "path": "local.gguf"},
+                {"alias": "gateway-download", "url": "https://huggingface.co/x/y.gguf"},
+            ):
+                refused = client.post("/llm/models", json=body)
+                assert refused.status_code == 409, refused.text
+                assert "MODEL_CATALOG_LOCAL=false" in refused.json()["detail"]
+            remote = {"alias": "gateway-remote", "remote": f"{first.base_url}/v1#node-model"}
+            assert client.post("/llm/models", json=remote).status_code == 202
+        # A file added on a replica that loads them: failed here, saying what to do.
+        with first.client(first_token) as client:
+            body = {"alias": "node-file", "path": "local.gguf"}
+            assert client.post("/llm/models", json=body).status_code == 202
+        try:
+            assert wait_for(lambda: state_of(gateway, token, "node-file").get("state") == "failed")
+            assert "MODEL_CATALOG_LOCAL=false" in state_of(gateway, token, "node-file")["error"]
+        finally:
+            with first.client(first_token) as client:
+                for alias in ("node-file", "gateway-remote"):
+                    assert client.delete(f"/llm/models/{alias}").status_code == 204
+
+
 def test_events_of_an_unknown_model_are_a_404(replicas: list[Api]) -> None:
     first, _ = replicas
     with first.client(first.admin_token()) as client:

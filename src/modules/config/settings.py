@@ -101,6 +101,10 @@ class Settings(BaseSettings):
         "https://cdn-lfs-us-1.huggingface.co/,https://cas-bridge.xethub.hf.co/"
     )
     model_sync_seconds: float = Field(2.0, gt=0, le=60)
+    # False on gateways in front of inference nodes: this replica loads no model files, so a
+    # model added at run time must be a remote server here (a path or a URL is a 409, and
+    # such rows show as failed); add the file on an inference node, and it here as remote.
+    model_catalog_local: bool = True
     # "alias=/path/template.jinja,...": a local model's chat template from a Jinja file
     # instead of its GGUF's (as llama-server's --chat-template-file).
     llm_chat_templates: str = ""

@@ -37,6 +37,12 @@ logger = structlog.get_logger(__name__)
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
+NO_LOCAL_MODELS = (
+    "this replica loads no model files (MODEL_CATALOG_LOCAL=false, a gateway): add the model "
+    'on an inference node, then here as {"alias": ..., "remote": "http://node:8000/v1#alias"}'
+)
+
+
 class CatalogError(ValueError):
     """A request the catalog refuses; `status_code` 400, 404 or 409, `field` what is wrong."""
 
@@ -152,6 +158,9 @@ class ModelCatalog:
         return entry
 
     async def _serve(self, entry: ModelEntry, row: CatalogModel) -> None:
+        if row.remote is None and not self.settings.model_catalog_local:
+            self.registry.fail(entry, NO_LOCAL_MODELS)  # stored by a replica that loads them
+            return
         info = None
         try:
             if row.url is not None and entry.spec.path is not None:
@@ -253,6 +262,8 @@ class ModelCatalog:
         sources = [name for name in ("path", "url", "remote") if getattr(new, name)]
         if len(sources) != 1:
             raise CatalogError("give exactly one of path, url and remote", field="path")
+        if sources[0] != "remote" and not self.settings.model_catalog_local:
+            raise CatalogError(NO_LOCAL_MODELS, status_code=409, field=sources[0])
         if new.path is not None:
             path = self._under_models_dir(new.path)
             if not path.is_file():
