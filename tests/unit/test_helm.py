@@ -293,6 +293,8 @@ def test_the_service_reads_the_gateways_settings_as_a_pool(
     assert spec.api_key.split("|") == [
         f"secret-of-inference_api_key_{index}" for index in range(replicas)
     ]
+    # Models are files on the nodes: gateways add them as remote servers only.
+    assert settings.model_catalog_local is False
 
 
 @pytest.mark.parametrize("values", sorted(VALUES))
