@@ -44,12 +44,18 @@ class Service:
                 check=True,
                 capture_output=True,
             )
-        credentials = {"email": email, "password": password}
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
-            if not admin:
-                client.post("/auth/register", json=credentials)
-            token = client.post("/auth/login", json=credentials).json()["access_token"]
+        token = access_token(self.base_url, email, password, register=not admin)
         return {"Authorization": f"Bearer {token}"}
+
+
+def access_token(base_url: str, email: str, password: str, *, register: bool) -> str:
+    """A user's access token, registering them first when asked."""
+    credentials = {"email": email, "password": password}
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        if register:
+            client.post("/auth/register", json=credentials)
+        token: str = client.post("/auth/login", json=credentials).json()["access_token"]
+    return token
 
 
 def free_port() -> int:
@@ -96,9 +102,7 @@ def running_service(**settings: str) -> Iterator[Service]:
                     if time.monotonic() > deadline or server.poll() is not None:
                         raise SystemExit("the service did not start")
                     time.sleep(0.2)
-                credentials = {"email": "bench@example.com", "password": "bench-password-1"}
-                client.post("/auth/register", json=credentials)
-                token = client.post("/auth/login", json=credentials).json()["access_token"]
+            token = access_token(base, "bench@example.com", "bench-password-1", register=True)
             yield Service(base, token, env, workdir)
         finally:
             server.terminate()
