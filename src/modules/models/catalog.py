@@ -39,7 +39,7 @@ SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 NO_LOCAL_MODELS = (
     "this replica loads no model files (MODEL_CATALOG_LOCAL=false, a gateway): add the model "
-    'on an inference node, then here as {"alias": ..., "remote": "http://node:8000/v1#alias"}'
+    'on an inference node, then here as {"alias": ..., "remote": "NODE_URL/v1#ALIAS"}'
 )
 
 
