@@ -69,17 +69,8 @@ class KnownRefusals:
 
     def refusal(self, key: RefusalKey) -> RateLimitExceededError | None:
         """The 429 to answer at once, or None: decide in full."""
-        known = self._known.get(key)
-        if known is None:
-            return None
-        left = known.until - self.clock()
-        if left <= 0:
-            del self._known[key]
-            return None
-        known.repeats += 1
-        seconds = max(1, math.ceil(left))
-        quota = Quota(requests=Allowance(known.limit, 0, seconds))
-        return RateLimitExceededError("requests", known.limit, "minute", seconds, quota)
+        known = self._still_refused(key)
+        return None if known is None else self._repeat(known)
 
     async def check(self, credential: str, scope: dict[str, Any]) -> None:
         """Before authentication reads anything: raise the remembered 429 for this
@@ -87,11 +78,11 @@ class KnownRefusals:
         admission."""
         key = self.key_for(credential, scope.get("route_handler"))
         state = scope.setdefault("state", {})
-        refusal = self.refusal(key)
-        if refusal is None:
+        known = self._still_refused(key)
+        if known is None:
             state[REFUSAL_KEY_STATE] = key
             return
-        known = self._known[key]
+        refusal = self._repeat(known)
         state["user_id"] = known.user_id  # for the log line
         if known.repeats > 1:
             state[QUIET_STATE] = True
@@ -100,3 +91,16 @@ class KnownRefusals:
         # second, and a sleeping request costs the server nothing.
         await asyncio.sleep(REPEAT_PAUSE_SECONDS)
         raise refusal
+
+    def _still_refused(self, key: RefusalKey) -> _Refused | None:
+        known = self._known.get(key)
+        if known is not None and known.until <= self.clock():
+            del self._known[key]  # one more fits now: decided in full again
+            return None
+        return known
+
+    def _repeat(self, known: _Refused) -> RateLimitExceededError:
+        known.repeats += 1
+        seconds = max(1, math.ceil(known.until - self.clock()))
+        quota = Quota(requests=Allowance(known.limit, 0, seconds))
+        return RateLimitExceededError("requests", known.limit, "minute", seconds, quota)
