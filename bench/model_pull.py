@@ -14,28 +14,19 @@ import argparse
 import functools
 import http.server
 import json
-import os
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from service import running_service  # bench/service.py
 
 from modules.config import default_model_path
 
 PASSWORD = "bench-password-42"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def serve_directory(root: Path) -> str:
@@ -93,39 +84,15 @@ def main() -> None:
         (root / "served").mkdir()
         shutil.copy(model, root / "served" / "smol.gguf")
         base = serve_directory(root / "served")
-        port = free_port()
-        env = {
-            **os.environ,
-            "DATA_DIR": str(root / "data"),
-            "DATABASE_URL": "",
-            "REDIS_URL": "",
-            "PORT": str(port),
+        settings = {
             "MODELS_DIR": str(root / "models"),
             "MODEL_DOWNLOAD_PREFIXES": f"{base}/",
-            "RATE_LIMIT_REQUESTS_PER_MINUTE": "0",
             "CACHE_ENABLED": "false",
         }
-        cli = str(Path(sys.executable).with_name("llm-service"))
-        subprocess.run(
-            [cli, "create-admin", "--email", "bench@example.com", "--password-stdin"],
-            input=PASSWORD, env=env, check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        server = subprocess.Popen([cli, "serve"], env=env, stdout=subprocess.DEVNULL)
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
-                while True:
-                    try:
-                        if client.get("/health").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        time.sleep(0.2)
-                login = {"email": "bench@example.com", "password": PASSWORD}
-                token = client.post("/auth/login", json=login).json()["access_token"]
-                client.headers["Authorization"] = f"Bearer {token}"
+        with running_service(**settings) as service:
+            headers = service.login("admin@example.com", PASSWORD, admin=True)
+            with httpx.Client(base_url=service.base_url, headers=headers, timeout=300) as client:
                 runs = [one_run(client, f"{base}/smol.gguf") for _ in range(args.runs)]
-        finally:
-            server.terminate()
-            server.wait(30)
     size = model.stat().st_size
     print(f"bundled model {size / 1e6:.0f} MB, {args.runs} runs, seconds:\n")
     print("| step | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " | median |")
