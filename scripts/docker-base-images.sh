@@ -17,6 +17,7 @@ images=(
     "pgvector/pgvector:pg15 postgres"
     "redis:7-alpine redis"
     "nginx:1.27-alpine nginx"
+    "prom/prometheus:v2.53.0 prometheus"
 )
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }

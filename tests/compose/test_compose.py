@@ -10,7 +10,9 @@ built), with PIP_NO_INDEX=1, so no package index is needed inside the build.
 Covered: the default profile (migrate, then the app on PostgreSQL and Redis; health, the
 first admin, login, a streamed answer; data kept across `restart app`), the `scale`
 profile (nginx in front of two gateways and the inference node, a streamed answer through
-nginx), and `down -v`. Not covered: the `gpu` profile, which needs NVIDIA's images.
+nginx), the `monitoring` profile's Prometheus (it scrapes app with METRICS_TOKEN and loads
+the alert rules), and `down -v`. Not covered: the `gpu` profile, which needs NVIDIA's
+images, and the `monitoring` profile's Grafana, which is not in Debian (no stand-in).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.support import PASSWORD, free_port
 
@@ -38,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 BOSS = "boss@example.com"
 OPS = "ops@example.com"
 PROJECT_LABEL = "com.docker.compose.project"
+EVERY_PROFILE = ("--profile", "scale", "--profile", "monitoring")
 
 
 class Compose:
@@ -53,11 +58,13 @@ class Compose:
             )
         self.app_port = free_port()
         self.nginx_port = free_port()
+        self.prometheus_port = free_port()
         self.env = {
             **os.environ,
             "COMPOSE_PROJECT_NAME": f"llm-service-test-{uuid.uuid4().hex[:8]}",
             "APP_PORT": str(self.app_port),
             "NGINX_PORT": str(self.nginx_port),
+            "PROMETHEUS_PORT": str(self.prometheus_port),
             "PIP_NO_INDEX": "1",
         }
 
@@ -80,7 +87,7 @@ class Compose:
 
     def logs(self) -> str:
         done = subprocess.run(
-            ["docker", "compose", "--profile", "scale", "logs", "--no-color", "--tail", "60"],
+            ["docker", "compose", *EVERY_PROFILE, "logs", "--no-color", "--tail", "60"],
             cwd=self.root,
             env=self.env,
             capture_output=True,
@@ -191,13 +198,15 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
     shutil.copy(root / ".env.example", root / ".env")
     set_env_line(root / ".env", "JWT_SECRET", secrets.token_urlsafe(48))
     set_env_line(root / ".env", "POSTGRES_PASSWORD", secrets.token_urlsafe(16))
+    # README "Monitoring": /metrics wants this token, which Prometheus sends.
+    set_env_line(root / ".env", "METRICS_TOKEN", secrets.token_urlsafe(24))
     project = Compose(root)
     try:
         yield project
     finally:
         print(project.logs())
         subprocess.run(
-            ["docker", "compose", "--profile", "scale", "down", "-v", "--remove-orphans"],
+            ["docker", "compose", *EVERY_PROFILE, "down", "-v", "--remove-orphans"],
             cwd=root,
             env=project.env,
             capture_output=True,
@@ -267,8 +276,62 @@ def test_scale_profile_streams_through_nginx(compose: Compose) -> None:
         streamed_answer(url, token)
 
 
+def scraped_target(api: str, timeout: float = 120) -> dict[str, Any]:
+    """The llm-service job's target once Prometheus has scraped it: up, or the last error."""
+    deadline = time.monotonic() + timeout
+    last: Any = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            targets = httpx.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        else:
+            mine = [t for t in targets if t["labels"].get("job") == "llm-service"]
+            if mine and mine[0]["health"] == "up":
+                target: dict[str, Any] = mine[0]
+                return target
+            last = mine or targets
+        time.sleep(2)
+    raise AssertionError(f"Prometheus did not scrape app within {timeout:.0f} s: {last}")
+
+
+def series(api: str, query: str, timeout: float = 30) -> list[dict[str, Any]]:
+    """The query's result once it has one (a scrape's samples land just after its target
+    reads as up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx.get(f"{api}/query", params={"query": query}, timeout=10).json()
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        if result or time.monotonic() > deadline:
+            assert result, f"{query}: no series within {timeout:.0f} s: {answer}"
+            return result
+        time.sleep(1)
+
+
+def test_monitoring_profile_scrapes_app_with_the_token_and_loads_the_rules(
+    compose: Compose,
+) -> None:
+    # README "Monitoring", Prometheus only: Grafana is not in Debian, so where no registry
+    # answers its image has no stand-in (deploy/standins/README.md).
+    # --wait: app too, which is recreated if .env changed since (the scale test's key).
+    compose.run("--profile", "monitoring", "up", "-d", "--wait", "prometheus")
+    app = f"http://127.0.0.1:{compose.app_port}"
+    assert httpx.get(f"{app}/metrics", timeout=10).status_code == 401  # only with the token
+    api = f"http://127.0.0.1:{compose.prometheus_port}/api/v1"
+    target = scraped_target(api)
+    assert target["scrapeUrl"] == "http://app:8000/metrics", target
+    # The app's own series, as an alert reads it: limits shared through Redis, not degraded.
+    (degraded,) = series(api, 'llm_ratelimit_degraded{job="llm-service"}')
+    assert degraded["value"][1] == "0", degraded
+    groups = httpx.get(f"{api}/rules", timeout=10).json()["data"]["groups"]
+    loaded = {rule["name"] for group in groups for rule in group["rules"]}
+    rules = yaml.safe_load((compose.root / "deploy/prometheus/alerts.yml").read_text())
+    written = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    assert loaded == written
+
+
 def test_down_v_removes_containers_and_volumes(compose: Compose) -> None:
-    compose.run("--profile", "scale", "down", "-v")
+    compose.run(*EVERY_PROFILE, "down", "-v")
     project = compose.env["COMPOSE_PROJECT_NAME"]
     for kind in ("container", "volume"):
         every = ["--all"] if kind == "container" else []
