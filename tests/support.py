@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -405,67 +406,111 @@ class RecordedStream:
 
 
 class FileServer:
-    """A loopback HTTP server of the files under `root`, with `Range` support (206, 416), as
-    a model hub serves a download; it notes each request's path and Range header."""
+    """A loopback HTTP/1.1 server of the files under `root`, with `Range` support (206, 416),
+    as a model hub serves a download, that misbehaves when told to: a connection cut or
+    stalled mid-body, a Range ignored, a redirect, an error status, a slow link. It notes
+    each request's path and Range header."""
 
     def __init__(self, root: Path, *, chunk_delay: float = 0.0) -> None:
         self.root = root
         self.requests: list[tuple[str, str | None]] = []
         # Set: the next request without a Range gets these bytes, then its connection is cut.
         self.cut_at: int | None = None
+        # Set: the next request gets these bytes, then waits for `release` before the rest.
+        self.stall_at: int | None = None
+        self.release = threading.Event()
         # Set: requests with a Range (resumes) wait for it before they are answered.
         self.resume_gate: threading.Event | None = None
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *_: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.requests.append((self.path, self.headers.get("Range")))
-                path = server.root / self.path.lstrip("/").split("?")[0]
-                if not path.is_file():
-                    self.send_error(404)
-                    return
-                data = path.read_bytes()
-                start, status = 0, 200
-                wanted = self.headers.get("Range", "")
-                cut = None
-                if not wanted and server.cut_at is not None:
-                    cut, server.cut_at = server.cut_at, None
-                if wanted and server.resume_gate is not None:
-                    server.resume_gate.wait(60)
-                if wanted.startswith("bytes="):
-                    start = int(wanted.removeprefix("bytes=").split("-")[0])
-                    if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
-                        self.end_headers()
-                        return
-                    status = 206
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data) - start))
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.end_headers()
-                if cut is not None:
-                    self.wfile.write(data[:cut])
-                    self.connection.shutdown(socket.SHUT_RDWR)  # the rest never comes
-                    self.close_connection = True
-                    return
-                # A slow link when asked: a megabyte every `chunk_delay` seconds.
-                for offset in range(start, len(data), 1 << 20):
-                    self.wfile.write(data[offset : offset + (1 << 20)])
-                    time.sleep(chunk_delay)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.ignore_range = False  # every answer is the whole file, 200
+        self.redirects: dict[str, str] = {}  # path -> Location, answered 302
+        self.statuses: dict[str, int] = {}  # path -> an error status
+        # A slow link when set: a megabyte every `chunk_delay` seconds.
+        self.chunk_delay = chunk_delay
+        self.httpd = _FileHTTPServer(("127.0.0.1", 0), _FileHandler)
+        self.httpd.files = self
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+
+    def url(self, path: str = "/model.gguf") -> str:
+        return self.base_url + path
+
+    def ranges(self) -> list[str | None]:
+        return [range_ for _, range_ in self.requests]
 
     def __enter__(self) -> FileServer:
         self.thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.release.set()
+        if self.resume_gate is not None:
+            self.resume_gate.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.thread.join(10)
+
+
+class _FileHTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    files: FileServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that goes away mid-body is part of the tests
+
+
+class _FileHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        files = cast(_FileHTTPServer, self.server).files
+        path = urlsplit(self.path).path
+        wanted = self.headers.get("Range")
+        files.requests.append((path, wanted))
+        file = files.root / path.lstrip("/")
+        if path in files.statuses:
+            self.send_error(files.statuses[path])
+        elif path in files.redirects:
+            self.send_response(302)
+            self.send_header("Location", files.redirects[path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif not file.is_file():
+            self.send_error(404)
+        else:
+            if wanted and files.resume_gate is not None:
+                files.resume_gate.wait(60)
+            self._send_file(files, file.read_bytes(), None if files.ignore_range else wanted)
+
+    def _send_file(self, files: FileServer, data: bytes, wanted: str | None) -> None:
+        start = int(wanted.removeprefix("bytes=").split("-")[0]) if wanted else 0
+        if start and start >= len(data):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        body = data[start:]
+        cut, stall = None, files.stall_at
+        if not wanted and files.cut_at is not None:
+            cut, files.cut_at = files.cut_at, None
+        files.stall_at = None
+        if cut is not None:
+            self.wfile.write(body[:cut])
+            self.connection.shutdown(socket.SHUT_RDWR)  # the rest never comes
+            self.close_connection = True
+            return
+        if stall is not None:
+            self.wfile.write(body[:stall])
+            files.release.wait(30)
+            body = body[stall:]
+        for offset in range(0, len(body), 1 << 20):
+            self.wfile.write(body[offset : offset + (1 << 20)])
+            time.sleep(files.chunk_delay)

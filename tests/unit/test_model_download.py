@@ -1,5 +1,6 @@
-"""Model downloads against a loopback HTTP server that serves files with Range support and
-misbehaves on request: a connection cut mid-body, a stall, redirects, error statuses."""
+"""Model downloads against a loopback HTTP server (`tests.support.FileServer`) that serves
+files with Range support and misbehaves on request: a connection cut mid-body, a stall,
+redirects, error statuses."""
 
 from __future__ import annotations
 
@@ -7,19 +8,15 @@ import asyncio
 import hashlib
 import importlib
 import random
-import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any
 
 import pytest
 
 from modules.models import DownloadError, allowed, download
+from tests.support import FileServer
 
 SIZE = 3 * 1024 * 1024 + 123
 CHUNK = 64 * 1024
@@ -29,101 +26,13 @@ DIGEST = hashlib.sha256(CONTENT).hexdigest()
 DOWNLOAD_MODULE = importlib.import_module("modules.models.download")
 
 
-@dataclass
-class FileServer:
-    """What the loopback server serves, how it misbehaves, and the requests it saw."""
-
-    root: Path
-    base_url: str = ""
-    requests: list[tuple[str, str | None]] = field(default_factory=list)  # path, Range
-    cut_after: int | None = None  # first request only: the body stops after these bytes
-    stall_after: int | None = None  # first request only: waits for `release` after these
-    ignore_range: bool = False
-    redirects: dict[str, str] = field(default_factory=dict)
-    statuses: dict[str, int] = field(default_factory=dict)
-    release: threading.Event = field(default_factory=threading.Event)
-
-    def url(self, path: str = "/model.gguf") -> str:
-        return self.base_url + path
-
-    def ranges(self) -> list[str | None]:
-        return [range_ for _, range_ in self.requests]
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    files: FileServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # A client that goes away mid-body is part of the tests.
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        files = cast(_Server, self.server).files
-        path = urlsplit(self.path).path
-        files.requests.append((path, self.headers.get("Range")))
-        first = len(files.requests) == 1
-        file = files.root / path.lstrip("/")
-        if path in files.statuses:
-            self.send_error(files.statuses[path])
-        elif path in files.redirects:
-            self.send_response(302)
-            self.send_header("Location", files.redirects[path])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        elif not file.is_file():
-            self.send_error(404)
-        else:
-            self._send_file(files, file.read_bytes(), first)
-
-    def _send_file(self, files: FileServer, data: bytes, first: int) -> None:
-        range_ = self.headers.get("Range")
-        start = 0 if range_ is None or files.ignore_range else int(range_[6:].rstrip("-"))
-        if start >= len(data) and start:
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{len(data)}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self.send_response(206 if start else 200)
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        body = data[start:]
-        if first and files.cut_after is not None:
-            self.wfile.write(body[: files.cut_after])
-            self.connection.shutdown(socket.SHUT_RDWR)  # The rest never comes.
-            self.close_connection = True
-            return
-        if first and files.stall_after is not None:
-            self.wfile.write(body[: files.stall_after])
-            files.release.wait(30)
-            body = body[files.stall_after :]
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[FileServer]:
     root = tmp_path / "served"
     root.mkdir()
     (root / "model.gguf").write_bytes(CONTENT)
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    files = FileServer(root, base_url=f"http://127.0.0.1:{httpd.server_address[1]}")
-    httpd.files = files
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield files
-    files.release.set()
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(10)
+    with FileServer(root) as files:
+        yield files
 
 
 @pytest.fixture
@@ -158,7 +67,7 @@ async def test_a_whole_download_reports_progress_up_to_the_total(
 
 
 async def test_a_cut_connection_resumes_with_range(server: FileServer, target: Path) -> None:
-    server.cut_after = 1_000_000
+    server.cut_at = 1_000_000
     progress: list[tuple[int, int | None]] = []
     await fetch(server, target, sha256=DIGEST.upper(), on_progress=lambda *p: progress.append(p))
     assert hashlib.sha256(target.read_bytes()).hexdigest() == DIGEST
@@ -304,7 +213,7 @@ async def test_too_little_free_space_is_refused(
 
 
 async def test_cancelling_keeps_the_part_for_a_resume(server: FileServer, target: Path) -> None:
-    server.stall_after = 512 * 1024
+    server.stall_at = 512 * 1024
     started = asyncio.Event()
 
     def on_progress(done: int, total: int | None) -> None:
