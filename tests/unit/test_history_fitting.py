@@ -22,6 +22,7 @@ from tests.fakes import FakeBackend, fake_tokenize
 
 CONTEXT = 256
 MAX_TOKENS = 32  # the reserve: min(32, 256 // 4)
+ROUNDS = 3  # timing: a round that a busy moment spoils is run again
 
 
 class CountingBackend(FakeBackend):
@@ -183,9 +184,6 @@ def test_a_repeat_turn_tokenizes_no_more_for_a_longer_history() -> None:
         words[turns] = backend.words_tokenized
     # Only the prompts rendered (the context's worth) are tokenized, however long the history.
     assert words[250] == words[500] == words[1000] <= 2 * CONTEXT
-
-
-ROUNDS = 3  # a round that a busy moment spoils is run again, as in test_sanitizer_scaling
 
 
 def test_doubling_the_history_at_most_about_doubles_a_turn() -> None:
