@@ -16,6 +16,7 @@ from modules.ratelimit import (
     RateLimiter,
     RateLimitExceededError,
 )
+from modules.ratelimit import refusals as refusals_module
 from modules.ratelimit.refusals import REPEAT_PAUSE_SECONDS
 from modules.ratelimit.service import window_at
 
@@ -178,35 +179,54 @@ async def test_memory_counters_expire() -> None:
 # Remembered refusals: the same credential on the same route, until the minute turns.
 
 
-def test_a_request_limit_refusal_is_remembered_until_its_window_ends() -> None:
+async def refused(
+    refusals: KnownRefusals, credential: str, route: object
+) -> RateLimitExceededError | None:
+    """The remembered 429 that authentication's check raises, or None: decided in full."""
+    try:
+        await refusals.check(credential, {"route_handler": route})
+    except RateLimitExceededError as error:
+        return error
+    return None
+
+
+@pytest.fixture
+def no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(refusals_module, "REPEAT_PAUSE_SECONDS", 0)
+
+
+@pytest.mark.usefixtures("no_pause")
+async def test_a_request_limit_refusal_is_remembered_until_its_window_ends() -> None:
     now = [1000.0]
     refusals = KnownRefusals(lambda: now[0])
     route, other_route = object(), object()
     key = KnownRefusals.key_for("token-a", route)
     refusals.remember(key, RateLimitExceededError("requests", 5, "minute", 20, until=1020.0), "u")
 
-    again = refusals.refusal(key)
+    again = await refused(refusals, "token-a", route)
     assert again is not None
     assert (again.what, again.limit, again.retry_after) == ("requests", 5, 20)
     assert again.quota is not None
     assert again.quota.headers()["x-ratelimit-remaining-requests"] == "0"
-    assert refusals.refusal(KnownRefusals.key_for("token-b", route)) is None
-    assert refusals.refusal(KnownRefusals.key_for("token-a", other_route)) is None
+    assert await refused(refusals, "token-b", route) is None
+    assert await refused(refusals, "token-a", other_route) is None
 
     now[0] = 1019.5
-    still = refusals.refusal(key)
+    still = await refused(refusals, "token-a", route)
     assert still is not None
     assert still.retry_after == 1
     now[0] = 1020.0  # the next minute: decided in full again
-    assert refusals.refusal(key) is None
+    assert await refused(refusals, "token-a", route) is None
 
 
-def test_refusals_that_free_up_are_not_remembered() -> None:
+@pytest.mark.usefixtures("no_pause")
+async def test_refusals_that_free_up_are_not_remembered() -> None:
     refusals = KnownRefusals(lambda: 0.0)
-    key = KnownRefusals.key_for("token", object())
+    route = object()
+    key = KnownRefusals.key_for("token", route)
     refusals.remember(key, RateLimitExceededError("tokens", 100, "minute", 30, until=30.0), "u")
     refusals.remember(key, RateLimitExceededError("requests in flight", 4, "user at once", 1), "u")
-    assert refusals.refusal(key) is None
+    assert await refused(refusals, "token", route) is None
 
 
 async def test_the_check_refuses_a_remembered_credential_after_a_pause() -> None:

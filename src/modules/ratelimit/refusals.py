@@ -67,11 +67,6 @@ class KnownRefusals:
                 return
         self._known[key] = _Refused(error.until, error.limit, user_id)
 
-    def refusal(self, key: RefusalKey) -> RateLimitExceededError | None:
-        """The 429 to answer at once, or None: decide in full."""
-        known = self._still_refused(key)
-        return None if known is None else self._repeat(known)
-
     async def check(self, credential: str, scope: dict[str, Any]) -> None:
         """Before authentication reads anything: raise the remembered 429 for this
         credential on this route, after a pause, or leave the key in the scope's state for
